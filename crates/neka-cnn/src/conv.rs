@@ -1,0 +1,342 @@
+//! 2-D convolution with the lecture's knobs: kernel size (non-square allowed), padding
+//! (a number, per-dimension numbers, or `same`), stride, dilation and groups.
+//!
+//! For an input `x (B, C_in, H, W)` and weights `w (C_out, C_in/groups, kh, kw)`:
+//!
+//! ```text
+//! y[b, o, i, j] = bias[o] + Σ_c Σ_m Σ_n  w[o, c, m, n] · x[b, c, s·i + d·m − p_h, s·j + d·n − p_w]
+//! ```
+//!
+//! Every output position uses the *same* weights (parameter sharing), so the layer has
+//! `C_out · C_in/groups · kh · kw + C_out` parameters whatever the image size. Like every deep
+//! learning library, this computes a cross-correlation (no kernel flip); see
+//! [`crate::lecture`] for the textbook convolution and how the two relate.
+//!
+//! Output size per dimension: `out = floor((in + 2p − d(k−1) − 1) / s) + 1`
+//! ([`crate::arith::conv_output_size`]).
+
+use crate::arith;
+use crate::{Error, Result};
+use candle_core::{Module, Tensor};
+use candle_nn::{Init, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Zero padding of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// `d(k−1)/2` on each side, so a stride-1 convolution keeps the size (odd kernels only).
+    Same,
+    /// This many zeros on each side: `(height, width)`.
+    Explicit(usize, usize),
+}
+
+impl Padding {
+    /// No padding ("valid" convolution).
+    pub const VALID: Padding = Padding::Explicit(0, 0);
+
+    /// The same padding on both dimensions.
+    pub fn uniform(p: usize) -> Self {
+        Padding::Explicit(p, p)
+    }
+
+    /// Resolves to `(p_h, p_w)` for a kernel and dilation.
+    pub fn resolve(self, kernel: (usize, usize), dilation: usize) -> Result<(usize, usize)> {
+        match self {
+            Padding::Explicit(h, w) => Ok((h, w)),
+            Padding::Same => match (
+                arith::same_padding(kernel.0, dilation),
+                arith::same_padding(kernel.1, dilation),
+            ) {
+                (Some(h), Some(w)) => Ok((h, w)),
+                _ => Err(Error::Config(format!(
+                    "padding `same` = (k-1)/2 needs odd kernel sizes, got {}x{}",
+                    kernel.0, kernel.1
+                ))),
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Padding {
+    type Err = Error;
+    /// `same`, `valid`, `N` or `H,W`.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("same") {
+            return Ok(Padding::Same);
+        }
+        if s.eq_ignore_ascii_case("valid") {
+            return Ok(Padding::VALID);
+        }
+        let nums: std::result::Result<Vec<usize>, _> =
+            s.split(',').map(|p| p.trim().parse()).collect();
+        match nums.as_deref() {
+            Ok([p]) => Ok(Padding::uniform(*p)),
+            Ok([h, w]) => Ok(Padding::Explicit(*h, *w)),
+            _ => Err(Error::Config(format!(
+                "padding `{s}`: expected same, valid, N or H,W"
+            ))),
+        }
+    }
+}
+
+/// Configuration of a [`Conv2d`] layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv2dConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// `(kh, kw)`.
+    pub kernel_size: (usize, usize),
+    pub stride: usize,
+    pub padding: Padding,
+    pub dilation: usize,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+impl Conv2dConfig {
+    /// A `k × k` convolution, stride 1, no padding, no dilation, one group, with bias
+    /// (PyTorch's `nn.Conv2d(in, out, k)`).
+    pub fn new(in_channels: usize, out_channels: usize, k: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel_size: (k, k),
+            stride: 1,
+            padding: Padding::VALID,
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        }
+    }
+
+    /// A `kh × kw` kernel.
+    pub fn kernel(mut self, kh: usize, kw: usize) -> Self {
+        self.kernel_size = (kh, kw);
+        self
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    pub fn bias(mut self, b: bool) -> Self {
+        self.bias = b;
+        self
+    }
+
+    /// Checks that the numbers fit together.
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        if c.in_channels == 0 || c.out_channels == 0 || c.kernel_size.0 == 0 || c.kernel_size.1 == 0
+        {
+            return Err(Error::Config(format!(
+                "conv2d: channels and kernel sizes must be positive: {c:?}"
+            )));
+        }
+        if c.stride == 0 || c.dilation == 0 || c.groups == 0 {
+            return Err(Error::Config(format!(
+                "conv2d: stride, dilation and groups must be positive: {c:?}"
+            )));
+        }
+        if c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+            return Err(Error::Config(format!(
+                "conv2d: groups {} must divide in_channels {} and out_channels {}",
+                c.groups, c.in_channels, c.out_channels
+            )));
+        }
+        self.padding.resolve(self.kernel_size, self.dilation)?;
+        Ok(())
+    }
+
+    /// `(p_h, p_w)` after resolving `same`.
+    pub fn resolved_padding(&self) -> Result<(usize, usize)> {
+        self.padding.resolve(self.kernel_size, self.dilation)
+    }
+
+    /// Output `(H, W)` for an input `(H, W)`; `None` if the input is too small.
+    pub fn output_size(&self, hw: (usize, usize)) -> Option<(usize, usize)> {
+        let (ph, pw) = self.resolved_padding().ok()?;
+        Some((
+            arith::conv_output_size(hw.0, self.kernel_size.0, ph, self.stride, self.dilation)?,
+            arith::conv_output_size(hw.1, self.kernel_size.1, pw, self.stride, self.dilation)?,
+        ))
+    }
+
+    /// Number of parameters (weights + biases).
+    pub fn num_params(&self) -> usize {
+        arith::conv2d_params(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.groups,
+            self.bias,
+        )
+    }
+}
+
+/// A 2-D convolution layer. Tensor names follow PyTorch: `weight (C_out, C_in/groups, kh, kw)`
+/// and `bias (C_out)`; init is PyTorch's U(±1/√fan_in) with `fan_in = C_in/groups · kh · kw`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    inner: candle_nn::Conv2d,
+    /// Explicit padding applied before the convolution when height and width differ
+    /// (candle's conv takes one padding for both).
+    pre_pad: Option<(usize, usize)>,
+    cfg: Conv2dConfig,
+}
+
+/// Builds a [`Conv2d`] under `vb` (e.g. `vb.pp("conv1")` → `conv1.weight`, `conv1.bias`).
+pub fn conv2d(cfg: Conv2dConfig, vb: VarBuilder) -> Result<Conv2d> {
+    cfg.validate()?;
+    let (kh, kw) = cfg.kernel_size;
+    let fan_in = cfg.in_channels / cfg.groups * kh * kw;
+    let bound = neka_common::nn::pytorch_bound(fan_in);
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let w = vb.get_with_hints(
+        (cfg.out_channels, cfg.in_channels / cfg.groups, kh, kw),
+        "weight",
+        init,
+    )?;
+    let b = if cfg.bias {
+        Some(vb.get_with_hints(cfg.out_channels, "bias", init)?)
+    } else {
+        None
+    };
+    let (ph, pw) = cfg.resolved_padding()?;
+    let (padding, pre_pad) = if ph == pw {
+        (ph, None)
+    } else {
+        (0, Some((ph, pw)))
+    };
+    let inner = candle_nn::Conv2d::new(
+        w,
+        b,
+        candle_nn::Conv2dConfig {
+            padding,
+            stride: cfg.stride,
+            dilation: cfg.dilation,
+            groups: cfg.groups,
+            cudnn_fwd_algo: None,
+        },
+    );
+    Ok(Conv2d {
+        inner,
+        pre_pad,
+        cfg,
+    })
+}
+
+/// A 1×1 convolution: mixes channels at each pixel (`C_in · C_out` weights), changing the
+/// channel count without touching the spatial size — the cheap "bottleneck" of Inception
+/// and ResNet, which cuts the MACs of the expensive conv that follows.
+pub fn conv1x1(in_channels: usize, out_channels: usize, vb: VarBuilder) -> Result<Conv2d> {
+    conv2d(Conv2dConfig::new(in_channels, out_channels, 1), vb)
+}
+
+impl Conv2d {
+    /// The layer's configuration.
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.cfg
+    }
+    /// `weight (C_out, C_in/groups, kh, kw)`.
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+    /// `bias (C_out)`.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+}
+
+impl Conv2d {
+    /// The convolution as im2col + one matrix product, built from differentiable candle ops:
+    ///
+    /// ```text
+    /// cols[b, (c,m,n), (i,j)] = x_padded[b, c, i + d·m, j + d·n]      (B, C·kh·kw, H'·W')
+    /// y[b] = W.reshape(C_out, C·kh·kw) · cols[b] + bias                (B, C_out, H'·W')
+    /// ```
+    ///
+    /// Used on CPU for stride 1, one group. Same result as candle's `conv2d` (tested), but
+    /// its backward pass is matrix products and slices instead of candle's CPU
+    /// `conv_transpose2d` loop, which makes training several times faster.
+    pub fn forward_im2col(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (ph, pw) = self
+            .cfg
+            .resolved_padding()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let xs = if ph + pw > 0 {
+            xs.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?
+        } else {
+            xs.clone()
+        };
+        let (b, c, h, w) = xs.dims4()?;
+        let (kh, kw) = self.cfg.kernel_size;
+        let d = self.cfg.dilation;
+        let (oh, ow) = (
+            h + 1 - arith::effective_kernel(kh, d),
+            w + 1 - arith::effective_kernel(kw, d),
+        );
+        let mut patches = Vec::with_capacity(kh * kw);
+        for m in 0..kh {
+            let rows = xs.narrow(2, d * m, oh)?;
+            for n in 0..kw {
+                patches.push(rows.narrow(3, d * n, ow)?);
+            }
+        }
+        let cols = Tensor::stack(&patches, 2)?.reshape((b, c * kh * kw, oh * ow))?;
+        let wmat = self
+            .inner
+            .weight()
+            .reshape((self.cfg.out_channels, c * kh * kw))?;
+        let ys = wmat
+            .broadcast_matmul(&cols)?
+            .reshape((b, self.cfg.out_channels, oh, ow))?;
+        match self.inner.bias() {
+            Some(bias) => ys.broadcast_add(&bias.reshape((1, self.cfg.out_channels, 1, 1))?),
+            None => Ok(ys),
+        }
+    }
+
+    /// candle's own `conv2d` (any stride, groups, device).
+    pub fn forward_candle(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self.pre_pad {
+            None => self.inner.forward(xs),
+            Some((ph, pw)) => self
+                .inner
+                .forward(&xs.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?),
+        }
+    }
+}
+
+impl Module for Conv2d {
+    /// `(B, C_in, H, W) → (B, C_out, H', W')`.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if xs.device().is_cpu() && self.cfg.stride == 1 && self.cfg.groups == 1 {
+            self.forward_im2col(xs)
+        } else {
+            self.forward_candle(xs)
+        }
+    }
+}
+
+/// Flattens `(B, …)` to `(B, features)`: the bridge from the convolutional feature maps to
+/// the fully-connected head.
+pub fn flatten(xs: &Tensor) -> candle_core::Result<Tensor> {
+    xs.flatten_from(1)
+}

@@ -1,0 +1,144 @@
+//! # neka-cnn
+//!
+//! Convolutional networks on candle, written next to the lecture: convolution with kernel
+//! size, padding (`same` = (k−1)/2), stride, dilation and groups ([`conv`]); max and average
+//! pooling ([`pool`]); the output-size and receptive-field arithmetic ([`arith`]) and a
+//! per-layer [`summary`]; the lecture's worked examples ([`lecture`]); and two models,
+//! [`MnistNet`] (pytorch/examples' MNIST `Net`, weight-compatible with PyTorch) and
+//! [`LeNet5`].
+//!
+//! ```
+//! use candle_core::{DType, Device, ModuleT, Tensor};
+//! use neka_cnn::{mnist_net, MnistNet};
+//! let cfg = mnist_net::Config::default();
+//! println!("{}", cfg.summary()?);
+//! let varmap = candle_nn::VarMap::new();
+//! let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &Device::Cpu);
+//! let net = MnistNet::new(&cfg, vb)?;
+//! let logits = net.forward_t(&Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu)?, false)?;
+//! assert_eq!(logits.dims(), &[2, 10]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod arith;
+pub mod conv;
+pub mod lecture;
+pub mod lenet5;
+pub mod mnist_net;
+pub mod pipeline;
+pub mod pool;
+pub mod summary;
+
+pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, Padding};
+pub use lenet5::LeNet5;
+pub use mnist_net::MnistNet;
+pub use pool::{Pool2d, PoolKind};
+pub use summary::{summarize, LayerSpec, Summary};
+
+use candle_core::{ModuleT, Tensor};
+use candle_nn::VarBuilder;
+
+/// Errors of neka-cnn.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Common(#[from] neka_common::Error),
+    /// A layer or model configuration that does not fit together.
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The CNNs of the zoo, chosen by name (`mnist-net`, `lenet5`) — what the examples and
+/// checkpoints use. Each variant carries its model.
+#[derive(Debug, Clone)]
+pub enum CnnModel {
+    MnistNet(MnistNet),
+    LeNet5(LeNet5),
+}
+
+/// The names [`CnnModel::from_name`] accepts.
+pub const MODEL_NAMES: [&str; 2] = ["mnist-net", "lenet5"];
+
+impl CnnModel {
+    /// Builds the model `name` for images of `in_channels × image_size²` and `num_classes`
+    /// classes, returning it with its config as JSON (for `config.json`).
+    pub fn from_name(
+        name: &str,
+        in_channels: usize,
+        image_size: usize,
+        num_classes: usize,
+        vb: VarBuilder,
+    ) -> Result<(Self, serde_json::Value)> {
+        match name {
+            "mnist-net" => {
+                let cfg = mnist_net::Config {
+                    in_channels,
+                    image_size,
+                    num_classes,
+                    ..Default::default()
+                };
+                let json = serde_json::to_value(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+                Ok((Self::MnistNet(MnistNet::new(&cfg, vb)?), json))
+            }
+            "lenet5" => {
+                let cfg = lenet5::Config {
+                    in_channels,
+                    image_size,
+                    num_classes,
+                };
+                let json = serde_json::to_value(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+                Ok((Self::LeNet5(LeNet5::new(&cfg, vb)?), json))
+            }
+            other => Err(Error::Config(format!(
+                "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
+            ))),
+        }
+    }
+
+    /// Builds the model `name` from a `config.json` `config` value.
+    pub fn from_config(name: &str, config: &serde_json::Value, vb: VarBuilder) -> Result<Self> {
+        let bad = |e: serde_json::Error| Error::Config(format!("config of `{name}`: {e}"));
+        match name {
+            "mnist-net" => Ok(Self::MnistNet(MnistNet::new(
+                &serde_json::from_value(config.clone()).map_err(bad)?,
+                vb,
+            )?)),
+            "lenet5" => Ok(Self::LeNet5(LeNet5::new(
+                &serde_json::from_value(config.clone()).map_err(bad)?,
+                vb,
+            )?)),
+            other => Err(Error::Config(format!(
+                "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
+            ))),
+        }
+    }
+
+    /// The model's layer summary for a config value.
+    pub fn summary_for(name: &str, config: &serde_json::Value) -> Result<Summary> {
+        let bad = |e: serde_json::Error| Error::Config(format!("config of `{name}`: {e}"));
+        match name {
+            "mnist-net" => serde_json::from_value::<mnist_net::Config>(config.clone())
+                .map_err(bad)?
+                .summary(),
+            "lenet5" => serde_json::from_value::<lenet5::Config>(config.clone())
+                .map_err(bad)?
+                .summary(),
+            other => Err(Error::Config(format!(
+                "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
+            ))),
+        }
+    }
+}
+
+impl ModuleT for CnnModel {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Self::MnistNet(m) => m.forward_t(xs, train),
+            Self::LeNet5(m) => candle_core::Module::forward(m, xs),
+        }
+    }
+}

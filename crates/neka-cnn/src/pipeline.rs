@@ -1,0 +1,66 @@
+//! Loading a saved CNN and preparing its inputs: what `mnist_cnn eval` and `predict` (and
+//! your own program) need to use a model directory such as `models/mnist-cnn`.
+//!
+//! ```no_run
+//! let model = neka_cnn::pipeline::LoadedModel::load("models/mnist-cnn".as_ref(), &candle_core::Device::Cpu)?;
+//! println!("{} trained on {}", model.info.model, model.info.dataset);
+//! # Ok::<(), neka_cnn::Error>(())
+//! ```
+
+use crate::{CnnModel, Error, Result};
+use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_nn::VarMap;
+use neka_common::checkpoint::{self, CheckpointInfo};
+use neka_common::data::Normalize;
+use std::path::Path;
+
+/// A CNN loaded from a model directory (`model.safetensors` + `config.json`).
+pub struct LoadedModel {
+    pub model: CnnModel,
+    pub info: CheckpointInfo,
+    pub varmap: VarMap,
+    pub device: Device,
+}
+
+impl LoadedModel {
+    /// Loads `dir/config.json`, builds the model it names and loads `dir/model.safetensors`
+    /// into it (strictly: every tensor present with its shape, nothing extra).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(neka_common::Error::checkpoint(
+                dir,
+                "model directory not found (it should hold model.safetensors and config.json)",
+            )
+            .into());
+        }
+        let info = checkpoint::read_info(dir)?;
+        let varmap = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
+        let model = CnnModel::from_config(&info.model, &info.config, vb).map_err(|e| {
+            neka_common::Error::checkpoint(dir.join(checkpoint::CONFIG_FILE), e.to_string())
+        })?;
+        checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
+        Ok(Self {
+            model,
+            info,
+            varmap,
+            device: device.clone(),
+        })
+    }
+
+    /// The normalisation the model was trained with.
+    pub fn normalize(&self) -> Result<Normalize> {
+        self.info.normalize.clone().ok_or_else(|| {
+            Error::Config(format!(
+                "model `{}` has no `normalize` field in config.json",
+                self.info.model
+            ))
+        })
+    }
+
+    /// Class probabilities `(B, classes)` for normalised images `(B, C, H, W)`.
+    pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
+        let logits = self.model.forward_t(&xs.to_device(&self.device)?, false)?;
+        Ok(candle_nn::ops::softmax_last_dim(&logits)?)
+    }
+}

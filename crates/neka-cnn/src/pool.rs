@@ -1,0 +1,105 @@
+//! Max and average pooling with kernel, stride and padding.
+//!
+//! Pooling summarises each `k × k` window by its maximum or mean: it has no parameters,
+//! shrinks the feature map (`out = floor((in + 2p − k)/s) + 1`), and makes the features a
+//! little invariant to small shifts. Max pooling pads with −∞ (padding never wins), average
+//! pooling with zeros that count in the mean (PyTorch's `count_include_pad=True`).
+
+use crate::arith;
+use crate::{Error, Result};
+use candle_core::{Module, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Max or average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// A pooling layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool2d {
+    pub kind: PoolKind,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Pool2d {
+    /// `k × k` max pooling with stride `k` (PyTorch's `max_pool2d(x, k)`).
+    pub fn max(k: usize) -> Self {
+        Self {
+            kind: PoolKind::Max,
+            kernel: k,
+            stride: k,
+            padding: 0,
+        }
+    }
+    /// `k × k` average pooling with stride `k`.
+    pub fn avg(k: usize) -> Self {
+        Self {
+            kind: PoolKind::Avg,
+            kernel: k,
+            stride: k,
+            padding: 0,
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = p;
+        self
+    }
+
+    /// Checks kernel, stride and padding (PyTorch requires `p ≤ k/2`).
+    pub fn validate(&self) -> Result<()> {
+        if self.kernel == 0 || self.stride == 0 {
+            return Err(Error::Config(format!(
+                "pool: kernel and stride must be positive: {self:?}"
+            )));
+        }
+        if 2 * self.padding > self.kernel {
+            return Err(Error::Config(format!(
+                "pool: padding {} must be at most half the kernel {}",
+                self.padding, self.kernel
+            )));
+        }
+        Ok(())
+    }
+
+    /// Output `(H, W)` for an input `(H, W)`.
+    pub fn output_size(&self, hw: (usize, usize)) -> Option<(usize, usize)> {
+        Some((
+            arith::conv_output_size(hw.0, self.kernel, self.padding, self.stride, 1)?,
+            arith::conv_output_size(hw.1, self.kernel, self.padding, self.stride, 1)?,
+        ))
+    }
+}
+
+fn pad_with(xs: &Tensor, p: usize, value: f64) -> candle_core::Result<Tensor> {
+    if p == 0 {
+        return Ok(xs.clone());
+    }
+    let (b, c, h, w) = xs.dims4()?;
+    let col = (Tensor::ones((b, c, h, p), xs.dtype(), xs.device())? * value)?;
+    let xs = Tensor::cat(&[&col, xs, &col], 3)?;
+    let row = (Tensor::ones((b, c, p, w + 2 * p), xs.dtype(), xs.device())? * value)?;
+    Tensor::cat(&[&row, &xs, &row], 2)
+}
+
+impl Module for Pool2d {
+    /// `(B, C, H, W) → (B, C, H', W')`.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self.kind {
+            PoolKind::Max => pad_with(xs, self.padding, f64::NEG_INFINITY)?
+                .max_pool2d_with_stride(self.kernel, self.stride),
+            PoolKind::Avg => {
+                pad_with(xs, self.padding, 0.0)?.avg_pool2d_with_stride(self.kernel, self.stride)
+            }
+        }
+    }
+}

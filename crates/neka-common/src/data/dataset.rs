@@ -1,0 +1,77 @@
+//! Datasets and batching, shared by every model in the zoo.
+//!
+//! A [`Dataset`] knows how many examples it has and how to build a batch from a list of
+//! example indices; *which* indices go together is decided by [`Dataset::epoch_plan`]:
+//! by default a seeded shuffle cut into chunks of `batch_size`, keeping the last partial
+//! batch. Sequence datasets override it to bucket by length. Because a plan is just
+//! indices, the training loop can resume in the middle of an epoch exactly.
+
+use crate::rng::DataRng;
+use crate::Result;
+use candle_core::Tensor;
+use rand::seq::SliceRandom;
+
+/// A collection of examples that can be cut into batches.
+pub trait Dataset {
+    /// What a batch of examples looks like (tensors on the model's device).
+    type Batch;
+
+    /// Number of examples.
+    fn len(&self) -> usize;
+
+    /// True when there are no examples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Builds the batch holding the examples at `indices`, in that order.
+    fn batch(&self, indices: &[usize]) -> Result<Self::Batch>;
+
+    /// The batches of one epoch, as example indices. With `rng`, the order is shuffled
+    /// (a fresh permutation every epoch); without, examples come in order. Every example
+    /// appears exactly once and the last batch may be smaller than `batch_size`.
+    fn epoch_plan(&self, batch_size: usize, rng: Option<&mut DataRng>) -> Vec<Vec<usize>> {
+        shuffled_chunks(self.len(), batch_size, rng)
+    }
+}
+
+/// `0..n` (shuffled with `rng` if given) cut into chunks of `batch_size`; the last chunk
+/// keeps the remainder.
+pub fn shuffled_chunks(n: usize, batch_size: usize, rng: Option<&mut DataRng>) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if let Some(r) = rng {
+        idx.shuffle(r);
+    }
+    idx.chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// A batch of images and class labels: `x (B, C, H, W)` f32, `y (B)` u32.
+#[derive(Debug, Clone)]
+pub struct ImageBatch {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::data_rng;
+
+    #[test]
+    fn plan_keeps_the_last_partial_batch_and_reshuffles() {
+        let mut r = data_rng(3);
+        let a = shuffled_chunks(10, 4, Some(&mut r));
+        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let mut all: Vec<usize> = a.concat();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        let b = shuffled_chunks(10, 4, Some(&mut r));
+        assert_ne!(a, b, "each epoch gets a fresh permutation");
+        assert_eq!(
+            shuffled_chunks(5, 2, None),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
+    }
+}

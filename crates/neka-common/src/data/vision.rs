@@ -1,0 +1,436 @@
+//! MNIST and Fashion-MNIST: locating the files, loading them, splitting and normalising.
+//!
+//! Where the data comes from, in order:
+//! 1. a data directory: `--data-dir DIR` or the `NEKA_DATA_DIR` environment variable, holding
+//!    `mnist/` and `fashion-mnist/` folders, or the four IDX files directly;
+//! 2. with the `hub` feature, a Hugging Face Hub download (`ylecun/mnist`,
+//!    `zalando-datasets/fashion_mnist`) through candle-datasets and hf-hub's cache;
+//! 3. otherwise an error that explains both ways.
+
+use super::dataset::{Dataset, ImageBatch};
+use super::idx::{self, IdxImages};
+use crate::{Error, Result};
+#[cfg(feature = "hub")]
+use candle_core::DType;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming neka's data root.
+pub const DATA_DIR_ENV: &str = "NEKA_DATA_DIR";
+
+/// Which IDX image-classification dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VisionDatasetKind {
+    Mnist,
+    FashionMnist,
+}
+
+impl VisionDatasetKind {
+    /// The dataset's name as used on the command line and in checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mnist => "mnist",
+            Self::FashionMnist => "fashion-mnist",
+        }
+    }
+
+    /// Folder names tried under the data root.
+    fn folders(self) -> &'static [&'static str] {
+        match self {
+            Self::Mnist => &["mnist", "MNIST"],
+            Self::FashionMnist => &["fashion-mnist", "fashion_mnist", "FashionMNIST"],
+        }
+    }
+
+    /// Human-readable class names.
+    pub fn class_names(self) -> Vec<String> {
+        match self {
+            Self::Mnist => (0..10).map(|d| d.to_string()).collect(),
+            Self::FashionMnist => [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }
+    }
+
+    /// The canonical normalisation constants, where a canonical one exists (MNIST's
+    /// 0.1307 / 0.3081 from the PyTorch example); `None` means "compute from the train set".
+    pub fn canonical_normalize(self) -> Option<Normalize> {
+        match self {
+            Self::Mnist => Some(Normalize {
+                mean: vec![0.1307],
+                std: vec![0.3081],
+            }),
+            Self::FashionMnist => None,
+        }
+    }
+}
+
+impl std::str::FromStr for VisionDatasetKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "mnist" => Ok(Self::Mnist),
+            "fashion-mnist" | "fashionmnist" => Ok(Self::FashionMnist),
+            other => Err(Error::config(
+                "--dataset",
+                format!("`{other}`: expected mnist or fashion-mnist"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for VisionDatasetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-channel input normalisation `x' = (x/255 − mean) / std`, stored in `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Normalize {
+    /// Mean and standard deviation of pixels scaled to [0, 1] (single channel).
+    pub fn compute(pixels: &[u8]) -> Self {
+        let n = pixels.len().max(1) as f64;
+        let mean = pixels.iter().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
+        let var = pixels
+            .iter()
+            .map(|&p| (p as f64 / 255.0 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        Self {
+            mean: vec![(mean * 1e4).round() / 1e4],
+            std: vec![(var.sqrt() * 1e4).round() / 1e4],
+        }
+    }
+
+    /// Normalises `u8` pixels of a single-channel image set into f32.
+    pub fn apply(&self, pixels: &[u8]) -> Vec<f32> {
+        let (m, s) = (self.mean[0] as f32, self.std[0] as f32);
+        pixels.iter().map(|&p| (p as f32 / 255.0 - m) / s).collect()
+    }
+}
+
+/// One split of an image dataset, as bytes.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub images: IdxImages,
+    pub labels: Vec<u8>,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the set holds no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The subset at `indices` (in that order).
+    pub fn select(&self, indices: &[usize]) -> ImageSet {
+        let px = self.images.rows * self.images.cols;
+        let mut pixels = Vec::with_capacity(indices.len() * px);
+        for &i in indices {
+            pixels.extend_from_slice(&self.images.pixels[i * px..(i + 1) * px]);
+        }
+        ImageSet {
+            images: IdxImages {
+                count: indices.len(),
+                rows: self.images.rows,
+                cols: self.images.cols,
+                pixels,
+            },
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
+    /// Moves the set to `device` as a normalised `(N, 1, rows, cols)` f32 dataset.
+    pub fn to_dataset(&self, norm: &Normalize, device: &Device) -> Result<ImageDataset> {
+        let (n, h, w) = (self.len(), self.images.rows, self.images.cols);
+        let x = Tensor::from_vec(norm.apply(&self.images.pixels), (n, 1, h, w), &Device::Cpu)?
+            .to_device(device)?;
+        let y = Tensor::from_vec(
+            self.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+            n,
+            &Device::Cpu,
+        )?
+        .to_device(device)?;
+        Ok(ImageDataset { x, y })
+    }
+}
+
+/// A train/test image-classification dataset read from IDX files (or the Hub).
+#[derive(Debug, Clone)]
+pub struct VisionData {
+    pub kind: VisionDatasetKind,
+    pub train: ImageSet,
+    pub test: ImageSet,
+    /// Where it was loaded from, for messages.
+    pub source: String,
+}
+
+impl VisionData {
+    /// Splits `val_size` images off the training set with a permutation seeded by `seed`
+    /// (independent of the model and shuffling RNGs). Returns `(train, val)`; the test set
+    /// is never touched.
+    pub fn split_validation(&self, val_size: usize, seed: u64) -> Result<(ImageSet, ImageSet)> {
+        let n = self.train.len();
+        if val_size >= n {
+            return Err(Error::config(
+                "--val-size",
+                format!("{val_size} is not smaller than the {n} training images"),
+            ));
+        }
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        r.set_stream(2);
+        let mut perm: Vec<usize> = (0..n).collect();
+        perm.shuffle(&mut r);
+        let (val, train) = perm.split_at(val_size);
+        let mut train = train.to_vec();
+        train.sort_unstable();
+        let mut val = val.to_vec();
+        val.sort_unstable();
+        Ok((self.train.select(&train), self.train.select(&val)))
+    }
+
+    /// The normalisation to use: the canonical one for MNIST, else computed from `train`.
+    pub fn normalize_for(&self, train: &ImageSet) -> Normalize {
+        self.kind
+            .canonical_normalize()
+            .unwrap_or_else(|| Normalize::compute(&train.images.pixels))
+    }
+}
+
+/// A normalised image dataset on a device: `x (N, C, H, W)` f32, `y (N)` u32.
+#[derive(Debug, Clone)]
+pub struct ImageDataset {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl Dataset for ImageDataset {
+    type Batch = ImageBatch;
+
+    fn len(&self) -> usize {
+        self.y.dim(0).unwrap_or(0)
+    }
+
+    fn batch(&self, indices: &[usize]) -> Result<ImageBatch> {
+        let idx = Tensor::from_vec(
+            indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            indices.len(),
+            &Device::Cpu,
+        )?
+        .to_device(self.x.device())?;
+        Ok(ImageBatch {
+            x: self.x.index_select(&idx, 0)?,
+            y: self.y.index_select(&idx, 0)?,
+        })
+    }
+}
+
+/// The data root from a flag, else from `NEKA_DATA_DIR`.
+pub fn data_root(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(DATA_DIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+const FILES: [(&str, &str); 4] = [
+    ("train", "images"),
+    ("train", "labels"),
+    ("t10k", "images"),
+    ("t10k", "labels"),
+];
+
+/// Finds one IDX file in `dir`, accepting `train-images-idx3-ubyte[.gz]` and
+/// `train-images.idx3-ubyte[.gz]` spellings.
+fn find_file(dir: &Path, split: &str, what: &str) -> Option<PathBuf> {
+    let n = if what == "images" { 3 } else { 1 };
+    let stems = [
+        format!("{split}-{what}-idx{n}-ubyte"),
+        format!("{split}-{what}.idx{n}-ubyte"),
+    ];
+    for stem in &stems {
+        for ext in ["", ".gz"] {
+            let p = dir.join(format!("{stem}{ext}"));
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Loads a dataset from a data root (see the module docs for the layouts accepted).
+pub fn load_from_dir(kind: VisionDatasetKind, root: &Path) -> Result<VisionData> {
+    if !root.is_dir() {
+        return Err(Error::DataNotFound(format!(
+            "data directory {} does not exist (from --data-dir or {DATA_DIR_ENV}); point it at a \
+             folder holding {}/ with the four IDX files",
+            root.display(),
+            kind.folders()[0]
+        )));
+    }
+    let mut candidates: Vec<PathBuf> = kind.folders().iter().map(|f| root.join(f)).collect();
+    candidates.push(root.to_path_buf());
+    for dir in &candidates {
+        let found: Vec<Option<PathBuf>> = FILES.iter().map(|(s, w)| find_file(dir, s, w)).collect();
+        if found.iter().all(Option::is_none) {
+            continue;
+        }
+        if let Some(i) = found.iter().position(Option::is_none) {
+            let (s, w) = FILES[i];
+            return Err(Error::DataNotFound(format!(
+                "{}: incomplete {} folder: {s}-{w}-idx{}-ubyte[.gz] is missing",
+                dir.display(),
+                kind.name(),
+                if w == "images" { 3 } else { 1 }
+            )));
+        }
+        let p: Vec<PathBuf> = found.into_iter().flatten().collect();
+        let train = read_set(&p[0], &p[1])?;
+        let test = read_set(&p[2], &p[3])?;
+        if (train.images.rows, train.images.cols) != (test.images.rows, test.images.cols) {
+            return Err(Error::bad_data(
+                &p[2],
+                format!(
+                    "test images are {}x{} but train images are {}x{}",
+                    test.images.rows, test.images.cols, train.images.rows, train.images.cols
+                ),
+            ));
+        }
+        return Ok(VisionData {
+            kind,
+            train,
+            test,
+            source: dir.display().to_string(),
+        });
+    }
+    Err(Error::DataNotFound(format!(
+        "no {} IDX files under {} (looked in {}); expected train-images-idx3-ubyte[.gz], \
+         train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]",
+        kind.name(),
+        root.display(),
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// Reads a matching image and label file pair.
+pub fn read_set(images: &Path, labels: &Path) -> Result<ImageSet> {
+    let imgs = idx::read_images(images)?;
+    let lbls = idx::read_labels(labels)?;
+    if imgs.count != lbls.len() {
+        return Err(Error::bad_data(
+            labels,
+            format!(
+                "holds {} labels but {} holds {} images",
+                lbls.len(),
+                images.display(),
+                imgs.count
+            ),
+        ));
+    }
+    if let Some((i, l)) = lbls.iter().enumerate().find(|(_, &l)| l > 9) {
+        return Err(Error::bad_data(
+            labels,
+            format!("label {l} at item {i} is not a class 0-9"),
+        ));
+    }
+    Ok(ImageSet {
+        images: imgs,
+        labels: lbls,
+    })
+}
+
+/// Loads a dataset: from `data_dir` (flag) or `NEKA_DATA_DIR` when given, else from the
+/// Hugging Face Hub (feature `hub`), else fails saying how to provide it.
+pub fn load(kind: VisionDatasetKind, data_dir: Option<&Path>) -> Result<VisionData> {
+    if let Some(root) = data_root(data_dir) {
+        return load_from_dir(kind, &root);
+    }
+    load_from_hub(kind)
+}
+
+#[cfg(feature = "hub")]
+fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
+    let loaded = match kind {
+        VisionDatasetKind::Mnist => candle_datasets::vision::mnist::load(),
+        VisionDatasetKind::FashionMnist => candle_datasets::vision::fashion_mnist::load(),
+    };
+    let ds = loaded.map_err(|e| {
+        Error::DataNotFound(format!(
+            "{} was not found locally and the Hugging Face Hub download failed ({e}). Either pass \
+             --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files, \
+             or connect to the internet so the Hub download can fill its cache",
+            kind.name(),
+            kind.folders()[0]
+        ))
+    })?;
+    let to_set = |images: &Tensor, labels: &Tensor| -> Result<ImageSet> {
+        // candle-datasets gives f32 pixels in [0, 1] that were u8/255: recover the bytes.
+        let (n, px) = images.dims2()?;
+        let pixels: Vec<u8> = (images * 255.0)?
+            .round()?
+            .to_dtype(DType::U8)?
+            .flatten_all()?
+            .to_vec1()?;
+        let labels: Vec<u8> = labels.to_dtype(DType::U8)?.to_vec1()?;
+        let side = (px as f64).sqrt() as usize;
+        Ok(ImageSet {
+            images: IdxImages {
+                count: n,
+                rows: side,
+                cols: px / side,
+                pixels,
+            },
+            labels,
+        })
+    };
+    Ok(VisionData {
+        kind,
+        train: to_set(&ds.train_images, &ds.train_labels)?,
+        test: to_set(&ds.test_images, &ds.test_labels)?,
+        source: "Hugging Face Hub (cached)".into(),
+    })
+}
+
+#[cfg(not(feature = "hub"))]
+fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
+    Err(Error::DataNotFound(format!(
+        "no data directory given for {}: pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with \
+         DIR/{}/ holding the four IDX files, or build with the `hub` feature to download it \
+         from the Hugging Face Hub",
+        kind.name(),
+        kind.folders()[0]
+    )))
+}

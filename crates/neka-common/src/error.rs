@@ -1,0 +1,99 @@
+//! Typed errors for neka's library crates.
+//!
+//! Every error that comes from a file names the file, and says what is wrong and,
+//! where there is one, how to fix it.
+
+use std::path::PathBuf;
+
+/// The result type used across neka's library crates.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in neka-common (and the model crates built on it).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from candle (shape mismatch, unsupported op, device error, ...).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// An I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A data file that exists but does not hold what it should.
+    #[error("{}: {msg}", path.display())]
+    BadData { path: PathBuf, msg: String },
+
+    /// A dataset could not be found in any of the places neka looks.
+    #[error("{0}")]
+    DataNotFound(String),
+
+    /// A checkpoint that cannot be loaded into the model (missing, misshaped or extra tensor, bad metadata).
+    #[error("{}: {msg}", path.display())]
+    Checkpoint { path: PathBuf, msg: String },
+
+    /// A device that was asked for but is not available in this build or on this machine.
+    #[error("{0}")]
+    Device(String),
+
+    /// An invalid configuration value (flag, config field).
+    #[error("invalid {field}: {msg}")]
+    Config { field: String, msg: String },
+
+    /// Training produced a NaN or infinite loss.
+    #[error("{0}")]
+    NonFiniteLoss(String),
+
+    /// Hugging Face Hub download failed (feature `hub`).
+    #[error("{0}")]
+    Hub(String),
+
+    /// JSON (de)serialisation of a config or state file.
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Writing a PNG plot failed.
+    #[error("plot {}: {msg}", path.display())]
+    Plot { path: PathBuf, msg: String },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A [`Error::BadData`] for `path`.
+    pub fn bad_data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::BadData {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A [`Error::Checkpoint`] for `path`.
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A [`Error::Config`] for `field`.
+    pub fn config(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+}

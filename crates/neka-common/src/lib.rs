@@ -1,0 +1,31 @@
+//! # neka-common
+//!
+//! The shared layer of the neka model zoo: everything a model needs besides its own
+//! layers.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`device`] | `--device auto\|cpu\|cuda[:N]\|metal` |
+//! | [`rng`], [`init`] | one seed for init, dropout and shuffling; seeded `VarBuilder` |
+//! | [`nn`] | PyTorch-initialised `linear`, seeded `Dropout` |
+//! | [`data`] | IDX reader, MNIST / Fashion-MNIST loading, splits, batching |
+//! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
+//! | [`train`] | the training loop shared by every model |
+//! | [`checkpoint`] | safetensors + `config.json`, atomic writes, strict loading |
+//! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves |
+//! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
+
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
+pub mod init;
+pub mod metrics;
+pub mod nn;
+pub mod optim;
+pub mod rng;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,538 @@
+//! The one training loop of the zoo.
+//!
+//! [`Trainer::fit`] trains any [`TrainModel`] on any [`Dataset`]: seeded shuffling, an
+//! optimizer from [`crate::optim`] with a learning-rate schedule, global-norm gradient
+//! clipping, validation every epoch, keep-best checkpoint, early stopping, `metrics.jsonl` /
+//! `metrics.csv` / `curves.png`, a progress bar, NaN detection, Ctrl-C handling and exact
+//! resume (`--resume`).
+//!
+//! The output directory:
+//! ```text
+//! out/
+//!   model.safetensors, config.json   best model so far (by validation accuracy)
+//!   checkpoint/                      latest state, for --resume:
+//!     model.safetensors  optimizer.safetensors  state.json
+//!   metrics.jsonl  metrics.csv  curves.png
+//! ```
+
+use crate::checkpoint::{self, CheckpointInfo};
+use crate::data::{Dataset, ImageBatch};
+use crate::metrics::{self, EpochMetrics, EvalMetrics, Running};
+use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, OptimizerConfig};
+use crate::rng::{self, DataRng};
+use crate::{Error, Result};
+use candle_core::{DType, ModuleT, Tensor, D};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// What one forward pass on a batch produced.
+pub struct StepOutput {
+    /// Mean loss over the batch (a scalar tensor; backpropagated in training).
+    pub loss: Tensor,
+    /// Number of correct predictions in the batch.
+    pub correct: f64,
+    /// Number of predictions (examples, or tokens for sequence taggers).
+    pub count: usize,
+}
+
+/// A model as the training loop sees it: a batch in, a loss and a count of correct
+/// predictions out. `train` switches dropout and similar layers on.
+pub trait TrainModel {
+    type Batch;
+    fn step(&self, batch: &Self::Batch, train: bool) -> candle_core::Result<StepOutput>;
+}
+
+/// Wraps a [`ModuleT`] that maps `x (B, …)` to logits `(B, classes)` as a classifier trained
+/// with cross-entropy: `L = −(1/B) Σ_b log softmax(z_b)[y_b]`.
+pub struct Classifier<'a, M>(pub &'a M);
+
+impl<M: ModuleT> TrainModel for Classifier<'_, M> {
+    type Batch = ImageBatch;
+    fn step(&self, batch: &ImageBatch, train: bool) -> candle_core::Result<StepOutput> {
+        let logits = self.0.forward_t(&batch.x, train)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.y)?;
+        let correct = logits
+            .argmax(D::Minus1)?
+            .eq(&batch.y)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
+        Ok(StepOutput {
+            loss,
+            correct,
+            count: batch.y.dim(0)?,
+        })
+    }
+}
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Batch size for validation and test passes (no gradients, so it can be larger).
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// Clip the global gradient norm to this value.
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+    /// Stop after this many epochs without a better validation accuracy.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    pub seed: u64,
+    /// Train on at most this many batches per epoch (smoke tests, `--dry-run`).
+    #[serde(default)]
+    pub max_batches_per_epoch: Option<usize>,
+    /// Show a progress bar (on a terminal).
+    #[serde(default = "yes")]
+    pub progress: bool,
+    /// Print one line per epoch to stdout.
+    #[serde(default = "yes")]
+    pub verbose: bool,
+    /// Install a Ctrl-C handler: finish the batch, save a checkpoint, return.
+    #[serde(default)]
+    pub handle_ctrl_c: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 64,
+            eval_batch_size: 1000,
+            optimizer: OptimizerConfig::adamw(1e-3),
+            schedule: LrSchedule::Constant,
+            clip_grad_norm: None,
+            patience: None,
+            seed: 0,
+            max_batches_per_epoch: None,
+            progress: true,
+            verbose: true,
+            handle_ctrl_c: false,
+        }
+    }
+}
+
+/// Why [`Trainer::fit`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Completed,
+    EarlyStopped,
+    Interrupted,
+}
+
+/// What a [`Trainer::fit`] call did.
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    pub history: Vec<EpochMetrics>,
+    pub best_epoch: Option<usize>,
+    pub best_val_accuracy: Option<f64>,
+    pub stop: StopReason,
+    pub out_dir: PathBuf,
+}
+
+/// Everything besides weights and optimizer moments that a resumed run needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    neka_version: String,
+    epochs_done: usize,
+    /// Batches already trained in the epoch after `epochs_done` (non-zero after Ctrl-C).
+    batches_done: usize,
+    step: usize,
+    model_rng: rand_chacha::ChaCha8Rng,
+    /// Data RNG before the current epoch's plan was drawn (so the plan can be redrawn).
+    data_rng: rand_chacha::ChaCha8Rng,
+    running: Running,
+    best: Option<f64>,
+    best_epoch: Option<usize>,
+    bad_epochs: usize,
+    history: Vec<EpochMetrics>,
+    optimizer: OptimizerConfig,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs (once per process) a Ctrl-C handler: the first Ctrl-C asks the training loop to
+/// stop after the current batch and save; a second one exits at once.
+pub fn install_ctrl_c_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nCtrl-C: finishing this batch, saving a checkpoint (Ctrl-C again to abort)"
+            );
+        });
+    });
+}
+
+/// Asks a running [`Trainer::fit`] to stop after the current batch (what Ctrl-C does).
+pub fn request_stop() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// The training loop. See the module docs.
+pub struct Trainer {
+    cfg: TrainConfig,
+    out_dir: PathBuf,
+    varmap: VarMap,
+    optimizer: Optimizer,
+    info: CheckpointInfo,
+    state: TrainerState,
+}
+
+const CKPT_DIR: &str = "checkpoint";
+
+impl Trainer {
+    /// A trainer for the variables in `varmap` (build the model first, after
+    /// [`rng::seed`]`(cfg.seed)`). `info` describes the model for the saved checkpoints.
+    pub fn new(
+        cfg: TrainConfig,
+        varmap: &VarMap,
+        info: CheckpointInfo,
+        out_dir: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        if cfg.batch_size == 0 || cfg.eval_batch_size == 0 {
+            return Err(Error::config("--batch-size", "must be at least 1"));
+        }
+        let optimizer = Optimizer::new(cfg.optimizer.clone(), varmap)?;
+        let state = TrainerState {
+            neka_version: env!("CARGO_PKG_VERSION").into(),
+            epochs_done: 0,
+            batches_done: 0,
+            step: 0,
+            model_rng: rng::state(),
+            data_rng: rng::data_rng(cfg.seed),
+            running: Running::default(),
+            best: None,
+            best_epoch: None,
+            bad_epochs: 0,
+            history: Vec::new(),
+            optimizer: cfg.optimizer.clone(),
+        };
+        Ok(Self {
+            cfg,
+            out_dir: out_dir.into(),
+            varmap: varmap.clone(),
+            optimizer,
+            info,
+            state,
+        })
+    }
+
+    /// Restores weights, optimizer state, epoch, step and RNG states from `dir` (a run's
+    /// output directory, or its `checkpoint/` folder). `cfg.epochs` may be raised to train
+    /// further; the optimizer kind must match.
+    pub fn resume(&mut self, dir: &Path) -> Result<()> {
+        let ck = [dir.join(CKPT_DIR), dir.join(format!("{CKPT_DIR}.old")), dir.to_path_buf()]
+            .into_iter()
+            .find(|d| d.join("state.json").is_file())
+            .ok_or_else(|| {
+                Error::checkpoint(dir, "no checkpoint/state.json here: --resume takes the --out directory of an earlier run")
+            })?;
+        let state: TrainerState = checkpoint::read_json(&ck.join("state.json"))?;
+        if state.optimizer.name() != self.cfg.optimizer.name() {
+            return Err(Error::checkpoint(
+                ck.join("state.json"),
+                format!(
+                    "was trained with --optimizer {}, not {}",
+                    state.optimizer.name(),
+                    self.cfg.optimizer.name()
+                ),
+            ));
+        }
+        checkpoint::load_into_varmap(&self.varmap, &ck.join(checkpoint::WEIGHTS_FILE))?;
+        let opt_path = ck.join("optimizer.safetensors");
+        let (tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
+        self.optimizer.load_state(tensors, state.step, &opt_path)?;
+        rng::set_state(state.model_rng.clone());
+        self.state = state;
+        Ok(())
+    }
+
+    /// Where checkpoints and metrics go.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Epochs completed so far.
+    pub fn epochs_done(&self) -> usize {
+        self.state.epochs_done
+    }
+
+    /// The checkpoint info (model, config, dataset, metrics).
+    pub fn info(&self) -> &CheckpointInfo {
+        &self.info
+    }
+
+    fn save_checkpoint(&self, data_rng: &DataRng) -> Result<()> {
+        let tmp = self.out_dir.join(format!("{CKPT_DIR}.tmp"));
+        let cur = self.out_dir.join(CKPT_DIR);
+        let old = self.out_dir.join(format!("{CKPT_DIR}.old"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        checkpoint::save_tensors(
+            &tmp.join(checkpoint::WEIGHTS_FILE),
+            &checkpoint::varmap_tensors(&self.varmap),
+            Some(self.info.to_metadata()),
+        )?;
+        checkpoint::save_tensors(
+            &tmp.join("optimizer.safetensors"),
+            &self.optimizer.state_tensors(),
+            None,
+        )?;
+        let mut state = self.state.clone();
+        state.model_rng = rng::state();
+        state.data_rng = data_rng.clone();
+        state.step = self.optimizer.step_count();
+        checkpoint::write_json(&tmp.join("state.json"), &state)?;
+        // Swap directories so that a complete checkpoint exists at every moment.
+        let _ = std::fs::remove_dir_all(&old);
+        if cur.exists() {
+            std::fs::rename(&cur, &old).map_err(|e| Error::io(&cur, e))?;
+        }
+        std::fs::rename(&tmp, &cur).map_err(|e| Error::io(&tmp, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Trains until `cfg.epochs` epochs are done, early stopping triggers, or Ctrl-C.
+    pub fn fit<M, T, V>(&mut self, model: &M, train: &T, val: Option<&V>) -> Result<FitReport>
+    where
+        M: TrainModel,
+        T: Dataset<Batch = M::Batch>,
+        V: Dataset<Batch = M::Batch>,
+    {
+        if train.is_empty() {
+            return Err(Error::config("training data", "is empty"));
+        }
+        std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
+        if self.cfg.handle_ctrl_c {
+            install_ctrl_c_handler();
+        }
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let mut stop = StopReason::Completed;
+        let base_lr = self.cfg.optimizer.lr();
+        let total_epochs = self.cfg.epochs;
+        while self.state.epochs_done < total_epochs {
+            let epoch = self.state.epochs_done; // 0-based
+            let lr = self.cfg.schedule.lr_at(base_lr, epoch);
+            self.optimizer.set_lr(lr);
+            let epoch_rng = self.state.data_rng.clone();
+            let mut data_rng = epoch_rng.clone();
+            let mut plan = train.epoch_plan(self.cfg.batch_size, Some(&mut data_rng));
+            if let Some(m) = self.cfg.max_batches_per_epoch {
+                plan.truncate(m);
+            }
+            let bar = self.progress_bar(plan.len(), epoch + 1, total_epochs);
+            let start = Instant::now();
+            let mut running = self.state.running;
+            let skip = self.state.batches_done;
+            bar.set_position(skip as u64);
+            let mut interrupted_at = None;
+            for (i, indices) in plan.iter().enumerate().skip(skip) {
+                let batch = train.batch(indices)?;
+                let out = model.step(&batch, true)?;
+                let loss_v = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if !loss_v.is_finite() {
+                    bar.abandon();
+                    return Err(Error::NonFiniteLoss(format!(
+                        "loss became {loss_v} at epoch {}, batch {} (step {}): training stopped. The last good \
+                         checkpoint is {} (after epoch {}); lower --lr or set --clip-grad-norm",
+                        epoch + 1,
+                        i + 1,
+                        self.optimizer.step_count() + 1,
+                        self.out_dir.join(CKPT_DIR).display(),
+                        self.state.epochs_done
+                    )));
+                }
+                let mut grads = out.loss.backward()?;
+                if let Some(max) = self.cfg.clip_grad_norm {
+                    clip_grad_norm(&mut grads, self.optimizer.params(), max)?;
+                }
+                self.optimizer.step(&grads)?;
+                running.add(loss_v, out.correct, out.count);
+                let secs = running.seconds + start.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.2}% {:.0} samples/s",
+                    running.loss(),
+                    100.0 * running.accuracy(),
+                    running.count as f64 / secs.max(1e-9)
+                ));
+                bar.inc(1);
+                if INTERRUPTED.load(Ordering::SeqCst) && i + 1 < plan.len() {
+                    interrupted_at = Some(i + 1);
+                    break;
+                }
+            }
+            if let Some(done) = interrupted_at {
+                bar.abandon();
+                running.seconds += start.elapsed().as_secs_f64();
+                self.state.running = running;
+                self.state.batches_done = done;
+                self.state.step = self.optimizer.step_count();
+                self.save_checkpoint(&epoch_rng)?;
+                eprintln!(
+                    "interrupted in epoch {} after batch {done}/{}: checkpoint saved to {}; continue with --resume {}",
+                    epoch + 1,
+                    plan.len(),
+                    self.out_dir.join(CKPT_DIR).display(),
+                    self.out_dir.display()
+                );
+                stop = StopReason::Interrupted;
+                break;
+            }
+            bar.finish_and_clear();
+            let train_secs = running.seconds + start.elapsed().as_secs_f64();
+            let v = match val {
+                Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
+                None => None,
+            };
+            let m = EpochMetrics {
+                epoch: epoch + 1,
+                step: self.optimizer.step_count(),
+                lr,
+                train_loss: running.loss(),
+                train_accuracy: running.accuracy(),
+                val_loss: v.map(|v| v.loss),
+                val_accuracy: v.map(|v| v.accuracy),
+                samples_per_sec: running.count as f64 / train_secs.max(1e-9),
+                seconds: running.seconds + start.elapsed().as_secs_f64(),
+            };
+            let score = m.val_accuracy.unwrap_or(m.train_accuracy);
+            let improved = self.state.best.is_none_or(|b| score > b);
+            self.state.history.push(m.clone());
+            self.state.epochs_done += 1;
+            self.state.batches_done = 0;
+            self.state.running = Running::default();
+            self.state.data_rng = data_rng.clone();
+            if improved {
+                self.state.best = Some(score);
+                self.state.best_epoch = Some(epoch + 1);
+                self.state.bad_epochs = 0;
+                let mut info = self.info.clone();
+                info.metrics.insert("epoch".into(), (epoch + 1) as f64);
+                if let Some(a) = m.val_accuracy {
+                    info.metrics.insert("val_accuracy".into(), a);
+                }
+                if let Some(l) = m.val_loss {
+                    info.metrics.insert("val_loss".into(), l);
+                }
+                info.metrics
+                    .insert("train_accuracy".into(), m.train_accuracy);
+                checkpoint::save_model(&self.out_dir, &self.varmap, &info)?;
+                self.info = info;
+            } else {
+                self.state.bad_epochs += 1;
+            }
+            self.save_checkpoint(&data_rng)?;
+            metrics::write_history(&self.out_dir, &self.state.history)?;
+            metrics::plot_history(&self.out_dir.join("curves.png"), &self.state.history)?;
+            if self.cfg.verbose {
+                println!(
+                    "epoch {}/{}  train loss {:.4} acc {:.2}%{}  lr {:.2e}  {:.0} samples/s  {:.1}s{}",
+                    epoch + 1,
+                    total_epochs,
+                    m.train_loss,
+                    100.0 * m.train_accuracy,
+                    match (m.val_loss, m.val_accuracy) {
+                        (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2}%", 100.0 * a),
+                        _ => String::new(),
+                    },
+                    lr,
+                    m.samples_per_sec,
+                    m.seconds,
+                    if improved { "  *best" } else { "" }
+                );
+            }
+            if let Some(p) = self.cfg.patience {
+                if self.state.bad_epochs >= p {
+                    if self.cfg.verbose {
+                        println!("early stopping: no better validation accuracy for {p} epochs");
+                    }
+                    stop = StopReason::EarlyStopped;
+                    break;
+                }
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                stop = StopReason::Interrupted;
+                break;
+            }
+        }
+        Ok(FitReport {
+            history: self.state.history.clone(),
+            best_epoch: self.state.best_epoch,
+            best_val_accuracy: self
+                .state
+                .history
+                .iter()
+                .filter_map(|m| m.val_accuracy)
+                .reduce(f64::max),
+            stop,
+            out_dir: self.out_dir.clone(),
+        })
+    }
+
+    /// Loads the best saved weights (`out/model.safetensors`) into the model.
+    pub fn load_best(&self) -> Result<()> {
+        checkpoint::load_into_varmap(&self.varmap, &self.out_dir.join(checkpoint::WEIGHTS_FILE))?;
+        Ok(())
+    }
+
+    /// Rewrites the best model's files with `extra` metrics added (e.g. test accuracy).
+    /// Call after [`Trainer::load_best`].
+    pub fn save_final(&mut self, extra: &[(&str, f64)]) -> Result<()> {
+        for (k, v) in extra {
+            self.info.metrics.insert(k.to_string(), *v);
+        }
+        checkpoint::save_model(&self.out_dir, &self.varmap, &self.info)
+    }
+
+    fn progress_bar(&self, len: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+        if !self.cfg.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+        bar
+    }
+}
+
+/// Mean loss and accuracy of `model` over all of `data` (in order, no dropout).
+pub fn evaluate<M, D>(model: &M, data: &D, batch_size: usize) -> Result<EvalMetrics>
+where
+    M: TrainModel,
+    D: Dataset<Batch = M::Batch>,
+{
+    let mut r = Running::default();
+    for indices in data.epoch_plan(batch_size, None) {
+        let out = model.step(&data.batch(&indices)?, false)?;
+        let loss = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        r.add(loss, out.correct, out.count);
+    }
+    Ok(EvalMetrics {
+        loss: r.loss(),
+        accuracy: r.accuracy(),
+        count: r.count,
+    })
+}
