@@ -20,6 +20,7 @@ use crate::{Error, Result};
 use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Zero padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,10 +325,23 @@ impl Conv2d {
     }
 }
 
+static CPU_IM2COL: AtomicBool = AtomicBool::new(true);
+
+/// Chooses the CPU convolution for stride-1, one-group layers: neka's im2col path (default,
+/// faster to train) or candle's `conv2d`. Other devices always use candle's (cuDNN with
+/// `--features cudnn`). For benchmarks and comparisons.
+pub fn use_im2col_on_cpu(on: bool) {
+    CPU_IM2COL.store(on, Ordering::Relaxed);
+}
+
 impl Module for Conv2d {
     /// `(B, C_in, H, W) → (B, C_out, H', W')`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        if xs.device().is_cpu() && self.cfg.stride == 1 && self.cfg.groups == 1 {
+        if xs.device().is_cpu()
+            && self.cfg.stride == 1
+            && self.cfg.groups == 1
+            && CPU_IM2COL.load(Ordering::Relaxed)
+        {
             self.forward_im2col(xs)
         } else {
             self.forward_candle(xs)

@@ -1,0 +1,276 @@
+//! The `mnist_cnn` command line, run as users run it: good paths work end to end, bad input
+//! exits non-zero with a message naming the problem, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn example(name: &str) -> PathBuf {
+    // `cargo test` builds the examples next to the test binaries: target/<profile>/examples
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let exe = p.join("examples").join(name);
+    if !exe.is_file() {
+        // `cargo test --test cli` alone does not build examples: build it (same profile).
+        static BUILD: std::sync::Once = std::sync::Once::new();
+        BUILD.call_once(|| {
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["build", "--example", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if p.ends_with("release") {
+                c.arg("--release");
+            }
+            assert!(c.status().unwrap().success(), "cannot build example {name}");
+        });
+    }
+    assert!(exe.is_file(), "{} not built", exe.display());
+    exe
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/mnist-sample")
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(example("mnist_cnn"));
+    c.args(args)
+        .env_remove("NEKA_DATA_DIR")
+        .env("HF_HUB_OFFLINE", "1");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let t = text(o);
+    assert!(!o.status.success(), "should fail: {t}");
+    assert!(!t.contains("panicked"), "panicked: {t}");
+    for n in needles {
+        assert!(t.contains(n), "expected `{n}` in: {t}");
+    }
+}
+
+/// Trains a tiny model on the fixture (dry run) and returns its directory.
+fn dry_run(out: &Path) {
+    let o = run(
+        &[
+            "--data-dir",
+            fixture().to_str().unwrap(),
+            "--dry-run",
+            "--val-size",
+            "100",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("conv1") && t.contains("total: 1,199,882 parameters"),
+        "summary missing: {t}"
+    );
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "curves.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+}
+
+#[test]
+fn missing_data_dir_fails_cleanly() {
+    let o = run(&["--data-dir", "/definitely/not/here", "--dry-run"], &[]);
+    assert_clean_failure(&o, &["/definitely/not/here", "does not exist"]);
+    let o = run(&["--dry-run"], &[("NEKA_DATA_DIR", "/also/not/here")]);
+    assert_clean_failure(&o, &["/also/not/here"]);
+}
+
+#[test]
+fn corrupt_file_fails_cleanly_naming_it() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("mnist");
+    std::fs::create_dir(&m).unwrap();
+    for f in std::fs::read_dir(fixture()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), m.join(f.file_name())).unwrap();
+    }
+    let bytes = std::fs::read(m.join("train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(
+        m.join("train-images-idx3-ubyte.gz"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    let o = run(
+        &["--data-dir", d.path().to_str().unwrap(), "--dry-run"],
+        &[],
+    );
+    assert_clean_failure(&o, &["train-images-idx3-ubyte.gz"]);
+}
+
+#[test]
+fn cuda_in_a_cpu_build_names_the_feature() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let o = run(
+        &[
+            "--data-dir",
+            fixture().to_str().unwrap(),
+            "--device",
+            "cuda",
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, &["--features cuda"]);
+}
+
+#[test]
+fn train_eval_predict_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("model");
+    dry_run(&model);
+
+    // eval: the last line is JSON
+    let o = run(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data-dir",
+            fixture().to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["split"], "test");
+    assert_eq!(last["samples"], 200);
+    assert_eq!(last["dataset"], "mnist");
+    assert!(last["accuracy"].as_f64().unwrap() >= 0.0);
+
+    // predict: a real digit, drawn black on white (gets inverted), at another size
+    let data = neka_common::data::vision::load_from_dir(
+        neka_common::data::VisionDatasetKind::Mnist,
+        &fixture(),
+    )
+    .unwrap();
+    let px: Vec<u8> = data.test.images.pixels[..784]
+        .iter()
+        .map(|p| 255 - p)
+        .collect();
+    let img = image::GrayImage::from_raw(28, 28, px).unwrap();
+    let big = image::imageops::resize(&img, 84, 84, image::imageops::FilterType::Nearest);
+    let png = d.path().join("seven.png");
+    big.save(&png).unwrap();
+    let jpg = d.path().join("seven.jpg");
+    image::DynamicImage::ImageLuma8(img)
+        .to_rgb8()
+        .save(&jpg)
+        .unwrap();
+    let o = run(
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            png.to_str().unwrap(),
+            jpg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.lines().all(|l| l.matches('%').count() == 3),
+        "top 3 with probabilities: {out}"
+    );
+
+    // a file that is not an image
+    let bad = d.path().join("notes.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let o = run(
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            bad.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, &["notes.png"]);
+
+    // --model-id through a fake, offline Hugging Face cache
+    let cache = d.path().join("hf-cache");
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join("models--neka-test--mnist-cnn");
+    let snap = repo.join("snapshots").join(hash);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), hash).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::fs::copy(model.join(f), snap.join(f)).unwrap();
+    }
+    let o = run(
+        &[
+            "predict",
+            "--model-id",
+            "neka-test/mnist-cnn",
+            "--device",
+            "cpu",
+            png.to_str().unwrap(),
+        ],
+        &[("HF_HUB_CACHE", cache.to_str().unwrap())],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        &[
+            "predict",
+            "--model-id",
+            "neka-test/absent",
+            png.to_str().unwrap(),
+        ],
+        &[("HF_HUB_CACHE", cache.to_str().unwrap())],
+    );
+    assert_clean_failure(&o, &["neka-test/absent"]);
+
+    // a checkpoint whose tensor does not fit the config names that tensor
+    let cfg_path = model.join("config.json");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"hidden\": 128", "\"hidden\": 64");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let o = run(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data-dir",
+            fixture().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, &["fc1.bias", "[128]", "model.safetensors"]);
+}

@@ -1,0 +1,46 @@
+//! neka's CNNs load state_dicts saved from PyTorch and reproduce PyTorch's outputs.
+//! Fixtures: `scripts/make_pytorch_fixtures.py` (torch 2.15), committed in tests/fixtures/pytorch.
+
+use candle_core::{DType, Device, ModuleT};
+use candle_nn::VarMap;
+use neka_cnn::CnnModel;
+use neka_common::checkpoint;
+use std::path::Path;
+
+fn check(name: &str, model: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch");
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+    let (net, _) = CnnModel::from_name(model, 1, 28, 10, vb).unwrap();
+    // strict load: every PyTorch tensor has a neka parameter of the same name and shape
+    checkpoint::load_into_varmap(&vm, &dir.join(format!("{name}.safetensors"))).unwrap();
+    let (io, _) =
+        checkpoint::load_tensors(&dir.join(format!("{name}_io.safetensors")), &Device::Cpu)
+            .unwrap();
+    for im2col in [true, false] {
+        neka_cnn::conv::use_im2col_on_cpu(im2col);
+        let logits = net.forward_t(&io["input"], false).unwrap();
+        let log_probs = candle_nn::ops::log_softmax(&logits, 1).unwrap();
+        let err: f32 = (log_probs - &io["log_probs"])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        println!("parity {name} (im2col {im2col}): max err {err:.2e}");
+        assert!(err < 1e-4, "{name}: max abs error {err} vs PyTorch");
+    }
+    neka_cnn::conv::use_im2col_on_cpu(true);
+}
+
+#[test]
+fn mnist_net_matches_pytorch() {
+    check("mnist_net", "mnist-net");
+}
+
+#[test]
+fn lenet5_matches_pytorch() {
+    check("lenet5", "lenet5");
+}
