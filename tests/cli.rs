@@ -100,6 +100,9 @@ fn missing_data_dir_fails_cleanly() {
     assert_clean_failure(&o, &["/definitely/not/here", "does not exist"]);
     let o = run(&["--dry-run"], &[("NEKA_DATA_DIR", "/also/not/here")]);
     assert_clean_failure(&o, &["/also/not/here"]);
+    // no data dir at all, offline: the error tells both ways to get the data
+    let o = run(&["--dry-run"], &[]);
+    assert_clean_failure(&o, &["--data-dir", "NEKA_DATA_DIR", "Hub"]);
 }
 
 #[test]

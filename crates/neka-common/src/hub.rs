@@ -10,6 +10,17 @@ use crate::checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
 use crate::{Error, Result};
 use std::path::PathBuf;
 
+/// True when `HF_HUB_OFFLINE` is set to `1`/`true` (as in `huggingface_hub`): only the
+/// local cache is used, the network never.
+pub fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
 /// Downloads (or finds in the cache) a neka model repository and returns the local snapshot
 /// directory holding `model.safetensors` and `config.json`.
 pub fn model_dir(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
@@ -37,6 +48,12 @@ pub fn model_dir(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
         };
         let path = match get(true) {
             Ok(p) => p,
+            Err(e) if offline() => {
+                return Err(Error::Hub(format!(
+                    "{file} of Hub model `{repo_id}` is not in the local Hugging Face cache and HF_HUB_OFFLINE is set ({e}); \
+                     unset HF_HUB_OFFLINE to download it, or pass --model DIR with a local copy"
+                )))
+            }
             Err(_) => get(false).map_err(|e| {
                 Error::Hub(format!(
                     "cannot get {file} of Hub model `{repo_id}` (revision {revision}): {e}. It is not in the \

@@ -133,29 +133,27 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxData> {
             format!("header has a zero dimension: {dims:?}"),
         ));
     }
-    let what = || {
-        if ndims == 3 {
-            format!("{} images of {}x{}", dims[0], dims[1], dims[2])
+    let what = if ndims == 3 {
+        format!("{} images of {}x{}", dims[0], dims[1], dims[2])
+    } else {
+        format!("{} items of shape {:?}", dims[0], &dims[1..])
+    };
+    let size_error = |have: u64, holds: &str| {
+        let problem = if have < expected {
+            "truncated"
         } else {
-            format!("{} items of shape {:?}", dims[0], &dims[1..])
-        }
+            "has trailing bytes"
+        };
+        Error::bad_data(
+            path,
+            format!("{problem}: the header promises {what} ({expected} bytes of data) but {holds} {have}"),
+        )
     };
     // Raw file: compare against the real size before reading anything more.
     if let Some(len) = raw_len {
         let have = len.saturating_sub(header_len);
         if have != expected {
-            let problem = if have < expected {
-                "truncated"
-            } else {
-                "has trailing bytes"
-            };
-            return Err(Error::bad_data(
-                path,
-                format!(
-                    "{problem}: the header promises {} ({expected} bytes of data) but the file holds {have}",
-                    what()
-                ),
-            ));
+            return Err(size_error(have, "the file holds"));
         }
     }
     // Read at most one byte more than promised; the buffer grows with the bytes actually
@@ -166,20 +164,12 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxData> {
         .read_to_end(&mut data)
         .map_err(io)?;
     if data.len() as u64 != expected {
-        let problem = if (data.len() as u64) < expected {
-            "truncated"
+        let holds = if data.len() as u64 > expected {
+            "the decompressed file holds at least"
         } else {
-            "has trailing bytes"
+            "the decompressed file holds"
         };
-        return Err(Error::bad_data(
-            path,
-            format!(
-                "{problem}: the header promises {} ({expected} bytes of data) but the (decompressed) file holds {}{}",
-                what(),
-                data.len(),
-                if (data.len() as u64) > expected { " or more" } else { "" }
-            ),
-        ));
+        return Err(size_error(data.len() as u64, holds));
     }
     Ok(IdxData { dims, data })
 }

@@ -383,6 +383,15 @@ pub fn load(kind: VisionDatasetKind, data_dir: Option<&Path>) -> Result<VisionDa
 
 #[cfg(feature = "hub")]
 fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
+    if crate::hub::offline() {
+        return Err(Error::DataNotFound(format!(
+            "no data directory given for {} and HF_HUB_OFFLINE is set, so no Hub download: pass \
+             --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files, \
+             or unset HF_HUB_OFFLINE to download it from the Hugging Face Hub",
+            kind.name(),
+            kind.folders()[0]
+        )));
+    }
     let loaded = match kind {
         VisionDatasetKind::Mnist => candle_datasets::vision::mnist::load(),
         VisionDatasetKind::FashionMnist => candle_datasets::vision::fashion_mnist::load(),
