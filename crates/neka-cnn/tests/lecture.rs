@@ -179,3 +179,45 @@ fn receptive_field_of_pooling_and_dilation() {
     );
     assert!(bad.unwrap_err().to_string().contains("layer `c`"));
 }
+
+#[test]
+fn one_by_one_conv_cuts_macs_and_conv_shares_parameters() -> R {
+    // 64 channels on 28x28: a direct 3x3 conv vs a 1x1 bottleneck to 16 channels first
+    let direct = neka_cnn::summarize(
+        (64, 28, 28),
+        &[(
+            "c",
+            LayerSpec::Conv(Conv2dConfig::new(64, 64, 3).padding(Padding::Same)),
+        )],
+    )?;
+    let bottleneck = neka_cnn::summarize(
+        (64, 28, 28),
+        &[
+            ("r", LayerSpec::Conv(Conv2dConfig::new(64, 16, 1))),
+            (
+                "c",
+                LayerSpec::Conv(Conv2dConfig::new(16, 64, 3).padding(Padding::Same)),
+            ),
+        ],
+    )?;
+    assert_eq!(direct.total_macs(), 64 * 784 * 64 * 9);
+    assert_eq!(bottleneck.total_macs(), 16 * 784 * 64 + 64 * 784 * 16 * 9);
+    assert!(bottleneck.total_macs() * 3 < direct.total_macs());
+    assert_eq!(bottleneck.output_shape(), direct.output_shape());
+    let varmap = candle_nn::VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &Device::Cpu);
+    let y = neka_cnn::conv1x1(64, 16, vb.pp("p"))?.forward(&Tensor::zeros(
+        (1, 64, 7, 9),
+        DType::F32,
+        &Device::Cpu,
+    )?)?;
+    assert_eq!(y.dims(), &[1, 16, 7, 9]);
+    // parameter sharing: 320 conv parameters vs ~17 M for a dense layer to the same output
+    let conv = Conv2dConfig::new(1, 32, 3);
+    assert_eq!(conv.num_params(), 320);
+    assert_eq!(
+        neka_cnn::arith::linear_params(784, 32 * 26 * 26, true),
+        784 * 21_632 + 21_632
+    );
+    Ok(())
+}
