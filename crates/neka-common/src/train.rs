@@ -158,6 +158,9 @@ struct TrainerState {
     bad_epochs: usize,
     history: Vec<EpochMetrics>,
     optimizer: OptimizerConfig,
+    /// Metrics of the best epoch, restored into the checkpoint info on resume.
+    #[serde(default)]
+    best_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -222,6 +225,7 @@ impl Trainer {
             bad_epochs: 0,
             history: Vec::new(),
             optimizer: cfg.optimizer.clone(),
+            best_metrics: Default::default(),
         };
         Ok(Self {
             cfg,
@@ -259,6 +263,7 @@ impl Trainer {
         let (tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
         self.optimizer.load_state(tensors, state.step, &opt_path)?;
         rng::set_state(state.model_rng.clone());
+        self.info.metrics = state.best_metrics.clone();
         self.state = state;
         Ok(())
     }
@@ -434,6 +439,7 @@ impl Trainer {
                 info.metrics
                     .insert("train_accuracy".into(), m.train_accuracy);
                 checkpoint::save_model(&self.out_dir, &self.varmap, &info)?;
+                self.state.best_metrics = info.metrics.clone();
                 self.info = info;
             } else {
                 self.state.bad_epochs += 1;
