@@ -48,7 +48,7 @@ enum Command {
 #[derive(Args)]
 struct TrainArgs {
     /// mnist-net (pytorch/examples' Net) or lenet5.
-    #[arg(long, default_value = "mnist-net")]
+    #[arg(long, default_value = "mnist-net", value_parser = neka_cnn::MODEL_NAMES)]
     model: String,
     /// mnist or fashion-mnist.
     #[arg(long, default_value = "mnist")]
