@@ -1,0 +1,195 @@
+//! # neka-lstm
+//!
+//! LSTM and GRU on candle, exact to PyTorch (`torch.nn.LSTM` / `torch.nn.GRU`, batch-first):
+//! the lecture's gates ([`lstm`]), `num_layers`, `bidirectional`, dropout between layers,
+//! variable-length batches with packed-sequence semantics, initial and final states
+//! `(L·D, B, H)`, `bias: false`, PyTorch tensor names and init. They run on neka-rnn's
+//! sequence runner: the input projection of all steps is one matmul, and on CPU the time loop
+//! and its backward pass (BPTT) are one fused op.
+//!
+//! Using it from another candle project:
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use neka_lstm::{Lstm, LstmConfig, SeqInput};
+//!
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let cfg = LstmConfig::new(100, 128).num_layers(2).bidirectional(true);
+//! let lstm = Lstm::new(cfg, vb.pp("lstm"))?;
+//! let x = Tensor::randn(0f32, 1., (32, 50, 100), &Device::Cpu)?; // (B, T, F)
+//! let out = lstm.forward_seq(&x, SeqInput::default(), false)?;
+//! assert_eq!(out.output.dims(), &[32, 50, 256]); // (B, T, D·H)
+//! assert_eq!(out.c_n.unwrap().dims(), &[4, 32, 128]); // (L·D, B, H)
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod gru;
+pub mod lstm;
+
+pub use gru::GruCell;
+pub use lstm::LstmCell;
+pub use neka_rnn::{
+    ManyToMany, ManyToOne, Nonlinearity, Recurrent, RecurrentConfig, RecurrentOutput, Rnn,
+    RnnConfig, SeqInput, SequenceEncoder,
+};
+pub use neka_rnn::{Error, Result};
+
+use candle_core::{ModuleT, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+/// `torch.nn.LSTM`'s arguments.
+pub type LstmConfig = RecurrentConfig;
+/// `torch.nn.GRU`'s arguments.
+pub type GruConfig = RecurrentConfig;
+
+macro_rules! network {
+    ($(#[$doc:meta])* $name:ident, $cell:expr, $cell_ty:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(Recurrent<$cell_ty>);
+
+        impl $name {
+            /// Creates (or loads) the weights under `vb` with PyTorch's names and init.
+            pub fn new(cfg: RecurrentConfig, vb: VarBuilder) -> Result<Self> {
+                Ok(Self(Recurrent::new($cell, cfg, vb)?))
+            }
+
+            /// `x (B, T, F)` → output `(B, T, D·H)` and the final states. See [`SeqInput`]
+            /// for lengths and initial states.
+            pub fn forward_seq(
+                &self,
+                x: &Tensor,
+                input: SeqInput,
+                train: bool,
+            ) -> candle_core::Result<RecurrentOutput> {
+                self.0.forward_seq(x, input, train)
+            }
+        }
+
+        impl SequenceEncoder for $name {
+            fn encode(
+                &self,
+                x: &Tensor,
+                input: SeqInput,
+                train: bool,
+            ) -> candle_core::Result<RecurrentOutput> {
+                self.0.forward_seq(x, input, train)
+            }
+            fn config(&self) -> &RecurrentConfig {
+                self.0.config()
+            }
+        }
+
+        impl ModuleT for $name {
+            fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+                self.0.forward_t(x, train)
+            }
+        }
+    };
+}
+
+network!(
+    /// A multi-layer, optionally bidirectional LSTM (`torch.nn.LSTM`, batch-first). The
+    /// equations and tensor layout are in [`lstm`].
+    Lstm,
+    LstmCell,
+    LstmCell
+);
+network!(
+    /// A multi-layer, optionally bidirectional GRU (`torch.nn.GRU`, batch-first). The
+    /// equations and tensor layout are in [`gru`].
+    Gru,
+    GruCell,
+    GruCell
+);
+
+/// The recurrent cells of the zoo, by name: `rnn` (Elman, tanh), `rnn-relu`, `lstm`, `gru`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellType {
+    Rnn,
+    RnnRelu,
+    #[default]
+    Lstm,
+    Gru,
+}
+
+impl std::str::FromStr for CellType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "rnn" | "rnn-tanh" | "elman" => Ok(Self::Rnn),
+            "rnn-relu" => Ok(Self::RnnRelu),
+            "lstm" => Ok(Self::Lstm),
+            "gru" => Ok(Self::Gru),
+            other => Err(format!("unknown cell `{other}` (rnn, rnn-relu, lstm or gru)")),
+        }
+    }
+}
+
+impl std::fmt::Display for CellType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rnn => "rnn",
+            Self::RnnRelu => "rnn-relu",
+            Self::Lstm => "lstm",
+            Self::Gru => "gru",
+        })
+    }
+}
+
+/// A recurrent network whose cell is picked at run time (`--cell rnn|lstm|gru`).
+#[derive(Debug, Clone)]
+pub enum AnyRecurrent {
+    Rnn(Rnn),
+    Lstm(Lstm),
+    Gru(Gru),
+}
+
+impl AnyRecurrent {
+    pub fn new(cell: CellType, cfg: RecurrentConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match cell {
+            CellType::Rnn | CellType::RnnRelu => {
+                let nonlinearity = if cell == CellType::Rnn {
+                    Nonlinearity::Tanh
+                } else {
+                    Nonlinearity::Relu
+                };
+                Self::Rnn(Rnn::new(
+                    RnnConfig {
+                        shape: cfg,
+                        nonlinearity,
+                    },
+                    vb,
+                )?)
+            }
+            CellType::Lstm => Self::Lstm(Lstm::new(cfg, vb)?),
+            CellType::Gru => Self::Gru(Gru::new(cfg, vb)?),
+        })
+    }
+}
+
+impl SequenceEncoder for AnyRecurrent {
+    fn encode(
+        &self,
+        x: &Tensor,
+        input: SeqInput,
+        train: bool,
+    ) -> candle_core::Result<RecurrentOutput> {
+        match self {
+            Self::Rnn(m) => m.encode(x, input, train),
+            Self::Lstm(m) => m.encode(x, input, train),
+            Self::Gru(m) => m.encode(x, input, train),
+        }
+    }
+    fn config(&self) -> &RecurrentConfig {
+        match self {
+            Self::Rnn(m) => m.config(),
+            Self::Lstm(m) => m.config(),
+            Self::Gru(m) => m.config(),
+        }
+    }
+}

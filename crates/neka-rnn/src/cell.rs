@@ -1,0 +1,171 @@
+//! What a recurrent cell is, to the [runner](crate::runner): one time step, written twice.
+//!
+//! Every cell of the zoo (Elman here; LSTM and GRU in `neka-lstm`) computes, at step `t`,
+//!
+//! ```text
+//! gx_t  = x_t U^T + b_ih            (B, G)   input projection, for all t in ONE matmul
+//! rec_t = h_{t-1} W^T + b_hh        (B, G)   the recurrent matmul, the only per-step matmul
+//! state_t = cell(gx_t, rec_t, state_{t-1})
+//! ```
+//!
+//! with `G = gates · H` (1 block for Elman, 4 for LSTM, 3 for GRU) and `state = h` or `(h, C)`.
+//! A [`Cell`] supplies the last line twice:
+//!
+//! - [`Cell::step`] on candle tensors: the readable form of the lecture's equations, used on
+//!   GPUs (autograd gives BPTT);
+//! - [`Cell::forward_row`] / [`Cell::backward_row`] on slices of one batch row: the fused CPU
+//!   kernel ([`crate::kernel`]) runs the whole sequence in one candle op with a hand-written
+//!   backward pass (BPTT), checked against finite differences and PyTorch.
+
+use candle_core::{Result, Tensor};
+use num_traits::Float;
+
+/// One recurrent cell. `G = gates() · H`, `S0 = states() · H`.
+pub trait Cell: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// The PyTorch mode name: `rnn_tanh`, `rnn_relu`, `lstm`, `gru`.
+    fn name(&self) -> &'static str;
+    /// Gate blocks stacked in `weight_ih` / `weight_hh` (1 Elman, 4 LSTM, 3 GRU).
+    fn gates(&self) -> usize;
+    /// State tensors carried from step to step: 1 (`h`) or 2 (`h`, `C`).
+    fn states(&self) -> usize {
+        1
+    }
+    /// Blocks of `H` floats the fused kernel saves per step for the backward pass. The first
+    /// `states()` blocks are the new state (`h` first).
+    fn saved(&self) -> usize;
+
+    /// One step on tensors: `gx, rec: (B, G)`, `state: [h (B, H)]` or `[h, C]` → the new state.
+    fn step(&self, gx: &Tensor, rec: &Tensor, state: &[Tensor]) -> Result<Vec<Tensor>>;
+
+    /// One step of one batch row: `gx, rec: [G]`, `prev: [S0]` → `saved: [saved()·H]`.
+    fn forward_row<F: Float>(&self, hidden: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]);
+
+    /// The step's backward pass for one row. `dstate: [S0]` is ∂L/∂(new state). Writes
+    /// `dgx = ∂L/∂gx_t`, `drec = ∂L/∂rec_t` (both `[G]`) and `dprev`, the part of
+    /// ∂L/∂state_{t-1} that does not go through `W` (e.g. `f ⊙ dC` for the LSTM's cell state).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_row<F: Float>(
+        &self,
+        hidden: usize,
+        saved: &[F],
+        prev: &[F],
+        dstate: &[F],
+        dgx: &mut [F],
+        drec: &mut [F],
+        dprev: &mut [F],
+    );
+}
+
+/// σ(x) = 1 / (1 + e^{−x}), in the form that does not overflow for large |x|.
+#[inline]
+pub fn sigmoid<F: Float>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+/// The nonlinearity ψ of the Elman RNN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nonlinearity {
+    /// ψ = tanh (PyTorch's default): outputs in (−1, 1), gradient ≤ 1.
+    #[default]
+    Tanh,
+    /// ψ = ReLU: unbounded, so gradients can explode without clipping.
+    Relu,
+}
+
+impl std::str::FromStr for Nonlinearity {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tanh" => Ok(Self::Tanh),
+            "relu" => Ok(Self::Relu),
+            other => Err(format!("unknown nonlinearity `{other}` (tanh or relu)")),
+        }
+    }
+}
+
+/// The Elman cell, `h_t = ψ(W h_{t-1} + U x_t + b)`.
+///
+/// | lecture | tensor (PyTorch name) | shape |
+/// |---|---|---|
+/// | `U` (input → hidden) | `weight_ih_l{k}` | `(H, F)` |
+/// | `W` (hidden → hidden) | `weight_hh_l{k}` | `(H, H)` |
+/// | `b` | `bias_ih_l{k} + bias_hh_l{k}` | `(H)` each |
+///
+/// The same `U`, `W`, `b` are used at every time step: parameter sharing across time, as the
+/// convolution shares its kernel across space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Elman {
+    pub nonlinearity: Nonlinearity,
+}
+
+impl Cell for Elman {
+    fn name(&self) -> &'static str {
+        match self.nonlinearity {
+            Nonlinearity::Tanh => "rnn_tanh",
+            Nonlinearity::Relu => "rnn_relu",
+        }
+    }
+    fn gates(&self) -> usize {
+        1
+    }
+    fn saved(&self) -> usize {
+        1
+    }
+
+    /// `h_t = ψ(U x_t + b_ih + W h_{t-1} + b_hh)`.
+    fn step(&self, gx: &Tensor, rec: &Tensor, _state: &[Tensor]) -> Result<Vec<Tensor>> {
+        let pre = (gx + rec)?;
+        let h = match self.nonlinearity {
+            Nonlinearity::Tanh => pre.tanh()?,
+            Nonlinearity::Relu => pre.relu()?,
+        };
+        Ok(vec![h])
+    }
+
+    fn forward_row<F: Float>(&self, hidden: usize, gx: &[F], rec: &[F], _prev: &[F], saved: &mut [F]) {
+        for j in 0..hidden {
+            let pre = gx[j] + rec[j];
+            saved[j] = match self.nonlinearity {
+                Nonlinearity::Tanh => pre.tanh(),
+                Nonlinearity::Relu => pre.max(F::zero()),
+            };
+        }
+    }
+
+    /// `∂L/∂pre = ∂L/∂h_t ⊙ ψ'(pre)` with `tanh' = 1 − h_t²`, `relu' = [h_t > 0]`. Every path
+    /// back to `h_{t-1}` goes through `W`: this product of `W^T diag(ψ')` over many steps is
+    /// what vanishes (or explodes) in BPTT.
+    fn backward_row<F: Float>(
+        &self,
+        hidden: usize,
+        saved: &[F],
+        _prev: &[F],
+        dstate: &[F],
+        dgx: &mut [F],
+        drec: &mut [F],
+        dprev: &mut [F],
+    ) {
+        for j in 0..hidden {
+            let h = saved[j];
+            let d = match self.nonlinearity {
+                Nonlinearity::Tanh => dstate[j] * (F::one() - h * h),
+                Nonlinearity::Relu => {
+                    if h > F::zero() {
+                        dstate[j]
+                    } else {
+                        F::zero()
+                    }
+                }
+            };
+            dgx[j] = d;
+            drec[j] = d;
+            dprev[j] = F::zero();
+        }
+    }
+}
