@@ -18,7 +18,6 @@ use candle_core::{DType, Device, ModuleT, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use neka_common::nn::Dropout;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The shape of a recurrent network (PyTorch's constructor arguments).
@@ -152,12 +151,14 @@ struct DirectionWeights {
     bias_hh: Option<Tensor>,
 }
 
-static FUSED_CPU: AtomicBool = AtomicBool::new(true);
+thread_local! {
+    static FUSED_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
-/// Chooses the time loop on CPU: the fused kernel (default) or candle ops step by step
-/// (what other devices use). For tests and benchmarks.
+/// Chooses the time loop on CPU for the calling thread: the fused kernel (default) or candle
+/// ops step by step (what other devices use). For tests and benchmarks.
 pub fn use_fused_cpu_kernel(on: bool) {
-    FUSED_CPU.store(on, Ordering::Relaxed);
+    FUSED_CPU.with(|f| f.set(on));
 }
 
 /// A multi-layer, optionally bidirectional recurrent network of cell `C`.
@@ -275,7 +276,7 @@ impl<C: Cell> Recurrent<C> {
         }
         let fused = x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
-            && FUSED_CPU.load(Ordering::Relaxed);
+            && FUSED_CPU.with(|f| f.get());
         let masks = match (&lengths, fused) {
             (Some(l), false) => Some(step_masks(l, t, x.dtype(), x.device())?),
             _ => None,

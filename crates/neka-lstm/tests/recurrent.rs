@@ -1,0 +1,208 @@
+//! The recurrent runner and its cells: finite-difference gradient checks of the fused kernel
+//! (BPTT written by hand) in f64, packed-sequence semantics, fused vs candle-op paths, errors.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use neka_lstm::{AnyRecurrent, CellType, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder};
+
+const CELLS: [CellType; 4] = [CellType::Rnn, CellType::RnnRelu, CellType::Lstm, CellType::Gru];
+
+fn net(cell: CellType, cfg: RecurrentConfig, dtype: DType, seed: u64) -> (AnyRecurrent, VarMap) {
+    neka_common::rng::seed(seed);
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, dtype, &Device::Cpu);
+    (AnyRecurrent::new(cell, cfg, vb).unwrap(), vm)
+}
+
+fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
+    neka_common::rng::seed(seed);
+    let n = shape.iter().product();
+    let v = neka_common::rng::uniform_vec(n, -1.0, 1.0);
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+}
+
+/// L = Σ output ⊙ Go + Σ h_n ⊙ Gh (+ Σ c_n ⊙ Gc): touches every output of the runner.
+fn loss(out: &RecurrentOutput, go: &Tensor, gh: &Tensor, gc: &Tensor) -> Tensor {
+    let mut l = ((&out.output * go).unwrap().sum_all().unwrap()
+        + (&out.h_n * gh).unwrap().sum_all().unwrap())
+    .unwrap();
+    if let Some(c) = &out.c_n {
+        l = (l + (c * gc).unwrap().sum_all().unwrap()).unwrap();
+    }
+    l
+}
+
+#[test]
+fn fused_kernel_gradients_match_finite_differences() {
+    let (b, t, f, h) = (3, 4, 3, 2);
+    let lengths = [4usize, 1, 3];
+    for cell in CELLS {
+        for (layers, bi, bias) in [(2, true, true), (1, false, false)] {
+            let cfg = RecurrentConfig {
+                input_size: f,
+                hidden_size: h,
+                num_layers: layers,
+                bidirectional: bi,
+                bias,
+                dropout: 0.0,
+            };
+            let (m, vm) = net(cell, cfg, DType::F64, 1);
+            let ld = layers * cfg.directions();
+            let x = Var::from_tensor(&randn(&[b, t, f], DType::F64, 2)).unwrap();
+            let h0 = Var::from_tensor(&randn(&[ld, b, h], DType::F64, 3)).unwrap();
+            let c0 = Var::from_tensor(&randn(&[ld, b, h], DType::F64, 4)).unwrap();
+            let go = randn(&[b, t, cfg.output_size()], DType::F64, 5);
+            let gh = randn(&[ld, b, h], DType::F64, 6);
+            let gc = randn(&[ld, b, h], DType::F64, 7);
+            let is_lstm = cell == CellType::Lstm;
+            let eval = || -> Tensor {
+                let input = SeqInput {
+                    lengths: Some(&lengths),
+                    h0: Some(h0.as_tensor()),
+                    c0: is_lstm.then_some(c0.as_tensor()),
+                };
+                loss(&m.encode(x.as_tensor(), input, false).unwrap(), &go, &gh, &gc)
+            };
+            let grads = eval().backward().unwrap();
+            let mut vars: Vec<(String, Var)> = vm.data().lock().unwrap().clone().into_iter().collect();
+            vars.push(("input".into(), x.clone()));
+            vars.push(("h0".into(), h0.clone()));
+            if is_lstm {
+                vars.push(("c0".into(), c0.clone()));
+            }
+            let eps = 1e-6;
+            let mut worst = 0f64;
+            for (name, var) in &vars {
+                let analytic: Vec<f64> = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{cell}: no gradient for {name}"))
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let base = var.as_tensor().copy().unwrap();
+                let values: Vec<f64> = base.flatten_all().unwrap().to_vec1().unwrap();
+                for (i, &a) in analytic.iter().enumerate() {
+                    let at = |delta: f64| {
+                        let mut v = values.clone();
+                        v[i] += delta;
+                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap()).unwrap();
+                        eval().to_scalar::<f64>().unwrap()
+                    };
+                    let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                    let err = (numeric - a).abs() / (1.0 + a.abs());
+                    assert!(
+                        err < 1e-6,
+                        "{cell} layers={layers} bi={bi} bias={bias}: ∂L/∂{name}[{i}] analytic {a} vs numeric {numeric}"
+                    );
+                    worst = worst.max(err);
+                }
+                var.set(&base).unwrap();
+            }
+            println!("gradcheck {cell} layers={layers} bi={bi} bias={bias}: max rel err {worst:.1e}");
+        }
+    }
+}
+
+#[test]
+fn fused_kernel_and_candle_ops_agree_with_dropout_and_lengths() {
+    let cfg = RecurrentConfig::new(5, 7).num_layers(3).bidirectional(true).dropout(0.3);
+    let x = randn(&[4, 9, 5], DType::F32, 11);
+    let lengths = [9, 2, 5, 9];
+    for cell in CELLS {
+        let (m, _) = net(cell, cfg, DType::F32, 3);
+        let run = |fused: bool| {
+            neka_rnn::use_fused_cpu_kernel(fused);
+            neka_common::rng::seed(99); // same dropout masks
+            let input = SeqInput { lengths: Some(&lengths), ..Default::default() };
+            let out = m.encode(&x, input, true).unwrap();
+            neka_rnn::use_fused_cpu_kernel(true);
+            out
+        };
+        let (a, b) = (run(true), run(false));
+        let err = (&a.output - &b.output).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(err.to_scalar::<f32>().unwrap() < 1e-5, "{cell}: fused vs candle ops differ");
+        let err = (&a.h_n - &b.h_n).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(err.to_scalar::<f32>().unwrap() < 1e-5, "{cell}: h_n differs");
+    }
+}
+
+#[test]
+fn padding_is_invisible() {
+    // A padded sequence gives the same outputs and final states as the sequence alone, whatever
+    // the padding holds; outputs past its length are zero.
+    let cfg = RecurrentConfig::new(3, 4).num_layers(2).bidirectional(true);
+    for cell in CELLS {
+        let (m, _) = net(cell, cfg, DType::F32, 5);
+        let x = randn(&[2, 6, 3], DType::F32, 6);
+        let noise = randn(&[2, 6, 3], DType::F32, 7);
+        let lengths = [6, 3];
+        let keep = Tensor::from_vec(
+            (0..12).map(|i| if i < 6 || i % 6 < 3 { 1f32 } else { 0. }).collect::<Vec<_>>(),
+            (2, 6, 1),
+            &Device::Cpu,
+        )
+        .unwrap();
+        // same real tokens, different padding
+        let x2 = (x.broadcast_mul(&keep).unwrap() + noise.broadcast_mul(&(1. - &keep).unwrap()).unwrap()).unwrap();
+        let input = SeqInput { lengths: Some(&lengths), ..Default::default() };
+        let a = m.encode(&x, input, false).unwrap();
+        let b = m.encode(&x2, input, false).unwrap();
+        let diff = (&a.output - &b.output).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{cell}: padding leaked into the output");
+        let pad = a.output.get(1).unwrap().narrow(0, 3, 3).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(pad.to_scalar::<f32>().unwrap(), 0.0, "{cell}: output past the length is not zero");
+        // the short sequence alone, at its true length
+        let alone = m
+            .encode(&x.get(1).unwrap().narrow(0, 0, 3).unwrap().unsqueeze(0).unwrap(), SeqInput::default(), false)
+            .unwrap();
+        let d = (a.h_n.narrow(1, 1, 1).unwrap() - &alone.h_n).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{cell}: h_n is not the true last step's");
+        let d = (a.output.get(1).unwrap().narrow(0, 0, 3).unwrap() - alone.output.get(0).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{cell}: the reverse direction did not start at the last real token");
+    }
+}
+
+#[test]
+fn bad_inputs_are_named_errors() {
+    let cfg = RecurrentConfig::new(3, 4);
+    let (m, _) = net(CellType::Gru, cfg, DType::F32, 1);
+    let x = randn(&[2, 5, 3], DType::F32, 1);
+    let err = |input: SeqInput, x: &Tensor| m.encode(x, input, false).unwrap_err().to_string();
+    assert!(err(SeqInput::default(), &randn(&[2, 5, 4], DType::F32, 1)).contains("input_size = 3"));
+    assert!(err(SeqInput { lengths: Some(&[5, 0]), ..Default::default() }, &x).contains("lengths"));
+    assert!(err(SeqInput { lengths: Some(&[5, 6]), ..Default::default() }, &x).contains("lengths"));
+    assert!(err(SeqInput { lengths: Some(&[5]), ..Default::default() }, &x).contains("lengths"));
+    let h0 = Tensor::zeros((2, 2, 4), DType::F32, &Device::Cpu).unwrap();
+    assert!(err(SeqInput { h0: Some(&h0), ..Default::default() }, &x).contains("h0 must have shape (L·D, B, H) = (1, 2, 4)"));
+    let c0 = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu).unwrap();
+    assert!(err(SeqInput { c0: Some(&c0), ..Default::default() }, &x).contains("c0 is only for the LSTM"));
+    let bad = RecurrentConfig { dropout: 1.0, ..cfg };
+    let vm = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let e = AnyRecurrent::new(CellType::Lstm, bad, vb).unwrap_err().to_string();
+    assert!(e.contains("dropout"), "{e}");
+}
+
+#[test]
+fn pytorch_names_and_init() {
+    let cfg = RecurrentConfig::new(3, 16).num_layers(2).bidirectional(true);
+    let (_, vm) = net(CellType::Lstm, cfg, DType::F32, 1);
+    let data = vm.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    assert_eq!(names.len(), 16);
+    assert_eq!(data["weight_ih_l0"].dims(), &[64, 3]);
+    assert_eq!(data["weight_ih_l1_reverse"].dims(), &[64, 32]);
+    assert_eq!(data["bias_hh_l1"].dims(), &[64]);
+    let bound = 1.0 / 4.0; // 1/√H
+    for (name, v) in data.iter() {
+        let m = v.as_tensor().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(m <= bound && m > 0.8 * bound, "{name}: max |w| = {m}, want U(±1/√H)");
+    }
+}
