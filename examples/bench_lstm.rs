@@ -50,7 +50,11 @@ fn candle_direction(lstm: &candle_nn::rnn::LSTM, x: &Tensor, reverse: bool) -> R
     let (b, t, _) = x.dims3()?;
     let mut state: LSTMState = lstm.zero_state(b)?;
     let mut hs = vec![None; t];
-    let order: Vec<usize> = if reverse { (0..t).rev().collect() } else { (0..t).collect() };
+    let order: Vec<usize> = if reverse {
+        (0..t).rev().collect()
+    } else {
+        (0..t).collect()
+    };
     for s in order {
         state = lstm.step(&x.narrow(1, s, 1)?.squeeze(1)?, &state)?;
         hs[s] = Some(state.h().clone());

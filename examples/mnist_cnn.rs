@@ -200,6 +200,7 @@ fn train(a: TrainArgs) -> Result<()> {
         progress: true,
         verbose: true,
         handle_ctrl_c: true,
+        log_steps: false,
     };
     let out = a
         .out

@@ -2,3 +2,5 @@
 
 pub use neka_cnn as cnn;
 pub use neka_common as common;
+pub use neka_lstm as lstm;
+pub use neka_rnn as rnn;

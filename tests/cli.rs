@@ -13,9 +13,11 @@ fn example(name: &str) -> PathBuf {
     }
     let exe = p.join("examples").join(name);
     if !exe.is_file() {
-        // `cargo test --test cli` alone does not build examples: build it (same profile).
-        static BUILD: std::sync::Once = std::sync::Once::new();
-        BUILD.call_once(|| {
+        // `cargo test --test cli` alone does not build examples: build it (same profile),
+        // one build at a time.
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if !exe.is_file() {
             let mut c = Command::new(env!("CARGO"));
             c.args(["build", "--example", name])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -23,7 +25,7 @@ fn example(name: &str) -> PathBuf {
                 c.arg("--release");
             }
             assert!(c.status().unwrap().success(), "cannot build example {name}");
-        });
+        }
     }
     assert!(exe.is_file(), "{} not built", exe.display());
     exe
@@ -276,4 +278,125 @@ fn train_eval_predict_end_to_end() {
         &[],
     );
     assert_clean_failure(&o, &["fc1.bias", "[128]", "model.safetensors"]);
+}
+
+fn run_example(name: &str, args: &[&str]) -> Output {
+    Command::new(example(name))
+        .args(args)
+        .env_remove("NEKA_DATA_DIR")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn seq_mnist_trains_each_cell_on_the_fixture() {
+    for cell in ["rnn", "lstm", "gru"] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = run_example(
+            "seq_mnist",
+            &[
+                "--data-dir",
+                fixture().to_str().unwrap(),
+                "--dry-run",
+                "--val-size",
+                "100",
+                "--cell",
+                cell,
+                "--hidden",
+                "16",
+                "--bidirectional",
+                "--layers",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                dir.path().to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(json["model"], format!("row-{cell}"));
+        assert!(json["accuracy"].as_f64().unwrap() >= 0.0);
+        // weights carry PyTorch's names under rnn. and the head as fc.
+        let (t, _) = neka_common::checkpoint::load_tensors(
+            &dir.path().join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert!(t.contains_key("rnn.weight_hh_l1_reverse") && t.contains_key("fc.weight"));
+    }
+    let o = run_example("seq_mnist", &["--cell", "tcn"]);
+    assert_clean_failure(&o, &["unknown cell `tcn`"]);
+}
+
+#[test]
+fn char_rnn_trains_saves_and_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("text.txt");
+    std::fs::write(
+        &txt,
+        "a dog runs on the grass . a man rides a bike .\n".repeat(60),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = run_example(
+        "char_rnn",
+        &[
+            "--text",
+            txt.to_str().unwrap(),
+            "--hidden",
+            "32",
+            "--batch-size",
+            "4",
+            "--bptt",
+            "20",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-2",
+            "--length",
+            "30",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("validation perplexity"));
+    assert!(out.join("vocab.json").is_file() && out.join("model.safetensors").is_file());
+    let o = run_example(
+        "char_rnn",
+        &[
+            "sample",
+            "--model",
+            out.to_str().unwrap(),
+            "--prompt",
+            "a dog",
+            "--length",
+            "10",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("a dog"));
+    let o = run_example(
+        "char_rnn",
+        &[
+            "sample",
+            "--model",
+            out.to_str().unwrap(),
+            "--prompt",
+            "ü",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_clean_failure(&o, &["not in the model's vocabulary"]);
+    // no text and no data dir
+    let o = run_example("char_rnn", &["--device", "cpu"]);
+    assert_clean_failure(&o, &["--text FILE"]);
 }

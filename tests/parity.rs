@@ -34,7 +34,9 @@ fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
     let (t, md) = neka_common::checkpoint::load_tensors(path, &dev).map_err(|e| e.to_string())?;
     let get = |k: &str| t.get(k).ok_or_else(|| format!("no tensor `{k}`"));
     let parse = |k: &str| -> Result<usize, String> {
-        meta(&md, k)?.parse().map_err(|e| format!("metadata {k}: {e}"))
+        meta(&md, k)?
+            .parse()
+            .map_err(|e| format!("metadata {k}: {e}"))
     };
     let cell = match meta(&md, "kind")? {
         "rnn_tanh" => CellType::Rnn,
@@ -55,7 +57,16 @@ fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
     let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &dev);
     let net = AnyRecurrent::new(cell, cfg, vb).map_err(|e| e.to_string())?;
     // Strict load, both ways: every parameter in the file, every file parameter in the model.
-    let special = ["input", "lengths", "h0", "c0", "output", "h_n", "c_n", "grad_output"];
+    let special = [
+        "input",
+        "lengths",
+        "h0",
+        "c0",
+        "output",
+        "h_n",
+        "c_n",
+        "grad_output",
+    ];
     let params: Vec<&String> = t
         .keys()
         .filter(|k| !special.contains(&k.as_str()) && !k.starts_with("grad."))
@@ -72,7 +83,8 @@ fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
         let var = vars
             .get(name.as_str())
             .ok_or_else(|| format!("model has no parameter `{name}`"))?;
-        var.set(&t[name.as_str()]).map_err(|e| format!("{name}: {e}"))?;
+        var.set(&t[name.as_str()])
+            .map_err(|e| format!("{name}: {e}"))?;
     }
     let x = Var::from_tensor(get("input")?).map_err(|e| e.to_string())?;
     let lengths: Option<Vec<usize>> = match t.get("lengths") {
@@ -93,7 +105,11 @@ fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
     neka_rnn::use_fused_cpu_kernel(fused);
     let out = net.encode(&x, input, false).map_err(|e| e.to_string())?;
     let mut out_err = 0f32;
-    for (name, got) in [("output", Some(&out.output)), ("h_n", Some(&out.h_n)), ("c_n", out.c_n.as_ref())] {
+    for (name, got) in [
+        ("output", Some(&out.output)),
+        ("h_n", Some(&out.h_n)),
+        ("c_n", out.c_n.as_ref()),
+    ] {
         match (t.get(name), got) {
             (Some(want), Some(got)) => {
                 let e = max_err(got, want).map_err(|e| format!("{name}: {e}"))?;
@@ -119,7 +135,9 @@ fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
             .ok_or_else(|| format!("no gradient for {name}"))?;
         let e = max_err(got, want).map_err(|e| format!("grad.{name}: {e}"))?;
         if e > GRAD_TOL {
-            return Err(format!("grad.{name}: max abs error {e:.2e} > {GRAD_TOL:.0e}"));
+            return Err(format!(
+                "grad.{name}: max abs error {e:.2e} > {GRAD_TOL:.0e}"
+            ));
         }
         grad_err = grad_err.max(e);
         Ok(())
@@ -145,10 +163,17 @@ fn fixture_files(dir: &Path) -> Vec<PathBuf> {
 fn recurrent_layers_match_pytorch() {
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
     let mut files = fixture_files(&committed);
-    assert!(files.len() >= 24, "expected the committed fixtures in {}", committed.display());
+    assert!(
+        files.len() >= 24,
+        "expected the committed fixtures in {}",
+        committed.display()
+    );
     if let Some(extra) = std::env::var_os("NEKA_PARITY_DIR") {
         let extra = fixture_files(Path::new(&extra));
-        assert!(!extra.is_empty(), "NEKA_PARITY_DIR holds no *.safetensors files");
+        assert!(
+            !extra.is_empty(),
+            "NEKA_PARITY_DIR holds no *.safetensors files"
+        );
         files.extend(extra);
     }
     let mut failures = Vec::new();
@@ -168,5 +193,11 @@ fn recurrent_layers_match_pytorch() {
         }
     }
     neka_rnn::use_fused_cpu_kernel(true);
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }

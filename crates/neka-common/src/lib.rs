@@ -8,7 +8,8 @@
 //! | [`device`] | `--device auto\|cpu\|cuda[:N]\|metal` |
 //! | [`rng`], [`init`] | one seed for init, dropout and shuffling; seeded `VarBuilder` |
 //! | [`nn`] | PyTorch-initialised `linear`, seeded `Dropout` |
-//! | [`data`] | IDX reader, MNIST / Fashion-MNIST loading, splits, batching |
+//! | [`data`] | IDX and text readers, MNIST / Fashion-MNIST loading, splits, batching |
+//! | [`vocab`] | token ↔ id maps with specials, min frequency, JSON |
 //! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
 //! | [`train`] | the training loop shared by every model |
 //! | [`checkpoint`] | safetensors + `config.json`, atomic writes, strict loading |
@@ -27,5 +28,6 @@ pub mod nn;
 pub mod optim;
 pub mod rng;
 pub mod train;
+pub mod vocab;
 
 pub use error::{Error, Result};

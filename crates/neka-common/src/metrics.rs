@@ -150,19 +150,24 @@ pub fn plot_lines(path: &Path, x_label: &str, panels: &[(&str, &str, Vec<Series>
                 .map_err(|e| perr(&e))?;
             for (i, s) in series.iter().enumerate() {
                 let color = Palette99::pick(i).to_rgba();
+                // Long, dense series (per-step curves): thin lines, no markers. Thick lines
+                // with steep slopes overshoot the chart in plotters' bitmap backend.
+                let dense = s.points.len() > 100;
                 chart
                     .draw_series(LineSeries::new(
                         s.points.iter().copied(),
-                        color.stroke_width(2),
+                        color.stroke_width(if dense { 1 } else { 2 }),
                     ))
                     .map_err(|e| perr(&e))?
                     .label(s.label)
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                     });
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(|e| perr(&e))?;
+                if !dense {
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                        .map_err(|e| perr(&e))?;
+                }
             }
             chart
                 .configure_series_labels()

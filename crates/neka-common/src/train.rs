@@ -97,6 +97,10 @@ pub struct TrainConfig {
     /// Install a Ctrl-C handler: finish the batch, save a checkpoint, return.
     #[serde(default)]
     pub handle_ctrl_c: bool,
+    /// Record every optimizer step's loss and gradient norm ([`Trainer::step_log`],
+    /// `steps.csv`).
+    #[serde(default)]
+    pub log_steps: bool,
 }
 
 fn yes() -> bool {
@@ -118,8 +122,21 @@ impl Default for TrainConfig {
             progress: true,
             verbose: true,
             handle_ctrl_c: false,
+            log_steps: false,
         }
     }
+}
+
+/// One optimizer step, recorded when [`TrainConfig::log_steps`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// 1-based optimizer step.
+    pub step: usize,
+    /// 1-based epoch.
+    pub epoch: usize,
+    pub loss: f64,
+    /// Global gradient norm before clipping (NaN for a step whose loss was not finite).
+    pub grad_norm: f64,
 }
 
 /// Why [`Trainer::fit`] returned.
@@ -195,6 +212,7 @@ pub struct Trainer {
     optimizer: Optimizer,
     info: CheckpointInfo,
     state: TrainerState,
+    steps: Vec<StepLog>,
 }
 
 const CKPT_DIR: &str = "checkpoint";
@@ -234,6 +252,7 @@ impl Trainer {
             optimizer,
             info,
             state,
+            steps: Vec::new(),
         })
     }
 
@@ -354,6 +373,15 @@ impl Trainer {
                 let loss_v = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 if !loss_v.is_finite() {
                     bar.abandon();
+                    if self.cfg.log_steps {
+                        self.steps.push(StepLog {
+                            step: self.optimizer.step_count() + 1,
+                            epoch: epoch + 1,
+                            loss: loss_v,
+                            grad_norm: f64::NAN,
+                        });
+                        self.write_steps()?;
+                    }
                     return Err(Error::NonFiniteLoss(format!(
                         "loss became {loss_v} at epoch {}, batch {} (step {}): training stopped. The last good \
                          checkpoint is {} (after epoch {}); lower --lr or set --clip-grad-norm",
@@ -365,8 +393,17 @@ impl Trainer {
                     )));
                 }
                 let mut grads = out.loss.backward()?;
-                if let Some(max) = self.cfg.clip_grad_norm {
-                    clip_grad_norm(&mut grads, self.optimizer.params(), max)?;
+                if self.cfg.clip_grad_norm.is_some() || self.cfg.log_steps {
+                    let max = self.cfg.clip_grad_norm.unwrap_or(f64::INFINITY);
+                    let grad_norm = clip_grad_norm(&mut grads, self.optimizer.params(), max)?;
+                    if self.cfg.log_steps {
+                        self.steps.push(StepLog {
+                            step: self.optimizer.step_count() + 1,
+                            epoch: epoch + 1,
+                            loss: loss_v,
+                            grad_norm,
+                        });
+                    }
                 }
                 self.optimizer.step(&grads)?;
                 running.add(loss_v, out.correct, out.count);
@@ -446,6 +483,9 @@ impl Trainer {
             }
             self.save_checkpoint(&data_rng)?;
             metrics::write_history(&self.out_dir, &self.state.history)?;
+            if self.cfg.log_steps {
+                self.write_steps()?;
+            }
             metrics::plot_history(&self.out_dir.join("curves.png"), &self.state.history)?;
             if self.cfg.verbose {
                 println!(
@@ -490,6 +530,23 @@ impl Trainer {
             stop,
             out_dir: self.out_dir.clone(),
         })
+    }
+
+    /// The steps recorded by this trainer when [`TrainConfig::log_steps`] is on.
+    pub fn step_log(&self) -> &[StepLog] {
+        &self.steps
+    }
+
+    /// Writes `steps.csv` (`step,epoch,loss,grad_norm`) atomically.
+    fn write_steps(&self) -> Result<()> {
+        let mut csv = String::from("step,epoch,loss,grad_norm\n");
+        for s in &self.steps {
+            csv.push_str(&format!(
+                "{},{},{},{}\n",
+                s.step, s.epoch, s.loss, s.grad_norm
+            ));
+        }
+        checkpoint::write_atomic(&self.out_dir.join("steps.csv"), csv.as_bytes())
     }
 
     /// Loads the best saved weights (`out/model.safetensors`) into the model.

@@ -69,7 +69,12 @@ impl Cell for GruCell {
     ) {
         let one = F::one();
         for j in 0..n {
-            let (r, z, cand, hn) = (saved[n + j], saved[2 * n + j], saved[3 * n + j], saved[4 * n + j]);
+            let (r, z, cand, hn) = (
+                saved[n + j],
+                saved[2 * n + j],
+                saved[3 * n + j],
+                saved[4 * n + j],
+            );
             let dh = dstate[j];
             let d_n = dh * (one - z) * (one - cand * cand);
             let d_z = dh * (prev[j] - cand) * z * (one - z);

@@ -1,40 +1,18 @@
-//! # neka-lstm
-//!
-//! LSTM and GRU on candle, exact to PyTorch (`torch.nn.LSTM` / `torch.nn.GRU`, batch-first):
-//! the lecture's gates ([`lstm`]), `num_layers`, `bidirectional`, dropout between layers,
-//! variable-length batches with packed-sequence semantics, initial and final states
-//! `(L·D, B, H)`, `bias: false`, PyTorch tensor names and init. They run on neka-rnn's
-//! sequence runner: the input projection of all steps is one matmul, and on CPU the time loop
-//! and its backward pass (BPTT) are one fused op.
-//!
-//! Using it from another candle project:
-//!
-//! ```
-//! use candle_core::{DType, Device, Tensor};
-//! use candle_nn::{VarBuilder, VarMap};
-//! use neka_lstm::{Lstm, LstmConfig, SeqInput};
-//!
-//! let varmap = VarMap::new();
-//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-//! let cfg = LstmConfig::new(100, 128).num_layers(2).bidirectional(true);
-//! let lstm = Lstm::new(cfg, vb.pp("lstm"))?;
-//! let x = Tensor::randn(0f32, 1., (32, 50, 100), &Device::Cpu)?; // (B, T, F)
-//! let out = lstm.forward_seq(&x, SeqInput::default(), false)?;
-//! assert_eq!(out.output.dims(), &[32, 50, 256]); // (B, T, D·H)
-//! assert_eq!(out.c_n.unwrap().dims(), &[4, 32, 128]); // (L·D, B, H)
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
+pub mod char_lm;
 pub mod gru;
 pub mod lstm;
+pub mod row_classifier;
 
 pub use gru::GruCell;
 pub use lstm::LstmCell;
+pub use neka_rnn::{Error, Result};
 pub use neka_rnn::{
     ManyToMany, ManyToOne, Nonlinearity, Recurrent, RecurrentConfig, RecurrentOutput, Rnn,
     RnnConfig, SeqInput, SequenceEncoder,
 };
-pub use neka_rnn::{Error, Result};
+pub use row_classifier::RowClassifier;
 
 use candle_core::{ModuleT, Tensor};
 use candle_nn::VarBuilder;
@@ -125,7 +103,9 @@ impl std::str::FromStr for CellType {
             "rnn-relu" => Ok(Self::RnnRelu),
             "lstm" => Ok(Self::Lstm),
             "gru" => Ok(Self::Gru),
-            other => Err(format!("unknown cell `{other}` (rnn, rnn-relu, lstm or gru)")),
+            other => Err(format!(
+                "unknown cell `{other}` (rnn, rnn-relu, lstm or gru)"
+            )),
         }
     }
 }

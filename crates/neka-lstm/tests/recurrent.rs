@@ -3,9 +3,16 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use neka_lstm::{AnyRecurrent, CellType, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder};
+use neka_lstm::{
+    AnyRecurrent, CellType, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder,
+};
 
-const CELLS: [CellType; 4] = [CellType::Rnn, CellType::RnnRelu, CellType::Lstm, CellType::Gru];
+const CELLS: [CellType; 4] = [
+    CellType::Rnn,
+    CellType::RnnRelu,
+    CellType::Lstm,
+    CellType::Gru,
+];
 
 fn net(cell: CellType, cfg: RecurrentConfig, dtype: DType, seed: u64) -> (AnyRecurrent, VarMap) {
     neka_common::rng::seed(seed);
@@ -18,7 +25,10 @@ fn randn(shape: &[usize], dtype: DType, seed: u64) -> Tensor {
     neka_common::rng::seed(seed);
     let n = shape.iter().product();
     let v = neka_common::rng::uniform_vec(n, -1.0, 1.0);
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 /// L = Σ output ⊙ Go + Σ h_n ⊙ Gh (+ Σ c_n ⊙ Gc): touches every output of the runner.
@@ -61,10 +71,16 @@ fn fused_kernel_gradients_match_finite_differences() {
                     h0: Some(h0.as_tensor()),
                     c0: is_lstm.then_some(c0.as_tensor()),
                 };
-                loss(&m.encode(x.as_tensor(), input, false).unwrap(), &go, &gh, &gc)
+                loss(
+                    &m.encode(x.as_tensor(), input, false).unwrap(),
+                    &go,
+                    &gh,
+                    &gc,
+                )
             };
             let grads = eval().backward().unwrap();
-            let mut vars: Vec<(String, Var)> = vm.data().lock().unwrap().clone().into_iter().collect();
+            let mut vars: Vec<(String, Var)> =
+                vm.data().lock().unwrap().clone().into_iter().collect();
             vars.push(("input".into(), x.clone()));
             vars.push(("h0".into(), h0.clone()));
             if is_lstm {
@@ -86,7 +102,8 @@ fn fused_kernel_gradients_match_finite_differences() {
                     let at = |delta: f64| {
                         let mut v = values.clone();
                         v[i] += delta;
-                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap()).unwrap();
+                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap())
+                            .unwrap();
                         eval().to_scalar::<f64>().unwrap()
                     };
                     let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
@@ -99,14 +116,19 @@ fn fused_kernel_gradients_match_finite_differences() {
                 }
                 var.set(&base).unwrap();
             }
-            println!("gradcheck {cell} layers={layers} bi={bi} bias={bias}: max rel err {worst:.1e}");
+            println!(
+                "gradcheck {cell} layers={layers} bi={bi} bias={bias}: max rel err {worst:.1e}"
+            );
         }
     }
 }
 
 #[test]
 fn fused_kernel_and_candle_ops_agree_with_dropout_and_lengths() {
-    let cfg = RecurrentConfig::new(5, 7).num_layers(3).bidirectional(true).dropout(0.3);
+    let cfg = RecurrentConfig::new(5, 7)
+        .num_layers(3)
+        .bidirectional(true)
+        .dropout(0.3);
     let x = randn(&[4, 9, 5], DType::F32, 11);
     let lengths = [9, 2, 5, 9];
     for cell in CELLS {
@@ -114,16 +136,30 @@ fn fused_kernel_and_candle_ops_agree_with_dropout_and_lengths() {
         let run = |fused: bool| {
             neka_rnn::use_fused_cpu_kernel(fused);
             neka_common::rng::seed(99); // same dropout masks
-            let input = SeqInput { lengths: Some(&lengths), ..Default::default() };
+            let input = SeqInput {
+                lengths: Some(&lengths),
+                ..Default::default()
+            };
             let out = m.encode(&x, input, true).unwrap();
             neka_rnn::use_fused_cpu_kernel(true);
             out
         };
         let (a, b) = (run(true), run(false));
-        let err = (&a.output - &b.output).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(err.to_scalar::<f32>().unwrap() < 1e-5, "{cell}: fused vs candle ops differ");
+        let err = (&a.output - &b.output)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(
+            err.to_scalar::<f32>().unwrap() < 1e-5,
+            "{cell}: fused vs candle ops differ"
+        );
         let err = (&a.h_n - &b.h_n).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(err.to_scalar::<f32>().unwrap() < 1e-5, "{cell}: h_n differs");
+        assert!(
+            err.to_scalar::<f32>().unwrap() < 1e-5,
+            "{cell}: h_n differs"
+        );
     }
 }
 
@@ -138,33 +174,82 @@ fn padding_is_invisible() {
         let noise = randn(&[2, 6, 3], DType::F32, 7);
         let lengths = [6, 3];
         let keep = Tensor::from_vec(
-            (0..12).map(|i| if i < 6 || i % 6 < 3 { 1f32 } else { 0. }).collect::<Vec<_>>(),
+            (0..12)
+                .map(|i| if i < 6 || i % 6 < 3 { 1f32 } else { 0. })
+                .collect::<Vec<_>>(),
             (2, 6, 1),
             &Device::Cpu,
         )
         .unwrap();
         // same real tokens, different padding
-        let x2 = (x.broadcast_mul(&keep).unwrap() + noise.broadcast_mul(&(1. - &keep).unwrap()).unwrap()).unwrap();
-        let input = SeqInput { lengths: Some(&lengths), ..Default::default() };
+        let x2 = (x.broadcast_mul(&keep).unwrap()
+            + noise.broadcast_mul(&(1. - &keep).unwrap()).unwrap())
+        .unwrap();
+        let input = SeqInput {
+            lengths: Some(&lengths),
+            ..Default::default()
+        };
         let a = m.encode(&x, input, false).unwrap();
         let b = m.encode(&x2, input, false).unwrap();
-        let diff = (&a.output - &b.output).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{cell}: padding leaked into the output");
-        let pad = a.output.get(1).unwrap().narrow(0, 3, 3).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(pad.to_scalar::<f32>().unwrap(), 0.0, "{cell}: output past the length is not zero");
+        let diff = (&a.output - &b.output)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(
+            diff.to_scalar::<f32>().unwrap(),
+            0.0,
+            "{cell}: padding leaked into the output"
+        );
+        let pad = a
+            .output
+            .get(1)
+            .unwrap()
+            .narrow(0, 3, 3)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(
+            pad.to_scalar::<f32>().unwrap(),
+            0.0,
+            "{cell}: output past the length is not zero"
+        );
         // the short sequence alone, at its true length
         let alone = m
-            .encode(&x.get(1).unwrap().narrow(0, 0, 3).unwrap().unsqueeze(0).unwrap(), SeqInput::default(), false)
+            .encode(
+                &x.get(1)
+                    .unwrap()
+                    .narrow(0, 0, 3)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                SeqInput::default(),
+                false,
+            )
             .unwrap();
-        let d = (a.h_n.narrow(1, 1, 1).unwrap() - &alone.h_n).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{cell}: h_n is not the true last step's");
+        let d = (a.h_n.narrow(1, 1, 1).unwrap() - &alone.h_n)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(
+            d.to_scalar::<f32>().unwrap() < 1e-6,
+            "{cell}: h_n is not the true last step's"
+        );
         let d = (a.output.get(1).unwrap().narrow(0, 0, 3).unwrap() - alone.output.get(0).unwrap())
             .unwrap()
             .abs()
             .unwrap()
             .max_all()
             .unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "{cell}: the reverse direction did not start at the last real token");
+        assert!(
+            d.to_scalar::<f32>().unwrap() < 1e-6,
+            "{cell}: the reverse direction did not start at the last real token"
+        );
     }
 }
 
@@ -175,23 +260,65 @@ fn bad_inputs_are_named_errors() {
     let x = randn(&[2, 5, 3], DType::F32, 1);
     let err = |input: SeqInput, x: &Tensor| m.encode(x, input, false).unwrap_err().to_string();
     assert!(err(SeqInput::default(), &randn(&[2, 5, 4], DType::F32, 1)).contains("input_size = 3"));
-    assert!(err(SeqInput { lengths: Some(&[5, 0]), ..Default::default() }, &x).contains("lengths"));
-    assert!(err(SeqInput { lengths: Some(&[5, 6]), ..Default::default() }, &x).contains("lengths"));
-    assert!(err(SeqInput { lengths: Some(&[5]), ..Default::default() }, &x).contains("lengths"));
+    assert!(err(
+        SeqInput {
+            lengths: Some(&[5, 0]),
+            ..Default::default()
+        },
+        &x
+    )
+    .contains("lengths"));
+    assert!(err(
+        SeqInput {
+            lengths: Some(&[5, 6]),
+            ..Default::default()
+        },
+        &x
+    )
+    .contains("lengths"));
+    assert!(err(
+        SeqInput {
+            lengths: Some(&[5]),
+            ..Default::default()
+        },
+        &x
+    )
+    .contains("lengths"));
     let h0 = Tensor::zeros((2, 2, 4), DType::F32, &Device::Cpu).unwrap();
-    assert!(err(SeqInput { h0: Some(&h0), ..Default::default() }, &x).contains("h0 must have shape (L·D, B, H) = (1, 2, 4)"));
+    assert!(err(
+        SeqInput {
+            h0: Some(&h0),
+            ..Default::default()
+        },
+        &x
+    )
+    .contains("h0 must have shape (L·D, B, H) = (1, 2, 4)"));
     let c0 = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu).unwrap();
-    assert!(err(SeqInput { c0: Some(&c0), ..Default::default() }, &x).contains("c0 is only for the LSTM"));
-    let bad = RecurrentConfig { dropout: 1.0, ..cfg };
+    assert!(err(
+        SeqInput {
+            c0: Some(&c0),
+            ..Default::default()
+        },
+        &x
+    )
+    .contains("c0 is only for the LSTM"));
+    let bad = RecurrentConfig {
+        dropout: 1.0,
+        ..cfg
+    };
     let vm = VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let e = AnyRecurrent::new(CellType::Lstm, bad, vb).unwrap_err().to_string();
+    let e = AnyRecurrent::new(CellType::Lstm, bad, vb)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("dropout"), "{e}");
 }
 
 #[test]
 fn pytorch_names_and_init() {
-    let cfg = RecurrentConfig::new(3, 16).num_layers(2).bidirectional(true);
+    let cfg = RecurrentConfig::new(3, 16)
+        .num_layers(2)
+        .bidirectional(true);
     let (_, vm) = net(CellType::Lstm, cfg, DType::F32, 1);
     let data = vm.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
@@ -202,7 +329,67 @@ fn pytorch_names_and_init() {
     assert_eq!(data["bias_hh_l1"].dims(), &[64]);
     let bound = 1.0 / 4.0; // 1/√H
     for (name, v) in data.iter() {
-        let m = v.as_tensor().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(m <= bound && m > 0.8 * bound, "{name}: max |w| = {m}, want U(±1/√H)");
+        let m = v
+            .as_tensor()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            m <= bound && m > 0.8 * bound,
+            "{name}: max |w| = {m}, want U(±1/√H)"
+        );
     }
+}
+
+#[test]
+fn char_lm_learns_a_pattern_with_truncated_bptt_and_continues_it() {
+    use neka_common::data::TokenStream;
+    use neka_common::train::{TrainConfig, Trainer};
+    use neka_common::vocab::{Vocab, UNK};
+    use neka_lstm::char_lm::{CharLm, Config, Tbptt};
+    let text: String = "hello world. ".repeat(200);
+    let chars: Vec<String> = text.chars().map(String::from).collect();
+    let vocab = Vocab::build(&chars, 1, &[UNK]);
+    let ids: Vec<u32> = chars.iter().map(|c| vocab.id(c).unwrap()).collect();
+    let data = TokenStream::new(&ids, 8, 20, &Device::Cpu).unwrap();
+    neka_common::rng::seed(0);
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+    let cfg = Config {
+        vocab_size: vocab.len(),
+        embed_dim: 16,
+        hidden_size: 32,
+        num_layers: 1,
+        dropout: 0.0,
+        ..Config::default()
+    };
+    let model = CharLm::new(cfg, vb).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tc = TrainConfig {
+        epochs: 8,
+        batch_size: 8,
+        optimizer: neka_common::optim::OptimizerConfig::adamw(1e-2),
+        clip_grad_norm: Some(1.0),
+        progress: false,
+        verbose: false,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        tc,
+        &vm,
+        neka_common::checkpoint::CheckpointInfo::new("char", &cfg, "t").unwrap(),
+        dir.path(),
+    )
+    .unwrap();
+    let report = trainer
+        .fit(&Tbptt::new(&model), &data, Some(&data))
+        .unwrap();
+    let acc = report.best_val_accuracy.unwrap();
+    assert!(acc > 0.95, "next-character accuracy {acc}");
+    let sample = model.sample(&vocab, "hello", 20, 1e-3).unwrap();
+    assert_eq!(sample, "hello world. hello world.");
+    assert!(model.sample(&vocab, "", 5, 1.0).is_err());
 }

@@ -38,7 +38,14 @@ pub trait Cell: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn step(&self, gx: &Tensor, rec: &Tensor, state: &[Tensor]) -> Result<Vec<Tensor>>;
 
     /// One step of one batch row: `gx, rec: [G]`, `prev: [S0]` → `saved: [saved()·H]`.
-    fn forward_row<F: Float>(&self, hidden: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]);
+    fn forward_row<F: Float>(
+        &self,
+        hidden: usize,
+        gx: &[F],
+        rec: &[F],
+        prev: &[F],
+        saved: &mut [F],
+    );
 
     /// The step's backward pass for one row. `dstate: [S0]` is ∂L/∂(new state). Writes
     /// `dgx = ∂L/∂gx_t`, `drec = ∂L/∂rec_t` (both `[G]`) and `dprev`, the part of
@@ -128,7 +135,14 @@ impl Cell for Elman {
         Ok(vec![h])
     }
 
-    fn forward_row<F: Float>(&self, hidden: usize, gx: &[F], rec: &[F], _prev: &[F], saved: &mut [F]) {
+    fn forward_row<F: Float>(
+        &self,
+        hidden: usize,
+        gx: &[F],
+        rec: &[F],
+        _prev: &[F],
+        saved: &mut [F],
+    ) {
         for j in 0..hidden {
             let pre = gx[j] + rec[j];
             saved[j] = match self.nonlinearity {

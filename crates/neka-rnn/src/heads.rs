@@ -38,6 +38,13 @@ impl<E: SequenceEncoder> ManyToOne<E> {
     }
 }
 
+impl<E: SequenceEncoder> candle_core::ModuleT for ManyToOne<E> {
+    /// `x (B, T, F)` (full-length sequences, zero initial state) → logits `(B, classes)`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_seq(x, SeqInput::default(), train)
+    }
+}
+
 /// `ŷ_t = V h_t` for every step → `(B, T, classes)` logits.
 #[derive(Debug, Clone)]
 pub struct ManyToMany<E> {

@@ -33,7 +33,7 @@ use num_traits::Float;
 use std::sync::Arc;
 
 /// Floats the kernel can run on.
-pub trait KernelFloat: WithDType + Float + Send + Sync + 'static {}
+pub trait KernelFloat: WithDType + Float + std::ops::AddAssign + Send + Sync + 'static {}
 impl KernelFloat for f32 {}
 impl KernelFloat for f64 {}
 
@@ -114,7 +114,7 @@ impl<C: Cell> RecurrentOp<C> {
             h,
             s0,
             sv,
-            wcols,
+            ..
         } = *d;
         let mut saved = vec![F::zero(); (steps + 1) * b * sv];
         let mut state = init.to_vec();
@@ -141,7 +141,6 @@ impl<C: Cell> RecurrentOp<C> {
             let last = (steps * b + r) * sv;
             saved[last..last + s0].copy_from_slice(&state[r * s0..(r + 1) * s0]);
         }
-        let _ = wcols;
         saved
     }
 
@@ -285,7 +284,7 @@ impl<C: Cell> RecurrentOp<C> {
         if self.has_bias {
             for k in 0..rows {
                 for j in 0..g {
-                    dw[j * wcols + h] = dw[j * wcols + h] + drec[k * g + j];
+                    dw[j * wcols + h] += drec[k * g + j];
                 }
             }
         }

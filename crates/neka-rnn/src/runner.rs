@@ -95,7 +95,10 @@ impl RecurrentConfig {
             return Err(bad("num_layers", "must be at least 1".into()));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(bad("dropout", format!("must be in [0, 1), got {}", self.dropout)));
+            return Err(bad(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            ));
         }
         Ok(())
     }
@@ -417,7 +420,10 @@ impl<C: Cell> Recurrent<C> {
                 }
             }
         }
-        let outs: Vec<Tensor> = outs.into_iter().map(|o| o.expect("every step ran")).collect();
+        let outs: Vec<Tensor> = outs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect();
         Ok((Tensor::stack(&outs, 0)?, state))
     }
 }
@@ -426,7 +432,10 @@ impl<C: Cell> Recurrent<C> {
 fn step_masks(lengths: &[usize], t: usize, dtype: DType, dev: &Device) -> Result<Vec<Tensor>> {
     (0..t)
         .map(|s| {
-            let m: Vec<f32> = lengths.iter().map(|&n| f32::from(u8::from(s < n))).collect();
+            let m: Vec<f32> = lengths
+                .iter()
+                .map(|&n| f32::from(u8::from(s < n)))
+                .collect();
             Tensor::from_vec(m, (lengths.len(), 1), dev)?.to_dtype(dtype)
         })
         .collect()

@@ -42,7 +42,9 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+/// Opens a file for reading, decompressing it when its first two bytes are the gzip magic;
+/// also returns the file size for uncompressed files.
+pub(crate) fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut magic = [0u8; 2];

@@ -1,0 +1,145 @@
+//! One long token stream cut for truncated BPTT.
+//!
+//! The stream is split into `B` contiguous parallel streams (row `b` holds tokens
+//! `b·N … (b+1)·N`), and each batch is the next chunk of `T` steps of all rows:
+//!
+//! ```text
+//! chunk k:  x = stream[:, kT … kT+T]      y = stream[:, kT+1 … kT+T+1]   (B, T) each
+//! ```
+//!
+//! so the state a model ends chunk `k` with is the right state to start chunk `k + 1` with
+//! (detached: gradients stop at the chunk boundary). Batches therefore always come in order;
+//! [`Dataset::epoch_plan`] never shuffles, and one "example" is one chunk.
+
+use super::Dataset;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+
+/// A chunk of a [`TokenStream`]: inputs, next-token targets, and which chunk it is.
+#[derive(Debug, Clone)]
+pub struct StreamBatch {
+    /// `(B, T)` u32 token ids.
+    pub x: Tensor,
+    /// `(B, T)` u32: the token after each input token.
+    pub y: Tensor,
+    /// 0 for the first chunk of an epoch: a model resets its carried state there.
+    pub chunk: usize,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct TokenStream {
+    /// `(B, N + 1)` row-major.
+    rows: Vec<u32>,
+    streams: usize,
+    per_row: usize,
+    chunk_len: usize,
+    device: Device,
+}
+
+impl TokenStream {
+    /// Cuts `ids` into `streams` rows of equal length (the remainder is dropped) and chunks of
+    /// `chunk_len` steps. Errors when there is not enough text for one chunk.
+    pub fn new(ids: &[u32], streams: usize, chunk_len: usize, device: &Device) -> Result<Self> {
+        if streams == 0 || chunk_len == 0 {
+            return Err(Error::config(
+                "stream",
+                "batch size and chunk length must be at least 1",
+            ));
+        }
+        let per_row = ids.len().saturating_sub(1) / streams;
+        if per_row < 1 {
+            return Err(Error::config(
+                "stream",
+                format!(
+                    "{} tokens are too few for {streams} parallel streams",
+                    ids.len()
+                ),
+            ));
+        }
+        let rows = (0..streams)
+            .flat_map(|b| ids[b * per_row..b * per_row + per_row + 1].iter().copied())
+            .collect();
+        Ok(Self {
+            rows,
+            streams,
+            per_row,
+            chunk_len,
+            device: device.clone(),
+        })
+    }
+
+    /// Tokens per parallel stream (what one epoch reads per row).
+    pub fn steps_per_row(&self) -> usize {
+        self.per_row
+    }
+}
+
+impl Dataset for TokenStream {
+    type Batch = StreamBatch;
+
+    /// Number of chunks.
+    fn len(&self) -> usize {
+        self.per_row.div_ceil(self.chunk_len)
+    }
+
+    fn batch(&self, indices: &[usize]) -> Result<StreamBatch> {
+        let &[k] = indices else {
+            return Err(Error::config(
+                "stream",
+                "a token-stream batch is exactly one chunk",
+            ));
+        };
+        let start = k * self.chunk_len;
+        let t = self.chunk_len.min(self.per_row - start);
+        let w = self.per_row + 1;
+        let mut x = Vec::with_capacity(self.streams * t);
+        let mut y = Vec::with_capacity(self.streams * t);
+        for b in 0..self.streams {
+            x.extend_from_slice(&self.rows[b * w + start..b * w + start + t]);
+            y.extend_from_slice(&self.rows[b * w + start + 1..b * w + start + t + 1]);
+        }
+        Ok(StreamBatch {
+            x: Tensor::from_vec(x, (self.streams, t), &self.device)?,
+            y: Tensor::from_vec(y, (self.streams, t), &self.device)?,
+            chunk: k,
+        })
+    }
+
+    /// Chunks in order, one per batch (`batch_size` is the number of streams, fixed at
+    /// construction).
+    fn epoch_plan(
+        &self,
+        _batch_size: usize,
+        _rng: Option<&mut crate::rng::DataRng>,
+    ) -> Vec<Vec<usize>> {
+        (0..self.len()).map(|k| vec![k]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_continue_each_row() {
+        let ids: Vec<u32> = (0..23).collect();
+        let s = TokenStream::new(&ids, 2, 4, &Device::Cpu).unwrap();
+        assert_eq!(s.steps_per_row(), 11);
+        assert_eq!(s.len(), 3);
+        let b0 = s.batch(&[0]).unwrap();
+        assert_eq!(
+            b0.x.to_vec2::<u32>().unwrap(),
+            [[0, 1, 2, 3], [11, 12, 13, 14]]
+        );
+        assert_eq!(
+            b0.y.to_vec2::<u32>().unwrap(),
+            [[1, 2, 3, 4], [12, 13, 14, 15]]
+        );
+        let b2 = s.batch(&[2]).unwrap(); // the short last chunk
+        assert_eq!(b2.x.to_vec2::<u32>().unwrap(), [[8, 9, 10], [19, 20, 21]]);
+        assert_eq!(b2.y.to_vec2::<u32>().unwrap(), [[9, 10, 11], [20, 21, 22]]);
+        assert_eq!(s.epoch_plan(99, None), vec![vec![0], vec![1], vec![2]]);
+        assert!(TokenStream::new(&ids[..2], 5, 4, &Device::Cpu).is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! A character-level language model — the lecture's one-to-many generation:
+//!
+//! ```text
+//! training (many-to-many):  x_t = embed(c_t) → RNN/LSTM/GRU → ŷ_t = softmax(V h_t) ≈ P(c_{t+1} | c_≤t)
+//! generation (one-to-many): feed a prompt, then repeatedly sample c ~ softmax(V h / τ) and feed it back
+//! ```
+//!
+//! Trained with truncated BPTT ([`Tbptt`]): the text is read in chunks of `T` characters and
+//! the state is carried from chunk to chunk but *detached*, so gradients flow back at most
+//! `T` steps. Tensor names: `embed.weight`, `rnn.*` (PyTorch's names), `fc.*` (`V`).
+
+use crate::{AnyRecurrent, CellType, ManyToMany, RecurrentConfig, SeqInput};
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{Embedding, Module, VarBuilder};
+use neka_common::data::StreamBatch;
+use neka_common::train::{StepOutput, TrainModel};
+use neka_common::vocab::Vocab;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub cell: CellType,
+    pub vocab_size: usize,
+    pub embed_dim: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    /// Dropout between recurrent layers.
+    pub dropout: f32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cell: CellType::Lstm,
+            vocab_size: 100,
+            embed_dim: 64,
+            hidden_size: 256,
+            num_layers: 2,
+            dropout: 0.1,
+        }
+    }
+}
+
+/// The recurrent state carried between chunks or generation steps: `h` (and `C`), `(L, B, H)`.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub h: Tensor,
+    pub c: Option<Tensor>,
+}
+
+impl State {
+    /// The same values with the autograd history cut (truncated BPTT).
+    pub fn detach(&self) -> State {
+        State {
+            h: self.h.detach(),
+            c: self.c.as_ref().map(Tensor::detach),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct CharLm {
+    embed: Embedding,
+    net: ManyToMany<AnyRecurrent>,
+    cfg: Config,
+}
+
+impl CharLm {
+    pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
+        let embed = candle_nn::embedding(cfg.vocab_size, cfg.embed_dim, vb.pp("embed"))?;
+        let rcfg = RecurrentConfig {
+            input_size: cfg.embed_dim,
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_layers,
+            bias: true,
+            bidirectional: false,
+            dropout: cfg.dropout,
+        };
+        let rnn = AnyRecurrent::new(cfg.cell, rcfg, vb.pp("rnn"))?;
+        Ok(Self {
+            embed,
+            net: ManyToMany::new(rnn, cfg.vocab_size, vb)?,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// `ids (B, T)` u32 → logits `(B, T, vocab)` and the state after the last step.
+    pub fn forward_seq(
+        &self,
+        ids: &Tensor,
+        state: Option<&State>,
+        train: bool,
+    ) -> Result<(Tensor, State)> {
+        let x = self.embed.forward(ids)?;
+        let input = SeqInput {
+            lengths: None,
+            h0: state.map(|s| &s.h),
+            c0: state.and_then(|s| s.c.as_ref()),
+        };
+        let (logits, out) = self.net.forward_seq(&x, input, train)?;
+        Ok((
+            logits,
+            State {
+                h: out.h_n,
+                c: out.c_n,
+            },
+        ))
+    }
+
+    /// Continues `prompt` by `len` characters sampled from `softmax(logits / temperature)`
+    /// (neka's seeded RNG; `temperature → 0` approaches greedy decoding). Characters of the
+    /// prompt missing from the vocabulary are an error.
+    pub fn sample(
+        &self,
+        vocab: &Vocab,
+        prompt: &str,
+        len: usize,
+        temperature: f64,
+    ) -> Result<String> {
+        let dev = self.embed.embeddings().device().clone();
+        let mut ids = Vec::new();
+        for ch in prompt.chars() {
+            match vocab.get(&ch.to_string()) {
+                Some(i) => ids.push(i),
+                None => candle_core::bail!(
+                    "the prompt's character {ch:?} is not in the model's vocabulary"
+                ),
+            }
+        }
+        if ids.is_empty() {
+            candle_core::bail!("the prompt is empty: give at least one character")
+        }
+        let temperature = temperature.max(1e-4);
+        let mut out = prompt.to_string();
+        let mut state: Option<State> = None;
+        let mut input = Tensor::from_vec(ids.clone(), (1, ids.len()), &dev)?;
+        for _ in 0..len {
+            let (logits, st) = self.forward_seq(&input, state.as_ref(), false)?;
+            state = Some(st);
+            let last = logits.get(0)?.get(logits.dim(1)? - 1)?; // (vocab)
+            let probs: Vec<f32> =
+                candle_nn::ops::softmax_last_dim(&(last.to_dtype(DType::F64)? / temperature)?)?
+                    .to_dtype(DType::F32)?
+                    .to_vec1()?;
+            let next = neka_common::rng::with_rng(|r| {
+                use rand::Rng;
+                let u: f32 = r.random();
+                let mut acc = 0.0;
+                probs
+                    .iter()
+                    .position(|p| {
+                        acc += p;
+                        u < acc
+                    })
+                    .unwrap_or(probs.len() - 1) as u32
+            });
+            out.push_str(vocab.token(next).unwrap_or("?"));
+            input = Tensor::from_vec(vec![next], (1, 1), &dev)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Trains a [`CharLm`] with truncated BPTT on a [`neka_common::data::TokenStream`]: the state
+/// from chunk `k` (detached) starts chunk `k + 1`; it resets at chunk 0. Training and
+/// evaluation carry separate states.
+pub struct Tbptt<'a> {
+    model: &'a CharLm,
+    state: RefCell<[Option<State>; 2]>,
+}
+
+impl<'a> Tbptt<'a> {
+    pub fn new(model: &'a CharLm) -> Self {
+        Self {
+            model,
+            state: RefCell::new([None, None]),
+        }
+    }
+}
+
+impl TrainModel for Tbptt<'_> {
+    type Batch = StreamBatch;
+
+    /// Mean cross-entropy of the next character over all `B·T` positions; `correct` counts
+    /// argmax hits.
+    fn step(&self, batch: &StreamBatch, train: bool) -> Result<StepOutput> {
+        let slot = usize::from(train);
+        let prev = if batch.chunk == 0 {
+            None
+        } else {
+            self.state.borrow()[slot].clone()
+        };
+        let (logits, st) = self.model.forward_seq(&batch.x, prev.as_ref(), train)?;
+        self.state.borrow_mut()[slot] = Some(st.detach());
+        let v = logits.dim(D::Minus1)?;
+        let flat = logits.reshape(((), v))?;
+        let y = batch.y.flatten_all()?;
+        let loss = candle_nn::loss::cross_entropy(&flat, &y)?;
+        let correct = flat
+            .argmax(D::Minus1)?
+            .eq(&y)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
+        Ok(StepOutput {
+            loss,
+            correct,
+            count: y.dim(0)?,
+        })
+    }
+}
