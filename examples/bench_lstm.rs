@@ -33,6 +33,9 @@ struct Args {
     /// Timed iterations per case (after 2 warm-up iterations).
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Only the neka cases (for profiling).
+    #[arg(long)]
+    neka_only: bool,
 }
 
 fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -81,6 +84,12 @@ fn main() -> Result<()> {
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
     let lstm = Lstm::new(LstmConfig::new(a.input, a.hidden).bidirectional(true), vb)?;
     let mut neka = 0.0;
+    let secs = time(a.iters, || {
+        let out = lstm.forward_seq(x.as_tensor(), SeqInput::default(), false)?;
+        anyhow::ensure!(out.output.dim(0)? == a.batch);
+        Ok(())
+    })?;
+    case("neka-forward-only", secs);
     for fused in [true, false] {
         neka_rnn::use_fused_cpu_kernel(fused);
         let secs = time(a.iters, || {
@@ -95,6 +104,9 @@ fn main() -> Result<()> {
         }
     }
     neka_rnn::use_fused_cpu_kernel(true);
+    if a.neka_only {
+        return Ok(());
+    }
 
     // candle-nn: LSTM::step per time step, forward and reversed
     let vm = VarMap::new();

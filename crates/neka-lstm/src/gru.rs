@@ -13,8 +13,7 @@
 //! one is tested against PyTorch.)
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{sigmoid, Cell};
-use num_traits::Float;
+use neka_rnn::cell::{Cell, Real};
 
 /// The GRU cell. State: `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,12 +42,12 @@ impl Cell for GruCell {
         Ok(vec![h])
     }
 
-    fn forward_row<F: Float>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
+    fn forward_row<F: Real>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
         for j in 0..n {
-            let r = sigmoid(gx[j] + rec[j]);
-            let z = sigmoid(gx[n + j] + rec[n + j]);
+            let r = (gx[j] + rec[j]).sigmoid();
+            let z = (gx[n + j] + rec[n + j]).sigmoid();
             let hn = rec[2 * n + j];
-            let cand = (gx[2 * n + j] + r * hn).tanh();
+            let cand = (gx[2 * n + j] + r * hn).tanh_act();
             saved[j] = (F::one() - z) * cand + z * prev[j];
             saved[n + j] = r;
             saved[2 * n + j] = z;
@@ -57,7 +56,7 @@ impl Cell for GruCell {
         }
     }
 
-    fn backward_row<F: Float>(
+    fn backward_row<F: Real>(
         &self,
         n: usize,
         saved: &[F],

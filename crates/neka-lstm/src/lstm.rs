@@ -19,8 +19,7 @@
 //! cell state almost unchanged (the "constant error carousel").
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{sigmoid, Cell};
-use num_traits::Float;
+use neka_rnn::cell::{Cell, Real};
 
 /// The LSTM cell. State: `(h, C)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,26 +52,45 @@ impl Cell for LstmCell {
         Ok(vec![h, c])
     }
 
-    fn forward_row<F: Float>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
+    fn forward_row<F: Real>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
+        // Equal-length slices, so the loop has no bounds checks and vectorises.
+        let (xi, xf, xg, xo) = (
+            &gx[..n],
+            &gx[n..2 * n],
+            &gx[2 * n..3 * n],
+            &gx[3 * n..4 * n],
+        );
+        let (ri, rf, rg, ro) = (
+            &rec[..n],
+            &rec[n..2 * n],
+            &rec[2 * n..3 * n],
+            &rec[3 * n..4 * n],
+        );
+        let c_prev = &prev[n..2 * n];
+        let (sh, rest) = saved[..6 * n].split_at_mut(n);
+        let (sc, rest) = rest.split_at_mut(n);
+        let (si, rest) = rest.split_at_mut(n);
+        let (sf, rest) = rest.split_at_mut(n);
+        let (sg, so) = rest.split_at_mut(n);
         for j in 0..n {
-            let i = sigmoid(gx[j] + rec[j]);
-            let f = sigmoid(gx[n + j] + rec[n + j]);
-            let g = (gx[2 * n + j] + rec[2 * n + j]).tanh();
-            let o = sigmoid(gx[3 * n + j] + rec[3 * n + j]);
-            let c = f * prev[n + j] + i * g;
-            saved[j] = o * c.tanh();
-            saved[n + j] = c;
-            saved[2 * n + j] = i;
-            saved[3 * n + j] = f;
-            saved[4 * n + j] = g;
-            saved[5 * n + j] = o;
+            let i = (xi[j] + ri[j]).sigmoid();
+            let f = (xf[j] + rf[j]).sigmoid();
+            let g = (xg[j] + rg[j]).tanh_act();
+            let o = (xo[j] + ro[j]).sigmoid();
+            let c = f * c_prev[j] + i * g;
+            sh[j] = o * c.tanh_act();
+            sc[j] = c;
+            si[j] = i;
+            sf[j] = f;
+            sg[j] = g;
+            so[j] = o;
         }
     }
 
     /// With `dh = ∂L/∂h_t`, `dC = ∂L/∂C_t` (from step t+1) + `dh ⊙ o ⊙ (1 − tanh²C_t)`:
     /// `do = dh ⊙ tanh C_t`, `di = dC ⊙ C~`, `dC~ = dC ⊙ i`, `df = dC ⊙ C_{t-1}`,
     /// `dC_{t-1} = dC ⊙ f`, then through the sigmoid / tanh derivatives.
-    fn backward_row<F: Float>(
+    fn backward_row<F: Real>(
         &self,
         n: usize,
         saved: &[F],
@@ -83,27 +101,29 @@ impl Cell for LstmCell {
         dprev: &mut [F],
     ) {
         let one = F::one();
+        let (sc, si, sf, sg, so) = (
+            &saved[n..2 * n],
+            &saved[2 * n..3 * n],
+            &saved[3 * n..4 * n],
+            &saved[4 * n..5 * n],
+            &saved[5 * n..6 * n],
+        );
+        let (dh, dc_next, c_prev) = (&dstate[..n], &dstate[n..2 * n], &prev[n..2 * n]);
+        let (di, rest) = dgx[..4 * n].split_at_mut(n);
+        let (df, rest) = rest.split_at_mut(n);
+        let (dg, d_o) = rest.split_at_mut(n);
+        let (dprev_h, dprev_c) = dprev[..2 * n].split_at_mut(n);
         for j in 0..n {
-            let (c, i, f, g, o) = (
-                saved[n + j],
-                saved[2 * n + j],
-                saved[3 * n + j],
-                saved[4 * n + j],
-                saved[5 * n + j],
-            );
-            let tc = c.tanh();
-            let dh = dstate[j];
-            let dc = dstate[n + j] + dh * o * (one - tc * tc);
-            let d_i = dc * g * i * (one - i);
-            let d_f = dc * prev[n + j] * f * (one - f);
-            let d_g = dc * i * (one - g * g);
-            let d_o = dh * tc * o * (one - o);
-            for (k, v) in [d_i, d_f, d_g, d_o].into_iter().enumerate() {
-                dgx[k * n + j] = v;
-                drec[k * n + j] = v;
-            }
-            dprev[j] = F::zero();
-            dprev[n + j] = dc * f;
+            let (c, i, f, g, o) = (sc[j], si[j], sf[j], sg[j], so[j]);
+            let tc = c.tanh_act();
+            let dc = dc_next[j] + dh[j] * o * (one - tc * tc);
+            di[j] = dc * g * i * (one - i);
+            df[j] = dc * c_prev[j] * f * (one - f);
+            dg[j] = dc * i * (one - g * g);
+            d_o[j] = dh[j] * tc * o * (one - o);
+            dprev_h[j] = F::zero();
+            dprev_c[j] = dc * f;
         }
+        drec[..4 * n].copy_from_slice(&dgx[..4 * n]);
     }
 }

@@ -26,14 +26,13 @@
 //! `t < len_b`; an inactive row keeps its state and outputs zeros. Forward runs
 //! `t = 0, 1, …`; reverse runs `t = T−1, …, 0`, so it starts at each row's true last token.
 
-use crate::cell::Cell;
+use crate::cell::{Cell, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
-use num_traits::Float;
 use std::sync::Arc;
 
 /// Floats the kernel can run on.
-pub trait KernelFloat: WithDType + Float + std::ops::AddAssign + Send + Sync + 'static {}
+pub trait KernelFloat: WithDType + Real {}
 impl KernelFloat for f32 {}
 impl KernelFloat for f64 {}
 
@@ -119,9 +118,10 @@ impl<C: Cell> RecurrentOp<C> {
         let mut saved = vec![F::zero(); (steps + 1) * b * sv];
         let mut state = init.to_vec();
         let mut rec = vec![F::zero(); b * g];
+        let (wt, bias) = self.split_weights(d, w);
         for t in self.order(steps) {
             // rec = h_{t-1} W^T (+ b_hh)
-            self.recurrent_matmul(d, &state, w, &mut rec);
+            self.recurrent_matmul(d, &state, &wt, bias.as_deref(), &mut rec);
             for r in 0..b {
                 if t >= self.len(r, steps) {
                     continue;
@@ -144,20 +144,38 @@ impl<C: Cell> RecurrentOp<C> {
         saved
     }
 
-    /// `rec (B, G) = state_h (B, H) · W^T (+ b_hh)`.
-    fn recurrent_matmul<F: KernelFloat>(&self, d: &Dims, state: &[F], w: &[F], rec: &mut [F]) {
-        let Dims {
-            b, g, h, s0, wcols, ..
-        } = *d;
-        if self.has_bias {
-            for r in 0..b {
-                for j in 0..g {
-                    rec[r * g + j] = w[j * wcols + h];
-                }
+    /// `W^T` as a contiguous `(H, G)` matrix, and `b_hh` if `w` carries it.
+    fn split_weights<F: KernelFloat>(&self, d: &Dims, w: &[F]) -> (Vec<F>, Option<Vec<F>>) {
+        let Dims { g, h, wcols, .. } = *d;
+        let mut wt = vec![F::zero(); h * g];
+        for j in 0..g {
+            for k in 0..h {
+                wt[k * g + j] = w[j * wcols + k];
             }
         }
-        // SAFETY: all strides and extents stay inside the slices (checked in `dims`):
-        // lhs rows r < b of stride s0 ≥ h, rhs = W^T read as w[n·wcols + k], n < g, k < h.
+        let bias = self
+            .has_bias
+            .then(|| (0..g).map(|j| w[j * wcols + h]).collect());
+        (wt, bias)
+    }
+
+    /// `rec (B, G) = state_h (B, H) · W^T (+ b_hh)`, with `wt = W^T` contiguous `(H, G)`.
+    fn recurrent_matmul<F: KernelFloat>(
+        &self,
+        d: &Dims,
+        state: &[F],
+        wt: &[F],
+        bias: Option<&[F]>,
+        rec: &mut [F],
+    ) {
+        let Dims { b, g, h, s0, .. } = *d;
+        if let Some(bias) = bias {
+            for row in rec.chunks_exact_mut(g) {
+                row.copy_from_slice(bias);
+            }
+        }
+        // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = wt
+        // (h × g, row stride g); dst = rec (b × g).
         unsafe {
             matmul(
                 b,
@@ -166,13 +184,13 @@ impl<C: Cell> RecurrentOp<C> {
                 rec.as_mut_ptr(),
                 g as isize,
                 1,
-                self.has_bias,
+                bias.is_some(),
                 state.as_ptr(),
                 s0 as isize,
                 1,
-                w.as_ptr(),
+                wt.as_ptr(),
+                g as isize,
                 1,
-                wcols as isize,
             )
         }
     }
@@ -206,6 +224,10 @@ impl<C: Cell> RecurrentOp<C> {
             })
             .collect();
         let mut ds = vec![F::zero(); s0];
+        // W (G × H) contiguous, without the bias column
+        let wm: Vec<F> = (0..g)
+            .flat_map(|j| w[j * wcols..j * wcols + h].iter().copied())
+            .collect();
         let mut order = self.order(steps);
         order.reverse();
         for t in order {
@@ -239,7 +261,7 @@ impl<C: Cell> RecurrentOp<C> {
                 );
             }
             // dh_{t-1} += drec_t · W   (inactive rows have drec = 0 and keep their dstate)
-            // SAFETY: lhs = drec_t (B × G, stride G), rhs = W (G × H, row stride wcols),
+            // SAFETY: lhs = drec_t (B × G, stride G), rhs = wm (G × H, row stride H),
             // dst = dstate's h-part (B × H, stride s0 ≥ H).
             unsafe {
                 matmul(
@@ -253,8 +275,8 @@ impl<C: Cell> RecurrentOp<C> {
                     drec[t * b * g..].as_ptr(),
                     g as isize,
                     1,
-                    w.as_ptr(),
-                    wcols as isize,
+                    wm.as_ptr(),
+                    h as isize,
                     1,
                 )
             }
@@ -317,7 +339,8 @@ unsafe fn matmul<F: KernelFloat>(
         return;
     }
     let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= 1 << 16 {
+    // Per-step products (B × G × H) are too small to split profitably across threads.
+    let parallelism = if threads > 1 && m * n * k >= 1 << 24 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

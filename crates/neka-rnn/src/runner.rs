@@ -296,6 +296,8 @@ impl<C: Cell> Recurrent<C> {
             let fl = layer_in.dim(2)?;
             let flat = layer_in.reshape((t * b, fl))?;
             let mut outs = Vec::with_capacity(dirs.len());
+            // Per direction: initial state and gx = x U^T + b_ih for all steps: (T, B, G).
+            let mut prepared = Vec::with_capacity(dirs.len());
             for (d, wts) in dirs.iter().enumerate() {
                 let k = l * cfg.directions() + d;
                 let mut init = vec![match input.h0 {
@@ -308,18 +310,34 @@ impl<C: Cell> Recurrent<C> {
                         None => Tensor::zeros((b, h), x.dtype(), x.device())?,
                     });
                 }
-                // gx = x U^T + b_ih for all steps at once: (T, B, G)
                 let mut gx = flat.matmul(&wts.weight_ih.t()?)?;
                 if let Some(bias) = &wts.bias_ih {
                     gx = gx.broadcast_add(bias)?;
                 }
-                let gx = gx.reshape((t, b, ()))?;
-                let reverse = d == 1;
-                let (out, states) = if fused {
-                    self.run_fused(&gx, wts, &init, reverse, lengths.clone())?
+                prepared.push((gx.reshape((t, b, ()))?, init));
+            }
+            let run = |d: usize| -> Result<(Tensor, Vec<Tensor>)> {
+                let (gx, init) = &prepared[d];
+                if fused {
+                    self.run_fused(gx, &dirs[d], init, d == 1, lengths.clone())
                 } else {
-                    self.run_steps(&gx, wts, init, reverse, masks.as_deref())?
-                };
+                    self.run_steps(gx, &dirs[d], init.clone(), d == 1, masks.as_deref())
+                }
+            };
+            // The two directions are independent: on CPU, run them on two threads.
+            let results = if fused && dirs.len() == 2 && candle_core::utils::get_num_threads() > 1 {
+                let (fwd, rev) = std::thread::scope(|s| {
+                    let rev = s.spawn(|| run(1));
+                    (run(0), rev.join())
+                });
+                let rev = rev.map_err(|_| {
+                    candle_core::Error::Msg("recurrent kernel thread panicked".into())
+                })?;
+                vec![fwd?, rev?]
+            } else {
+                (0..dirs.len()).map(run).collect::<Result<Vec<_>>>()?
+            };
+            for (out, states) in results {
                 outs.push(out);
                 h_n.push(states[0].clone());
                 if let Some(c) = states.get(1) {
