@@ -244,11 +244,16 @@ mod tests {
             let x = i as f32 * 0.01;
             let rel = (exp_f32(x) - x.exp()).abs() / x.exp();
             worst.0 = worst.0.max(rel);
-            worst.1 = worst.1.max((Real::sigmoid(x) - sigmoid(x as f64) as f32).abs());
+            worst.1 = worst
+                .1
+                .max((Real::sigmoid(x) - sigmoid(x as f64) as f32).abs());
             worst.2 = worst.2.max((x.tanh_act() - x.tanh()).abs());
         }
         assert!(worst.0 < 5e-7, "exp relative error {}", worst.0);
-        assert!(worst.1 < 2e-7 && worst.2 < 5e-7, "sigmoid / tanh abs error {worst:?}");
+        assert!(
+            worst.1 < 2e-7 && worst.2 < 5e-7,
+            "sigmoid / tanh abs error {worst:?}"
+        );
         assert!(exp_f32(-1000.0) > 0.0 && exp_f32(-1000.0) < 1e-37);
         assert!(exp_f32(1000.0).is_finite());
     }
