@@ -22,7 +22,7 @@ use neka_common::checkpoint::CheckpointInfo;
 use neka_common::data::{vision, VisionDatasetKind};
 use neka_common::device::DeviceRequest;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
-use neka_common::train::{evaluate, Classifier, StopReason, TrainConfig, Trainer};
+use neka_common::train::{evaluate, Classifier, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -216,13 +216,11 @@ fn train(a: TrainArgs) -> Result<()> {
             trainer.epochs_done()
         );
     }
-    let report = trainer.fit(&Classifier(&model), &train_ds, Some(&val_ds))?;
-    if report.stop == StopReason::Interrupted {
-        return Ok(());
-    }
-    trainer.load_best()?;
-    let test = evaluate(&Classifier(&model), &test_ds, 1000)?;
-    trainer.save_final(&[("test_accuracy", test.accuracy), ("test_loss", test.loss)])?;
+    let Some((report, test)) =
+        trainer.fit_and_test(&Classifier(&model), &train_ds, Some(&val_ds), &test_ds)?
+    else {
+        return Ok(()); // interrupted: the checkpoint is saved for --resume
+    };
     println!(
         "test accuracy {:.2}% ({} images), best validation accuracy {:.2}% at epoch {}",
         100.0 * test.accuracy,

@@ -16,7 +16,7 @@ use neka_common::checkpoint::CheckpointInfo;
 use neka_common::data::{vision, VisionDatasetKind};
 use neka_common::device::DeviceRequest;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
-use neka_common::train::{evaluate, Classifier, StopReason, TrainConfig, Trainer};
+use neka_common::train::{Classifier, TrainConfig, Trainer};
 use neka_lstm::row_classifier::{Config, RowClassifier};
 use neka_lstm::CellType;
 use std::path::PathBuf;
@@ -156,15 +156,12 @@ fn main() -> Result<()> {
             trainer.epochs_done()
         );
     }
-    let started = std::time::Instant::now();
-    let report = trainer.fit(&Classifier(&model), &train_ds, Some(&val_ds))?;
-    if report.stop == StopReason::Interrupted {
-        return Ok(());
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    trainer.load_best()?;
-    let test = evaluate(&Classifier(&model), &test_ds, 1000)?;
-    trainer.save_final(&[("test_accuracy", test.accuracy), ("test_loss", test.loss)])?;
+    let Some((report, test)) =
+        trainer.fit_and_test(&Classifier(&model), &train_ds, Some(&val_ds), &test_ds)?
+    else {
+        return Ok(()); // interrupted: the checkpoint is saved for --resume
+    };
+    let seconds: f64 = report.history.iter().map(|m| m.seconds).sum();
     println!(
         "test accuracy {:.2}% ({} images) after {} epochs in {:.0} s; weights and metrics in {}",
         100.0 * test.accuracy,

@@ -555,6 +555,31 @@ impl Trainer {
         Ok(())
     }
 
+    /// The usual end-to-end run: [`Trainer::fit`], then (unless interrupted) load the best
+    /// weights, evaluate them on `test` and save them with `test_accuracy` / `test_loss`.
+    /// Returns `None` when the run was interrupted (the checkpoint is saved for `--resume`).
+    pub fn fit_and_test<M, T, V>(
+        &mut self,
+        model: &M,
+        train: &T,
+        val: Option<&V>,
+        test: &V,
+    ) -> Result<Option<(FitReport, EvalMetrics)>>
+    where
+        M: TrainModel,
+        T: Dataset<Batch = M::Batch>,
+        V: Dataset<Batch = M::Batch>,
+    {
+        let report = self.fit(model, train, val)?;
+        if report.stop == StopReason::Interrupted {
+            return Ok(None);
+        }
+        self.load_best()?;
+        let test = evaluate(model, test, self.cfg.eval_batch_size)?;
+        self.save_final(&[("test_accuracy", test.accuracy), ("test_loss", test.loss)])?;
+        Ok(Some((report, test)))
+    }
+
     /// Rewrites the best model's files with `extra` metrics added (e.g. test accuracy).
     /// Call after [`Trainer::load_best`].
     pub fn save_final(&mut self, extra: &[(&str, f64)]) -> Result<()> {
