@@ -90,7 +90,8 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     case("neka-forward-only", secs);
-    for fused in [true, false] {
+    let paths: &[bool] = if a.neka_only { &[true] } else { &[true, false] };
+    for &fused in paths {
         neka_rnn::use_fused_cpu_kernel(fused);
         let secs = time(a.iters, || {
             let out = lstm.forward_seq(x.as_tensor(), SeqInput::default(), true)?;

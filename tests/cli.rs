@@ -400,3 +400,123 @@ fn char_rnn_trains_saves_and_samples() {
     let o = run_example("char_rnn", &["--device", "cpu"]);
     assert_clean_failure(&o, &["--text FILE"]);
 }
+
+fn ud_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/ud")
+}
+
+#[test]
+fn pos_tagger_trains_evaluates_and_tags() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data/ud-english-ewt");
+    std::fs::create_dir_all(&data).unwrap();
+    for split in ["train", "dev", "test"] {
+        std::fs::copy(
+            ud_fixture().join("en_ewt-sample.conllu"),
+            data.join(format!("en_ewt-ud-{split}.conllu")),
+        )
+        .unwrap();
+    }
+    let out = root.path().join("model");
+    let o = run_example(
+        "pos_tagger",
+        &[
+            "train",
+            "--data-dir",
+            root.path().join("data").to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--hidden",
+            "32",
+            "--char-hidden",
+            "8",
+            "--word-dim",
+            "16",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(json["test_upos_accuracy"].as_f64().unwrap() > 0.0);
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "words.json",
+        "chars.json",
+        "tags.json",
+        "curves.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+
+    let png = root.path().join("cm.png");
+    let o = run_example(
+        "pos_tagger",
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--conllu",
+            ud_fixture().join("en_ewt-sample.conllu").to_str().unwrap(),
+            "--confusion-png",
+            png.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("precision") && stdout.contains("PROPN"));
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["sentences"], 56);
+    assert_eq!(json["tokens"], 1387);
+    let acc = json["upos_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(png.is_file());
+
+    let o = run_example(
+        "pos_tagger",
+        &[
+            "tag",
+            "--model",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "I don't know, Al.",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let words: Vec<&str> = line
+        .split(' ')
+        .map(|p| p.rsplit_once('/').unwrap().0)
+        .collect();
+    assert_eq!(words, ["I", "do", "n't", "know", ",", "Al", "."]);
+
+    // Bad input: a malformed CoNLL-U file, a missing model directory.
+    let o = run_example(
+        "pos_tagger",
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--conllu",
+            ud_fixture().join("malformed-upos.conllu").to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &["malformed-upos.conllu:2:", "unknown UPOS `NOUNS`"]);
+    let o = run_example(
+        "pos_tagger",
+        &["tag", "--model", "/nonexistent/tagger", "hi"],
+    );
+    assert_clean_failure(&o, &["/nonexistent/tagger", "model directory not found"]);
+    let o = run_example(
+        "pos_tagger",
+        &["train", "--data-dir", root.path().to_str().unwrap()],
+    );
+    assert_clean_failure(&o, &["UD English EWT not found"]);
+}

@@ -27,6 +27,15 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     BadData { path: PathBuf, msg: String },
 
+    /// A malformed line in a text data file (CoNLL-U, parallel text).
+    #[error("{}:{line}: {msg}", path.display())]
+    BadLine {
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        msg: String,
+    },
+
     /// A dataset could not be found in any of the places neka looks.
     #[error("{0}")]
     DataNotFound(String),
@@ -77,6 +86,15 @@ impl Error {
     pub fn bad_data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::BadData {
             path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A [`Error::BadLine`] for line `line` (1-based) of `path`.
+    pub fn bad_line(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
+        Error::BadLine {
+            path: path.into(),
+            line,
             msg: msg.into(),
         }
     }

@@ -8,8 +8,9 @@
 //! | [`device`] | `--device auto\|cpu\|cuda[:N]\|metal` |
 //! | [`rng`], [`init`] | one seed for init, dropout and shuffling; seeded `VarBuilder` |
 //! | [`nn`] | PyTorch-initialised `linear`, seeded `Dropout` |
-//! | [`data`] | IDX and text readers, MNIST / Fashion-MNIST loading, splits, batching |
+//! | [`data`] | IDX, text and CoNLL-U readers, MNIST / Fashion-MNIST / UD EWT loading, splits, batching (bucketed for sequences) |
 //! | [`vocab`] | token ↔ id maps with specials, min frequency, JSON |
+//! | [`loss`] | masked cross-entropy (padding ignored), label smoothing |
 //! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
 //! | [`train`] | the training loop shared by every model |
 //! | [`checkpoint`] | safetensors + `config.json`, atomic writes, strict loading |
@@ -23,6 +24,7 @@ pub mod error;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod init;
+pub mod loss;
 pub mod metrics;
 pub mod nn;
 pub mod optim;

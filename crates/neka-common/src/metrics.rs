@@ -181,6 +181,185 @@ pub fn plot_lines(path: &Path, x_label: &str, panels: &[(&str, &str, Vec<Series>
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Counts of (gold, predicted) label pairs, with per-class precision / recall / F1 and a
+/// heatmap PNG. Rows are gold labels, columns predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfusionMatrix {
+    pub labels: Vec<String>,
+    pub counts: Vec<Vec<u64>>,
+}
+
+/// One class's scores in a [`ConfusionMatrix`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    pub label: String,
+    /// `tp / (tp + fp)`; 0 when nothing was predicted as this class.
+    pub precision: f64,
+    /// `tp / (tp + fn)`; 0 when the class never occurs.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Gold occurrences.
+    pub support: u64,
+}
+
+impl ConfusionMatrix {
+    pub fn new(labels: Vec<String>) -> Self {
+        let n = labels.len();
+        Self {
+            labels,
+            counts: vec![vec![0; n]; n],
+        }
+    }
+
+    /// Records one prediction (ids index `labels`).
+    pub fn add(&mut self, gold: usize, predicted: usize) {
+        self.counts[gold][predicted] += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Fraction on the diagonal.
+    pub fn accuracy(&self) -> f64 {
+        let hit: u64 = (0..self.labels.len()).map(|i| self.counts[i][i]).sum();
+        hit as f64 / self.total().max(1) as f64
+    }
+
+    /// Precision, recall, F1 and support of every class.
+    pub fn scores(&self) -> Vec<ClassScores> {
+        let n = self.labels.len();
+        (0..n)
+            .map(|c| {
+                let tp = self.counts[c][c] as f64;
+                let gold: u64 = self.counts[c].iter().sum();
+                let pred: u64 = (0..n).map(|r| self.counts[r][c]).sum();
+                let precision = if pred > 0 { tp / pred as f64 } else { 0.0 };
+                let recall = if gold > 0 { tp / gold as f64 } else { 0.0 };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassScores {
+                    label: self.labels[c].clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support: gold,
+                }
+            })
+            .collect()
+    }
+
+    /// A text table: one row per class, then the accuracy.
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "{:<10} {:>9} {:>9} {:>9} {:>9}\n",
+            "label", "precision", "recall", "f1", "support"
+        );
+        for s in self.scores() {
+            out += &format!(
+                "{:<10} {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
+                s.label, s.precision, s.recall, s.f1, s.support
+            );
+        }
+        out += &format!(
+            "{:<10} {:>39.4} {:>9}\n",
+            "accuracy",
+            self.accuracy(),
+            self.total()
+        );
+        out
+    }
+
+    /// Heatmap PNG: each row normalised by its gold count (so the diagonal is recall),
+    /// with the raw counts written in the cells.
+    pub fn plot(&self, path: &Path, title: &str) -> Result<()> {
+        use plotters::prelude::*;
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
+        register_font();
+        let perr = |e: &dyn std::fmt::Display| Error::Plot {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let n = self.labels.len().max(1);
+        let cell = 44u32;
+        let (left, top) = (90u32, 60u32);
+        let size = (left + cell * n as u32 + 20, top + cell * n as u32 + 70);
+        let tmp = path.with_extension("tmp.png");
+        {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| perr(&e))?;
+            let center = Pos::new(HPos::Center, VPos::Center);
+            root.draw(&Text::new(
+                title.to_string(),
+                (size.0 as i32 / 2, 24),
+                ("sans-serif", 20).into_font().color(&BLACK).pos(center),
+            ))
+            .map_err(|e| perr(&e))?;
+            for (r, row) in self.counts.iter().enumerate() {
+                let gold: u64 = row.iter().sum::<u64>().max(1);
+                for (c, &v) in row.iter().enumerate() {
+                    let f = v as f64 / gold as f64;
+                    let shade = (255.0 * (1.0 - f.sqrt())) as u8;
+                    let x0 = (left + cell * c as u32) as i32;
+                    let y0 = (top + cell * r as u32) as i32;
+                    let color = RGBColor(shade, shade, 255);
+                    root.draw(&Rectangle::new(
+                        [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                        color.filled(),
+                    ))
+                    .map_err(|e| perr(&e))?;
+                    if v > 0 {
+                        let ink = if f > 0.4 { WHITE } else { BLACK };
+                        root.draw(&Text::new(
+                            v.to_string(),
+                            (x0 + cell as i32 / 2, y0 + cell as i32 / 2),
+                            ("sans-serif", 11).into_font().color(&ink).pos(center),
+                        ))
+                        .map_err(|e| perr(&e))?;
+                    }
+                }
+            }
+            for (i, label) in self.labels.iter().enumerate() {
+                let mid = (cell * i as u32 + cell / 2) as i32;
+                root.draw(&Text::new(
+                    label.clone(),
+                    (left as i32 - 6, top as i32 + mid),
+                    ("sans-serif", 12)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Right, VPos::Center)),
+                ))
+                .map_err(|e| perr(&e))?;
+                root.draw(&Text::new(
+                    label.clone(),
+                    (left as i32 + mid, (top + cell * n as u32) as i32 + 8),
+                    ("sans-serif", 11)
+                        .into_font()
+                        .transform(FontTransform::Rotate90)
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
+                .map_err(|e| perr(&e))?;
+            }
+            root.draw(&Text::new(
+                "rows: gold, columns: predicted".to_string(),
+                (size.0 as i32 / 2, 44),
+                ("sans-serif", 12).into_font().color(&BLACK).pos(center),
+            ))
+            .map_err(|e| perr(&e))?;
+            root.present().map_err(|e| perr(&e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+}
+
 /// Plots loss and accuracy against epoch (train and validation) to `path`.
 pub fn plot_history(path: &Path, history: &[EpochMetrics]) -> Result<()> {
     let pick = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -231,4 +410,34 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_scores_and_plot() {
+        let mut m = ConfusionMatrix::new(vec!["A".into(), "B".into(), "C".into()]);
+        for (g, p) in [(0, 0), (0, 0), (0, 1), (1, 1), (2, 0)] {
+            m.add(g, p);
+        }
+        assert_eq!(m.total(), 5);
+        assert!((m.accuracy() - 0.6).abs() < 1e-12);
+        let s = m.scores();
+        // A: tp 2, predicted 3, gold 3.
+        assert!(
+            (s[0].precision - 2.0 / 3.0).abs() < 1e-12 && (s[0].recall - 2.0 / 3.0).abs() < 1e-12
+        );
+        assert_eq!((s[1].precision, s[1].recall), (0.5, 1.0));
+        assert_eq!(
+            (s[2].precision, s[2].recall, s[2].f1, s[2].support),
+            (0.0, 0.0, 0.0, 1)
+        );
+        assert!(m.report().contains("accuracy"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cm.png");
+        m.plot(&p, "test").unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() > 1000);
+    }
 }

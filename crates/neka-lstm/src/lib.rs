@@ -4,6 +4,7 @@ pub mod char_lm;
 pub mod gru;
 pub mod lstm;
 pub mod row_classifier;
+pub mod tagger;
 
 pub use gru::GruCell;
 pub use lstm::LstmCell;
@@ -13,6 +14,7 @@ pub use neka_rnn::{
     RnnConfig, SeqInput, SequenceEncoder,
 };
 pub use row_classifier::RowClassifier;
+pub use tagger::Tagger;
 
 use candle_core::{ModuleT, Tensor};
 use candle_nn::VarBuilder;

@@ -310,32 +310,23 @@ impl<C: Cell> Recurrent<C> {
                         None => Tensor::zeros((b, h), x.dtype(), x.device())?,
                     });
                 }
+                // gx = x U^T; the fused kernel adds b_ih itself.
                 let mut gx = flat.matmul(&wts.weight_ih.t()?)?;
-                if let Some(bias) = &wts.bias_ih {
+                if let (Some(bias), false) = (&wts.bias_ih, fused) {
                     gx = gx.broadcast_add(bias)?;
                 }
                 prepared.push((gx.reshape((t, b, ()))?, init));
             }
-            let run = |d: usize| -> Result<(Tensor, Vec<Tensor>)> {
-                let (gx, init) = &prepared[d];
-                if fused {
-                    self.run_fused(gx, &dirs[d], init, d == 1, lengths.clone())
-                } else {
-                    self.run_steps(gx, &dirs[d], init.clone(), d == 1, masks.as_deref())
-                }
-            };
-            // The two directions are independent: on CPU, run them on two threads.
-            let results = if fused && dirs.len() == 2 && candle_core::utils::get_num_threads() > 1 {
-                let (fwd, rev) = std::thread::scope(|s| {
-                    let rev = s.spawn(|| run(1));
-                    (run(0), rev.join())
-                });
-                let rev = rev.map_err(|_| {
-                    candle_core::Error::Msg("recurrent kernel thread panicked".into())
-                })?;
-                vec![fwd?, rev?]
+            let results = if fused {
+                // One op for the layer: both directions run on two threads, forward and BPTT.
+                self.run_fused(&prepared, dirs, lengths.clone())?
             } else {
-                (0..dirs.len()).map(run).collect::<Result<Vec<_>>>()?
+                (0..dirs.len())
+                    .map(|d| {
+                        let (gx, init) = &prepared[d];
+                        self.run_steps(gx, &dirs[d], init.clone(), d == 1, masks.as_deref())
+                    })
+                    .collect::<Result<Vec<_>>>()?
             };
             for (out, states) in results {
                 outs.push(out);
@@ -361,40 +352,61 @@ impl<C: Cell> Recurrent<C> {
         })
     }
 
-    /// One direction through the fused CPU kernel: `(T, B, H)` outputs and the final states.
+    /// The directions of one layer through the fused CPU kernel: per direction, `(T, B, H)`
+    /// outputs and the final states. `prepared[d]` = (gx `(T, B, G)`, initial states).
     fn run_fused(
         &self,
-        gx: &Tensor,
-        w: &DirectionWeights,
-        init: &[Tensor],
-        reverse: bool,
+        prepared: &[(Tensor, Vec<Tensor>)],
+        dirs: &[DirectionWeights],
         lengths: Option<Arc<Vec<usize>>>,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
+    ) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
         let h = self.cfg.hidden_size;
-        let t = gx.dim(0)?;
-        let w_aug = match &w.bias_hh {
-            Some(b) => Tensor::cat(&[&w.weight_hh, &b.unsqueeze(1)?], 1)?,
-            None => w.weight_hh.clone(),
+        let t = prepared[0].0.dim(0)?;
+        let stack = |ts: Vec<Tensor>| -> Result<Tensor> {
+            if ts.len() == 1 {
+                ts[0].unsqueeze(0)
+            } else {
+                Tensor::stack(&ts, 0)
+            }
         };
-        let init = if init.len() == 1 {
-            init[0].contiguous()?
-        } else {
-            Tensor::cat(init, 1)?
-        };
-        let op = RecurrentOp {
-            cell: self.cell,
-            hidden: h,
-            reverse,
-            has_bias: w.bias_hh.is_some(),
-            lengths,
-        };
-        let res = gx.contiguous()?.apply_op3(&w_aug, &init, op)?; // (T+1, B, saved·H)
-        let out = res.narrow(0, 0, t)?.narrow(2, 0, h)?;
-        let last = res.get(t)?;
-        let states = (0..self.cell.states())
-            .map(|s| last.narrow(1, s * h, h))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((out, states))
+        let gx = stack(prepared.iter().map(|(gx, _)| gx.clone()).collect())?;
+        let w = stack(
+            dirs.iter()
+                .map(|w| match (&w.bias_hh, &w.bias_ih) {
+                    (Some(bh), Some(bi)) => {
+                        Tensor::cat(&[&w.weight_hh, &bh.unsqueeze(1)?, &bi.unsqueeze(1)?], 1)
+                    }
+                    _ => Ok(w.weight_hh.clone()),
+                })
+                .collect::<Result<_>>()?,
+        )?;
+        let init = stack(
+            prepared
+                .iter()
+                .map(|(_, init)| {
+                    if init.len() == 1 {
+                        Ok(init[0].clone())
+                    } else {
+                        Tensor::cat(init, 1)
+                    }
+                })
+                .collect::<Result<_>>()?,
+        )?;
+        let op = RecurrentOp::new(self.cell, h, false, dirs[0].bias_hh.is_some(), lengths);
+        // (D, T + S, B, H): h_t for every step, then the final state(s).
+        let res = gx
+            .contiguous()?
+            .apply_op3(&w.contiguous()?, &init.contiguous()?, op)?;
+        let outs = res.narrow(1, 0, t)?;
+        let last = res.narrow(1, t, self.cell.states())?;
+        (0..dirs.len())
+            .map(|d| {
+                let states = (0..self.cell.states())
+                    .map(|s| last.get(d)?.get(s))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((outs.get(d)?, states))
+            })
+            .collect()
     }
 
     /// One direction from candle ops, step by step (any device).

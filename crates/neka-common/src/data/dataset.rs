@@ -47,6 +47,36 @@ pub fn shuffled_chunks(n: usize, batch_size: usize, rng: Option<&mut DataRng>) -
         .collect()
 }
 
+/// Batches of examples of similar length, to cut padding: with `rng`, the examples are
+/// shuffled, cut into pools of `batch_size × 50`, each pool is sorted by length and cut into
+/// batches, and the batches are shuffled; without, the examples are sorted by length (ties
+/// in index order) and cut in order. Every example appears exactly once.
+pub fn bucketed_plan(
+    lengths: &[usize],
+    batch_size: usize,
+    rng: Option<&mut DataRng>,
+) -> Vec<Vec<usize>> {
+    const POOL_BATCHES: usize = 50;
+    let bs = batch_size.max(1);
+    let mut idx: Vec<usize> = (0..lengths.len()).collect();
+    match rng {
+        None => {
+            idx.sort_by_key(|&i| lengths[i]);
+            idx.chunks(bs).map(<[usize]>::to_vec).collect()
+        }
+        Some(r) => {
+            idx.shuffle(r);
+            let mut batches: Vec<Vec<usize>> = Vec::new();
+            for pool in idx.chunks_mut(bs * POOL_BATCHES) {
+                pool.sort_by_key(|&i| lengths[i]);
+                batches.extend(pool.chunks(bs).map(<[usize]>::to_vec));
+            }
+            batches.shuffle(r);
+            batches
+        }
+    }
+}
+
 /// A batch of images and class labels: `x (B, C, H, W)` f32, `y (B)` u32.
 #[derive(Debug, Clone)]
 pub struct ImageBatch {
@@ -58,6 +88,35 @@ pub struct ImageBatch {
 mod tests {
     use super::*;
     use crate::rng::data_rng;
+
+    #[test]
+    fn bucketed_plan_covers_everything_and_groups_lengths() {
+        let lengths: Vec<usize> = (0..1000).map(|i| (i * 7919) % 60 + 1).collect();
+        let mut r = data_rng(5);
+        let plan = bucketed_plan(&lengths, 10, Some(&mut r));
+        let mut all: Vec<usize> = plan.concat();
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        // Padding: Σ (max length in batch × size) vs Σ lengths, against a plain shuffle.
+        let padded = |p: &[Vec<usize>]| -> usize {
+            p.iter()
+                .map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() * b.len())
+                .sum()
+        };
+        let plain = shuffled_chunks(1000, 10, Some(&mut data_rng(5)));
+        assert!(
+            padded(&plan) * 3 < padded(&plain) * 2,
+            "{} vs {}",
+            padded(&plan),
+            padded(&plain)
+        );
+        let sorted = bucketed_plan(&lengths, 10, None);
+        assert_eq!(sorted, bucketed_plan(&lengths, 10, None));
+        assert!(sorted
+            .concat()
+            .windows(2)
+            .all(|w| lengths[w[0]] <= lengths[w[1]]));
+    }
 
     #[test]
     fn plan_keeps_the_last_partial_batch_and_reshuffles() {

@@ -1,11 +1,16 @@
-//! Data: IDX files (MNIST, Fashion-MNIST), text files, datasets, splits and batching.
+//! Data: IDX files (MNIST, Fashion-MNIST), text and CoNLL-U files, datasets, splits and
+//! batching (bucketed by length for sequences).
 
+pub mod conllu;
 pub mod dataset;
 pub mod idx;
 pub mod stream;
+pub mod tagging;
 pub mod text;
 pub mod vision;
 
-pub use dataset::{Dataset, ImageBatch};
+pub use conllu::{TaggedSentence, Treebank};
+pub use dataset::{bucketed_plan, Dataset, ImageBatch};
 pub use stream::{StreamBatch, TokenStream};
+pub use tagging::{TagBatch, TaggingDataset, TaggingVocabs};
 pub use vision::{ImageDataset, ImageSet, Normalize, VisionData, VisionDatasetKind};

@@ -37,10 +37,62 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The simple tokenizer shared by the text models: splits on whitespace, and splits every
+/// punctuation or symbol character off as a token of its own, except an apostrophe or
+/// hyphen between letters (`don't`, `well-known`) and a `.` or `,` between digits (`3.5`).
+///
+/// ```
+/// use neka_common::data::text::tokenize;
+/// assert_eq!(tokenize("Hello, world! It's 3.5 km."), ["Hello", ",", "world", "!", "It's", "3.5", "km", "."]);
+/// ```
+pub fn tokenize(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in text.split_whitespace() {
+        let chars: Vec<char> = word.chars().collect();
+        let mut cur = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1).copied();
+            let inner =
+                |f: fn(&char) -> bool| prev.as_ref().is_some_and(f) && next.as_ref().is_some_and(f);
+            let joins = match c {
+                '\'' | '’' | '-' => inner(|c| c.is_alphabetic()),
+                '.' | ',' => inner(|c| c.is_ascii_digit()),
+                _ => false,
+            };
+            if c.is_alphanumeric() || joins {
+                cur.push(c);
+            } else {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                out.push(c.to_string());
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn tokenizer_splits_punctuation() {
+        assert_eq!(
+            tokenize("  (see:  http://x.org) "),
+            ["(", "see", ":", "http", ":", "/", "/", "x", ".", "org", ")"]
+        );
+        assert_eq!(
+            tokenize("well-known U.S. 1,000"),
+            ["well-known", "U", ".", "S", ".", "1,000"]
+        );
+        assert!(tokenize(" \t\n").is_empty());
+    }
 
     #[test]
     fn plain_and_gzip_read_the_same() {

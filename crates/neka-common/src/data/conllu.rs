@@ -1,0 +1,234 @@
+//! CoNLL-U treebanks (Universal Dependencies) for part-of-speech tagging.
+//!
+//! A CoNLL-U file holds one token per line with ten tab-separated columns
+//! (`ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC`), `#` comment lines, and a blank
+//! line after each sentence. The reader keeps FORM, UPOS and XPOS of every syntactic word and
+//! skips comments, multiword-token ranges (`3-4`, the surface form of `3` + `4`) and empty
+//! nodes (`8.1`). A malformed line is an [`Error::BadLine`] naming `file:line` and what is
+//! wrong, never a panic.
+//!
+//! [`load_ewt`] finds UD English EWT in a data directory (`--data-dir`, `NEKA_DATA_DIR`) or,
+//! with the `hub` feature, downloads it from the Hugging Face Hub.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The 17 Universal POS tags (UD v2), in the order of the UD guidelines.
+pub const UPOS_TAGS: [&str; 17] = [
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
+    "PUNCT", "SCONJ", "SYM", "VERB", "X",
+];
+
+/// One sentence: its words with their universal (UPOS) and language-specific (XPOS) tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaggedSentence {
+    pub forms: Vec<String>,
+    pub upos: Vec<String>,
+    pub xpos: Vec<String>,
+}
+
+impl TaggedSentence {
+    pub fn len(&self) -> usize {
+        self.forms.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+}
+
+/// Reads a CoNLL-U file (plain or gzip).
+pub fn read_conllu(path: &Path) -> Result<Vec<TaggedSentence>> {
+    parse_conllu(&super::text::read_to_string(path)?, path)
+}
+
+/// Parses CoNLL-U text; `path` names the source in errors.
+pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
+    let mut sentences = Vec::new();
+    let mut cur = TaggedSentence::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let bad = |msg: String| Error::bad_line(path, i + 1, msg);
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                sentences.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() != 10 {
+            return Err(bad(format!(
+                "expected 10 tab-separated columns (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC), found {}",
+                cols.len()
+            )));
+        }
+        let id = cols[0];
+        if id.contains('-') || id.contains('.') {
+            continue; // multiword-token range or empty node
+        }
+        if id.parse::<u32>().map_or(true, |n| n == 0) {
+            return Err(bad(format!(
+                "ID `{id}` is not a positive integer, a range `N-M` or an empty node `N.M`"
+            )));
+        }
+        let (form, upos, xpos) = (cols[1], cols[3], cols[4]);
+        if form.is_empty() {
+            return Err(bad("empty FORM (column 2)".into()));
+        }
+        if !UPOS_TAGS.contains(&upos) {
+            return Err(bad(format!(
+                "unknown UPOS `{upos}` (column 4); expected one of {}",
+                UPOS_TAGS.join(" ")
+            )));
+        }
+        cur.forms.push(form.to_string());
+        cur.upos.push(upos.to_string());
+        cur.xpos.push(xpos.to_string());
+    }
+    if !cur.is_empty() {
+        sentences.push(cur);
+    }
+    Ok(sentences)
+}
+
+/// A treebank's train / dev / test splits.
+#[derive(Debug, Clone)]
+pub struct Treebank {
+    pub train: Vec<TaggedSentence>,
+    pub dev: Vec<TaggedSentence>,
+    pub test: Vec<TaggedSentence>,
+    /// Where the files came from, for logs and model cards.
+    pub source: String,
+}
+
+/// The folder of UD English EWT under a data root.
+pub const EWT_FOLDER: &str = "ud-english-ewt";
+/// The Hub dataset repository and folder the `hub` feature downloads EWT from (UD v2.5).
+pub const EWT_HUB_REPO: (&str, &str) = ("FrancophonIA/IWPT_2020", "UD_English-EWT");
+
+/// Path of an EWT split (`train`, `dev`, `test`) in `dir`: `en_ewt-ud-{split}.conllu[.gz]`.
+pub fn ewt_file(dir: &Path, split: &str) -> Option<PathBuf> {
+    super::text::find_file(dir, &format!("en_ewt-ud-{split}.conllu"))
+}
+
+/// Loads UD English EWT: from `data_dir` (flag) or `NEKA_DATA_DIR` when given, looking in
+/// `DIR/ud-english-ewt/` and `DIR/`; else from the Hugging Face Hub (feature `hub`); else
+/// fails saying how to provide it.
+pub fn load_ewt(data_dir: Option<&Path>) -> Result<Treebank> {
+    if let Some(root) = super::vision::data_root(data_dir) {
+        let dir = [root.join(EWT_FOLDER), root.clone()]
+            .into_iter()
+            .find(|d| ewt_file(d, "train").is_some())
+            .ok_or_else(|| {
+                Error::DataNotFound(format!(
+                    "UD English EWT not found: {} holds no {EWT_FOLDER}/en_ewt-ud-train.conllu. Download \
+                     UD_English-EWT from https://universaldependencies.org and put the three \
+                     en_ewt-ud-{{train,dev,test}}.conllu files into {}",
+                    root.display(),
+                    root.join(EWT_FOLDER).display()
+                ))
+            })?;
+        let read = |split: &str| -> Result<Vec<TaggedSentence>> {
+            let p = ewt_file(&dir, split).ok_or_else(|| {
+                Error::DataNotFound(format!(
+                    "{}: en_ewt-ud-{split}.conllu is missing",
+                    dir.display()
+                ))
+            })?;
+            read_conllu(&p)
+        };
+        return Ok(Treebank {
+            train: read("train")?,
+            dev: read("dev")?,
+            test: read("test")?,
+            source: dir.display().to_string(),
+        });
+    }
+    load_ewt_from_hub()
+}
+
+#[cfg(feature = "hub")]
+fn load_ewt_from_hub() -> Result<Treebank> {
+    let (repo, folder) = EWT_HUB_REPO;
+    let read = |split: &str| -> Result<Vec<TaggedSentence>> {
+        let file = format!("{folder}/en_ewt-ud-{split}.conllu");
+        let p = crate::hub::dataset_file(repo, &file).map_err(|e| {
+            Error::DataNotFound(format!(
+                "no data directory given for UD English EWT and the Hub download failed ({e}). Pass \
+                 --data-dir DIR (or set {}=DIR) with DIR/{EWT_FOLDER}/en_ewt-ud-{{train,dev,test}}.conllu",
+                super::vision::DATA_DIR_ENV
+            ))
+        })?;
+        read_conllu(&p)
+    };
+    Ok(Treebank {
+        train: read("train")?,
+        dev: read("dev")?,
+        test: read("test")?,
+        source: format!("Hugging Face Hub dataset {repo} ({folder}, UD v2.5)"),
+    })
+}
+
+#[cfg(not(feature = "hub"))]
+fn load_ewt_from_hub() -> Result<Treebank> {
+    Err(Error::DataNotFound(format!(
+        "no data directory given for UD English EWT: pass --data-dir DIR (or set {}=DIR) with \
+         DIR/{EWT_FOLDER}/en_ewt-ud-{{train,dev,test}}.conllu, or build with the `hub` feature to \
+         download it from the Hugging Face Hub",
+        super::vision::DATA_DIR_ENV
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "# sent_id = 1\n# text = I don't know.\n\
+1\tI\tI\tPRON\tPRP\t_\t4\tnsubj\t_\t_\n\
+2-3\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n\
+2\tdo\tdo\tAUX\tVBP\t_\t4\taux\t_\t_\n\
+3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_\n\
+4\tknow\tknow\tVERB\tVB\t_\t0\troot\t_\t_\n\
+4.1\tknows\t_\t_\t_\t_\t_\t_\t_\t_\n\
+5\t.\t.\tPUNCT\t.\t_\t4\tpunct\t_\t_\n\
+\n\
+1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n";
+
+    #[test]
+    fn skips_comments_ranges_and_empty_nodes() {
+        let s = parse_conllu(GOOD, Path::new("x.conllu")).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].forms, ["I", "do", "n't", "know", "."]);
+        assert_eq!(s[0].upos, ["PRON", "AUX", "PART", "VERB", "PUNCT"]);
+        assert_eq!(s[0].xpos[2], "RB");
+        assert_eq!(s[1].forms, ["Hi"]);
+    }
+
+    #[test]
+    fn malformed_lines_name_file_line_and_problem() {
+        let cases = [
+            (
+                "1\tI\tI\tPRON\tPRP\t_\t0\n",
+                ":1: expected 10 tab-separated columns",
+            ),
+            (
+                "# c\n1\t\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n",
+                ":2: empty FORM",
+            ),
+            (
+                "1\tI\tI\tPRONOUN\tPRP\t_\t0\troot\t_\t_\n",
+                ":1: unknown UPOS `PRONOUN`",
+            ),
+            ("x\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n", ":1: ID `x`"),
+        ];
+        for (text, want) in cases {
+            let e = parse_conllu(text, Path::new("bad.conllu"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("bad.conllu:") && e.contains(want), "{e}");
+        }
+    }
+}

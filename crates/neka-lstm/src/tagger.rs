@@ -1,0 +1,313 @@
+//! Many-to-many: a part-of-speech tagger — one tag per word, `ŷ_t = softmax(V h_t)`.
+//!
+//! ```text
+//! word w_t ──▶ word embedding e_t (word_dim)                           ┐
+//! chars of w_t ──▶ char embedding ──▶ char BiLSTM ──▶ [h_→ ; h_←] (2·char_hidden) ┘ concat
+//!   ──▶ dropout ──▶ 2-layer BiLSTM over the sentence (lengths) ──▶ h_t (2·hidden)
+//!   ──▶ dropout ──▶ V h_t + b ──▶ logits over the 17 UPOS tags
+//! ```
+//!
+//! * The **character model** gives every word, seen in training or not, a vector built from its
+//!   spelling (suffixes like *-ly*, *-ing*, capitals, digits), so unknown words still get
+//!   sensible tags. It runs once per distinct word of a batch ([`TagBatch::chars`]).
+//! * **Word dropout**: in training each word id is replaced by `<unk>` with probability
+//!   `word_dropout`, so the `<unk>` embedding is trained and the model learns to lean on the
+//!   character features for rare words.
+//! * The sentence network is [`AnyRecurrent`]: `cell = lstm` is the BiLSTM tagger; `cell = rnn`
+//!   puts the lecture's Elman RNN in its place (same sizes), to compare them on real data.
+//! * The loss is [`masked_cross_entropy`]: padded positions count for nothing.
+//!
+//! Tensor names: `word_embed.weight`, `char_embed.weight`, `char_rnn.weight_ih_l0…`,
+//! `rnn.weight_ih_l0…` (PyTorch `nn.LSTM` names), `fc.weight`, `fc.bias` (the lecture's `V`).
+
+use crate::{AnyRecurrent, CellType, ManyToMany, RecurrentConfig, SeqInput, SequenceEncoder};
+use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, D};
+use candle_nn::{Embedding, VarBuilder, VarMap};
+use neka_common::checkpoint::{self, CheckpointInfo};
+use neka_common::data::tagging::{TagBatch, TaggingVocabConfig, TaggingVocabs};
+use neka_common::loss::{masked_correct, masked_cross_entropy};
+use neka_common::nn::Dropout;
+use neka_common::train::{StepOutput, TrainModel};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The tagger's shape. Defaults: word 100, char BiLSTM 2×50 over 50-dim char embeddings,
+/// 2-layer BiLSTM 2×200, dropout 0.33, word dropout 0.25.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Cell of the sentence network.
+    pub cell: CellType,
+    /// Cell of the per-word character network.
+    pub char_cell: CellType,
+    pub word_vocab: usize,
+    pub char_vocab: usize,
+    pub num_tags: usize,
+    pub word_dim: usize,
+    pub char_dim: usize,
+    /// Hidden size per direction of the character network; 0 = no character features.
+    pub char_hidden: usize,
+    /// Hidden size per direction of the sentence network.
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    /// Dropout on the word vectors, between recurrent layers, and before `V`.
+    pub dropout: f32,
+    /// Probability of replacing a word id by `<unk>` in training.
+    pub word_dropout: f32,
+    /// How words map to ids (saved with the model, so tagging uses the same mapping).
+    pub vocab: TaggingVocabConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cell: CellType::Lstm,
+            char_cell: CellType::Lstm,
+            word_vocab: 0,
+            char_vocab: 0,
+            num_tags: 17,
+            word_dim: 100,
+            char_dim: 50,
+            char_hidden: 50,
+            hidden_size: 200,
+            num_layers: 2,
+            dropout: 0.33,
+            word_dropout: 0.25,
+            vocab: TaggingVocabConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// This config with the vocabulary sizes of `vocabs`.
+    pub fn with_vocabs(mut self, vocabs: &TaggingVocabs) -> Self {
+        self.word_vocab = vocabs.words.len();
+        self.char_vocab = vocabs.chars.len();
+        self.num_tags = vocabs.tags.len();
+        self.vocab = vocabs.cfg;
+        self
+    }
+
+    fn char_features(&self) -> usize {
+        2 * self.char_hidden
+    }
+}
+
+/// The model name in `config.json`.
+pub const MODEL_NAME: &str = "pos-tagger";
+
+/// A trained tagger with its vocabularies, loaded from a model directory.
+pub struct LoadedTagger {
+    pub tagger: Tagger,
+    pub vocabs: TaggingVocabs,
+    pub info: CheckpointInfo,
+    pub varmap: VarMap,
+}
+
+impl LoadedTagger {
+    /// Loads `model.safetensors`, `config.json` and the vocabularies from `dir` (strictly:
+    /// a missing, extra or misshaped tensor is an error naming it).
+    pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
+        if !dir.is_dir() {
+            return Err(neka_common::Error::checkpoint(
+                dir,
+                "model directory not found (a tagger directory holds model.safetensors, config.json, words.json, chars.json, tags.json)",
+            )
+            .into());
+        }
+        let info = checkpoint::read_info(dir)?;
+        let cfg_path = dir.join(checkpoint::CONFIG_FILE);
+        if info.model != MODEL_NAME {
+            return Err(neka_common::Error::checkpoint(
+                &cfg_path,
+                format!("model `{}` is not a tagger (`{MODEL_NAME}`)", info.model),
+            )
+            .into());
+        }
+        let cfg: Config = info.model_config(&cfg_path)?;
+        let vocabs = TaggingVocabs::load(dir, cfg.vocab)?;
+        if (vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len())
+            != (cfg.word_vocab, cfg.char_vocab, cfg.num_tags)
+        {
+            return Err(neka_common::Error::checkpoint(
+                &cfg_path,
+                format!(
+                    "config sizes (words {}, chars {}, tags {}) differ from the vocabulary files ({}, {}, {})",
+                    cfg.word_vocab, cfg.char_vocab, cfg.num_tags,
+                    vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len()
+                ),
+            )
+            .into());
+        }
+        let varmap = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
+        let tagger = Tagger::new(cfg, vb)?;
+        checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
+        Ok(Self {
+            tagger,
+            vocabs,
+            info,
+            varmap,
+        })
+    }
+
+    /// Tags tokenized sentences: one UPOS tag per word.
+    pub fn tag<S: AsRef<str>>(&self, sentences: &[Vec<S>]) -> crate::Result<Vec<Vec<String>>> {
+        let enc: Vec<_> = sentences
+            .iter()
+            .map(|s| self.vocabs.encode_words(s))
+            .collect();
+        let mut out = vec![Vec::new(); sentences.len()];
+        let dev = self.tagger.word_embed.embeddings().device();
+        let order: Vec<usize> = (0..enc.len()).filter(|&i| !enc[i].is_empty()).collect();
+        for chunk in order.chunks(256) {
+            let batch = TagBatch::new(&chunk.iter().map(|&i| &enc[i]).collect::<Vec<_>>(), dev)?;
+            for (&i, ids) in chunk.iter().zip(self.tagger.predict(&batch)?) {
+                out[i] = ids
+                    .iter()
+                    .map(|&t| self.vocabs.tags.token(t).unwrap_or("X").to_string())
+                    .collect();
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Tagger {
+    word_embed: Embedding,
+    chars: Option<(Embedding, AnyRecurrent)>,
+    net: ManyToMany<AnyRecurrent>,
+    dropout: Dropout,
+    cfg: Config,
+}
+
+impl Tagger {
+    pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
+        if cfg.word_vocab < 2 || cfg.num_tags == 0 || (cfg.char_hidden > 0 && cfg.char_vocab < 2) {
+            return Err(neka_common::Error::config(
+                "tagger config",
+                format!(
+                    "word_vocab {}, char_vocab {}, num_tags {}: set them from the vocabularies (Config::with_vocabs)",
+                    cfg.word_vocab, cfg.char_vocab, cfg.num_tags
+                ),
+            )
+            .into());
+        }
+        if !(0.0..1.0).contains(&cfg.word_dropout) {
+            return Err(neka_common::Error::config(
+                "word_dropout",
+                format!("{} is not in [0, 1)", cfg.word_dropout),
+            )
+            .into());
+        }
+        let word_embed = candle_nn::embedding(cfg.word_vocab, cfg.word_dim, vb.pp("word_embed"))?;
+        let chars = if cfg.char_hidden > 0 {
+            let emb = candle_nn::embedding(cfg.char_vocab, cfg.char_dim, vb.pp("char_embed"))?;
+            let rcfg = RecurrentConfig::new(cfg.char_dim, cfg.char_hidden).bidirectional(true);
+            Some((
+                emb,
+                AnyRecurrent::new(cfg.char_cell, rcfg, vb.pp("char_rnn"))?,
+            ))
+        } else {
+            None
+        };
+        let rcfg = RecurrentConfig::new(cfg.word_dim + cfg.char_features(), cfg.hidden_size)
+            .num_layers(cfg.num_layers)
+            .bidirectional(true)
+            .dropout(cfg.dropout);
+        let rnn = AnyRecurrent::new(cfg.cell, rcfg, vb.pp("rnn"))?;
+        Ok(Self {
+            word_embed,
+            chars,
+            net: ManyToMany::new(rnn, cfg.num_tags, vb)?,
+            dropout: Dropout::new(cfg.dropout)?,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A batch → tag logits `(B, T, num_tags)` (rows past a sentence's length are
+    /// meaningless; use the batch's mask).
+    pub fn forward_t(&self, batch: &TagBatch, train: bool) -> Result<Tensor> {
+        let (b, t) = batch.shape;
+        let dev = self.word_embed.embeddings().device();
+        let mut words = batch.words.clone();
+        if train && self.cfg.word_dropout > 0.0 {
+            let p = self.cfg.word_dropout;
+            neka_common::rng::with_rng(|r| {
+                use rand::Rng;
+                for w in words.iter_mut().filter(|w| **w != 0) {
+                    if r.random::<f32>() < p {
+                        *w = 1; // <unk>
+                    }
+                }
+            });
+        }
+        let words = Tensor::from_vec(words, (b, t), dev)?;
+        let mut x = self.word_embed.forward(&words)?;
+        if let Some((emb, rnn)) = &self.chars {
+            // (N, L) chars of the distinct words → (N, 2·char_hidden) → one row per token.
+            let c = emb.forward(&batch.chars)?;
+            let input = SeqInput {
+                lengths: Some(&batch.char_lengths),
+                ..Default::default()
+            };
+            let per_word = rnn.encode(&c, input, train)?.last_hidden(2)?;
+            let per_token = per_word.index_select(&batch.word_index, 0)?.reshape((
+                b,
+                t,
+                self.cfg.char_features(),
+            ))?;
+            x = Tensor::cat(&[x, per_token], D::Minus1)?;
+        }
+        let x = self.dropout.forward_t(&x, train)?;
+        let input = SeqInput {
+            lengths: Some(&batch.lengths),
+            ..Default::default()
+        };
+        let h = self.net.encoder.encode(&x, input, train)?.output;
+        let h = self.dropout.forward_t(&h, train)?;
+        self.net.fc.forward(&h)
+    }
+
+    /// The most likely tag id of every real token, sentence by sentence.
+    pub fn predict(&self, batch: &TagBatch) -> Result<Vec<Vec<u32>>> {
+        let ids: Vec<Vec<u32>> = self.forward_t(batch, false)?.argmax(D::Minus1)?.to_vec2()?;
+        Ok(ids
+            .into_iter()
+            .zip(&batch.lengths)
+            .map(|(mut row, &len)| {
+                row.truncate(len);
+                row
+            })
+            .collect())
+    }
+}
+
+impl TrainModel for Tagger {
+    type Batch = TagBatch;
+
+    /// Masked cross-entropy over the real tokens; `count` = tokens.
+    fn step(&self, batch: &TagBatch, train: bool) -> Result<StepOutput> {
+        let Some(tags) = &batch.tags else {
+            candle_core::bail!(
+                "the tagger needs gold tags to compute a loss (batch built from untagged text)"
+            )
+        };
+        let logits = self.forward_t(batch, train)?;
+        let n = batch.shape.0 * batch.shape.1;
+        let logits = logits.reshape((n, self.cfg.num_tags))?;
+        let tags = tags.flatten_all()?;
+        let mask = batch.mask.flatten_all()?;
+        Ok(StepOutput {
+            loss: masked_cross_entropy(&logits, &tags, &mask, 0.0)?,
+            correct: masked_correct(&logits, &tags, &mask)?,
+            count: batch.tokens(),
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The POS tagger: it can fit real sentences, padding changes nothing, and a saved model
+//! reloads and tags identically.
+
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use neka_common::data::conllu::{read_conllu, TaggedSentence};
+use neka_common::data::tagging::{TagBatch, TaggingDataset, TaggingVocabConfig, TaggingVocabs};
+use neka_common::data::Dataset;
+use neka_common::optim::{LrSchedule, OptimizerConfig};
+use neka_common::train::{evaluate, TrainConfig, Trainer};
+use neka_lstm::tagger::{self, Config, LoadedTagger, Tagger};
+use neka_lstm::CellType;
+use std::path::Path;
+
+fn sample() -> Vec<TaggedSentence> {
+    read_conllu(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("crates/neka-common/tests/fixtures/ud/en_ewt-sample.conllu"),
+    )
+    .unwrap()
+}
+
+fn small(cell: CellType, vocabs: &TaggingVocabs) -> Config {
+    Config {
+        cell,
+        char_cell: cell,
+        word_dim: 32,
+        char_dim: 16,
+        char_hidden: 16,
+        hidden_size: 48,
+        num_layers: 2,
+        dropout: 0.0,
+        word_dropout: 0.0,
+        ..Config::default()
+    }
+    .with_vocabs(vocabs)
+}
+
+#[test]
+fn tagger_overfits_twenty_sentences() {
+    let sents: Vec<TaggedSentence> = sample().into_iter().take(20).collect();
+    let vocabs = TaggingVocabs::build(
+        &sents,
+        TaggingVocabConfig {
+            min_word_freq: 1,
+            lowercase: true,
+        },
+    );
+    let ds = TaggingDataset::new(&sents, &vocabs, &Device::Cpu).unwrap();
+    neka_common::rng::seed(1);
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+    let model = Tagger::new(small(CellType::Lstm, &vocabs), vb).unwrap();
+    let cfg = TrainConfig {
+        epochs: 40,
+        batch_size: 5,
+        optimizer: OptimizerConfig::adamw(1e-2),
+        schedule: LrSchedule::Constant,
+        clip_grad_norm: Some(5.0),
+        progress: false,
+        verbose: false,
+        seed: 1,
+        ..TrainConfig::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let info =
+        neka_common::checkpoint::CheckpointInfo::new(tagger::MODEL_NAME, model.config(), "fixture")
+            .unwrap();
+    let mut t = Trainer::new(cfg, &vm, info, out.path()).unwrap();
+    t.fit(&model, &ds, None::<&TaggingDataset>).unwrap();
+    let m = evaluate(&model, &ds, 64).unwrap();
+    assert_eq!(m.count, ds.tokens());
+    assert_eq!(
+        m.accuracy, 1.0,
+        "training accuracy {} (loss {})",
+        m.accuracy, m.loss
+    );
+}
+
+#[test]
+fn padding_changes_nothing_and_save_load_tags_identically() {
+    let sents = sample();
+    let vocabs = TaggingVocabs::build(&sents, TaggingVocabConfig::default());
+    for cell in [CellType::Lstm, CellType::Rnn, CellType::Gru] {
+        neka_common::rng::seed(3);
+        let vm = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+        let model = Tagger::new(small(cell, &vocabs), vb).unwrap();
+        let ds = TaggingDataset::new(&sents, &vocabs, &Device::Cpu).unwrap();
+        // Sentence 1 alone, and padded in a batch after the longest sentence.
+        let longest = (0..sents.len()).max_by_key(|&i| sents[i].len()).unwrap();
+        assert!(sents[longest].len() > sents[1].len());
+        let alone = model.forward_t(&ds.batch(&[1]).unwrap(), false).unwrap();
+        let padded = model
+            .forward_t(&ds.batch(&[longest, 1]).unwrap(), false)
+            .unwrap();
+        let n = sents[1].len();
+        let a = alone.get(0).unwrap();
+        let b = padded.get(1).unwrap().narrow(0, 0, n).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{cell}: padding changed the logits by {diff}");
+
+        // Save like the trainer does, reload, tag the same.
+        let dir = tempfile::tempdir().unwrap();
+        let info = neka_common::checkpoint::CheckpointInfo::new(
+            tagger::MODEL_NAME,
+            model.config(),
+            "fixture",
+        )
+        .unwrap();
+        neka_common::checkpoint::save_model(dir.path(), &vm, &info).unwrap();
+        vocabs.save(dir.path()).unwrap();
+        let loaded = LoadedTagger::load(dir.path(), &Device::Cpu).unwrap();
+        let forms: Vec<Vec<String>> = sents.iter().map(|s| s.forms.clone()).collect();
+        let tags = loaded.tag(&forms).unwrap();
+        let batch = TagBatch::new(&ds.sentences.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+        let direct: Vec<Vec<String>> = model
+            .predict(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                s.iter()
+                    .map(|&t| vocabs.tags.token(t).unwrap().to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(tags, direct);
+        // A vocabulary file that does not fit the config is a named error.
+        std::fs::write(dir.path().join("tags.json"), r#"{"tokens": ["NOUN"]}"#).unwrap();
+        let e = LoadedTagger::load(dir.path(), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("config.json") && e.contains("vocabulary files"),
+            "{e}"
+        );
+    }
+}
