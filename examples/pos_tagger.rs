@@ -92,9 +92,12 @@ struct TrainArgs {
     layers: usize,
     #[arg(long, default_value_t = 0.33)]
     dropout: f32,
-    /// Probability of replacing a word by <unk> in training.
-    #[arg(long, default_value_t = 0.25)]
+    /// Probability of replacing any word by <unk> in training.
+    #[arg(long, default_value_t = 0.0)]
     word_dropout: f32,
+    /// Frequency-aware word dropout: replace word w by <unk> with probability α/(α + count(w)) (0 = off).
+    #[arg(long, default_value_t = 0.25)]
+    word_dropout_alpha: f32,
     /// Words seen fewer times in training map to <unk>.
     #[arg(long, default_value_t = 2)]
     min_word_freq: usize,
@@ -183,12 +186,14 @@ fn train(a: TrainArgs) -> Result<()> {
         num_layers: a.layers,
         dropout: a.dropout,
         word_dropout: a.word_dropout,
+        word_dropout_alpha: a.word_dropout_alpha,
         ..Config::default()
     }
     .with_vocabs(&vocabs);
     let varmap = candle_nn::VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&varmap, candle_core::DType::F32, &device);
-    let model = Tagger::new(cfg, vb)?;
+    let mut model = Tagger::new(cfg, vb)?;
+    model.set_word_counts(&vocabs.word_counts(&bank.train));
     let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     println!(
         "UD English EWT ({}): {} train / {} dev / {} test sentences ({} / {} / {} tokens); vocab {} words, {} chars; \

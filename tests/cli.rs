@@ -520,3 +520,128 @@ fn pos_tagger_trains_evaluates_and_tags() {
     );
     assert_clean_failure(&o, &["UD English EWT not found"]);
 }
+
+fn m30k_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/multi30k")
+}
+
+#[test]
+fn translate_trains_evaluates_and_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data/multi30k");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in std::fs::read_dir(m30k_fixture()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, data.join(f.file_name().unwrap())).unwrap();
+    }
+    let out = root.path().join("model");
+    let o = run_example(
+        "translate",
+        &[
+            "train",
+            "--data-dir",
+            root.path().join("data").to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--embed",
+            "16",
+            "--enc-hidden",
+            "16",
+            "--dec-hidden",
+            "32",
+            "--min-freq",
+            "1",
+            "--beam",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("bleu") && stdout.contains("perplexity"),
+        "{stdout}"
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(json["test_bleu_beam"].as_f64().unwrap() >= 0.0);
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "src_vocab.json",
+        "tgt_vocab.json",
+        "curves.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+
+    let hyp = root.path().join("hyp.txt");
+    let o = run_example(
+        "translate",
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--src-file",
+            data.join("test_2016_flickr.de").to_str().unwrap(),
+            "--ref-file",
+            data.join("test_2016_flickr.en").to_str().unwrap(),
+            "--beam",
+            "2",
+            "--hyp-out",
+            hyp.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["sentences"], 50);
+    assert_eq!(json["beam"], 2);
+    assert!(json["bleu"].as_f64().unwrap() >= 0.0);
+    assert_eq!(std::fs::read_to_string(&hyp).unwrap().lines().count(), 50);
+
+    let png = root.path().join("att.png");
+    let o = run_example(
+        "translate",
+        &[
+            "run",
+            "--model",
+            out.to_str().unwrap(),
+            "--attention-png",
+            png.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "ein mann fährt fahrrad .",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(png.is_file());
+
+    // Mismatched parallel files name both files and counts.
+    let short = root.path().join("short.en");
+    std::fs::write(&short, "one line\n").unwrap();
+    let o = run_example(
+        "translate",
+        &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
+            "--src-file",
+            data.join("val.de").to_str().unwrap(),
+            "--ref-file",
+            short.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &["val.de has 50 lines", "short.en has 1"]);
+    let o = run_example(
+        "translate",
+        &["run", "--model", "/nonexistent/model", "hallo"],
+    );
+    assert_clean_failure(&o, &["/nonexistent/model", "model directory not found"]);
+    let o = run_example("translate", &["train", "--attention", "cosine"]);
+    assert_clean_failure(&o, &["unknown attention `cosine`"]);
+}

@@ -31,6 +31,7 @@ fn small(cell: CellType, vocabs: &TaggingVocabs) -> Config {
         num_layers: 2,
         dropout: 0.0,
         word_dropout: 0.0,
+        word_dropout_alpha: 0.0,
         ..Config::default()
     }
     .with_vocabs(vocabs)

@@ -21,6 +21,9 @@ pub struct EpochMetrics {
     pub samples_per_sec: f64,
     /// Wall time of the epoch (training and validation), seconds.
     pub seconds: f64,
+    /// Metrics added by an epoch hook ([`crate::train::Trainer::fit_with`]), e.g. BLEU.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, f64>,
 }
 
 /// Accuracy/loss over a dataset.
@@ -277,86 +280,223 @@ impl ConfusionMatrix {
     /// Heatmap PNG: each row normalised by its gold count (so the diagonal is recall),
     /// with the raw counts written in the cells.
     pub fn plot(&self, path: &Path, title: &str) -> Result<()> {
-        use plotters::prelude::*;
-        use plotters::style::text_anchor::{HPos, Pos, VPos};
-        register_font();
-        let perr = |e: &dyn std::fmt::Display| Error::Plot {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        };
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let n = self.labels.len().max(1);
-        let cell = 44u32;
-        let (left, top) = (90u32, 60u32);
-        let size = (left + cell * n as u32 + 20, top + cell * n as u32 + 70);
-        let tmp = path.with_extension("tmp.png");
-        {
-            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| perr(&e))?;
-            let center = Pos::new(HPos::Center, VPos::Center);
-            root.draw(&Text::new(
-                title.to_string(),
-                (size.0 as i32 / 2, 24),
-                ("sans-serif", 20).into_font().color(&BLACK).pos(center),
-            ))
-            .map_err(|e| perr(&e))?;
-            for (r, row) in self.counts.iter().enumerate() {
-                let gold: u64 = row.iter().sum::<u64>().max(1);
-                for (c, &v) in row.iter().enumerate() {
-                    let f = v as f64 / gold as f64;
-                    let shade = (255.0 * (1.0 - f.sqrt())) as u8;
-                    let x0 = (left + cell * c as u32) as i32;
-                    let y0 = (top + cell * r as u32) as i32;
-                    let color = RGBColor(shade, shade, 255);
-                    root.draw(&Rectangle::new(
-                        [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
-                        color.filled(),
+        let shares: Vec<Vec<f32>> = self
+            .counts
+            .iter()
+            .map(|row| {
+                let gold = row.iter().sum::<u64>().max(1) as f32;
+                row.iter().map(|&v| v as f32 / gold).collect()
+            })
+            .collect();
+        let text: Vec<Vec<String>> = self
+            .counts
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|&v| if v > 0 { v.to_string() } else { String::new() })
+                    .collect()
+            })
+            .collect();
+        plot_heatmap(
+            path,
+            title,
+            "rows: gold, columns: predicted",
+            &self.labels,
+            &self.labels,
+            &shares,
+            Some(&text),
+        )
+    }
+}
+
+/// Draws a matrix of values in `[0, 1]` as a heatmap PNG (white → blue), with row labels on
+/// the left, column labels below (rotated), and optional text in the cells. Used for
+/// confusion matrices and attention weights.
+pub fn plot_heatmap(
+    path: &Path,
+    title: &str,
+    subtitle: &str,
+    row_labels: &[String],
+    col_labels: &[String],
+    values: &[Vec<f32>],
+    cell_text: Option<&[Vec<String>]>,
+) -> Result<()> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    register_font();
+    let perr = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let (rows, cols) = (row_labels.len().max(1), col_labels.len().max(1));
+    let cell = 44u32;
+    let left = 20
+        + 8 * row_labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(4) as u32;
+    let bottom = 20
+        + 7 * col_labels
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(4) as u32;
+    let top = 60u32;
+    let size = (
+        (left + cell * cols as u32 + 20).max(360),
+        top + cell * rows as u32 + bottom,
+    );
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| perr(&e))?;
+        let center = Pos::new(HPos::Center, VPos::Center);
+        root.draw(&Text::new(
+            title.to_string(),
+            (size.0 as i32 / 2, 22),
+            ("sans-serif", 20).into_font().color(&BLACK).pos(center),
+        ))
+        .map_err(|e| perr(&e))?;
+        root.draw(&Text::new(
+            subtitle.to_string(),
+            (size.0 as i32 / 2, 44),
+            ("sans-serif", 12).into_font().color(&BLACK).pos(center),
+        ))
+        .map_err(|e| perr(&e))?;
+        for (r, row) in values.iter().enumerate() {
+            for (c, &f) in row.iter().enumerate() {
+                let f = f.clamp(0.0, 1.0);
+                let shade = (255.0 * (1.0 - f.sqrt())) as u8;
+                let x0 = (left + cell * c as u32) as i32;
+                let y0 = (top + cell * r as u32) as i32;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                    RGBColor(shade, shade, 255).filled(),
+                ))
+                .map_err(|e| perr(&e))?;
+                if let Some(t) = cell_text.and_then(|t| t.get(r)).and_then(|row| row.get(c)) {
+                    let ink = if f > 0.4 { WHITE } else { BLACK };
+                    root.draw(&Text::new(
+                        t.clone(),
+                        (x0 + cell as i32 / 2, y0 + cell as i32 / 2),
+                        ("sans-serif", 11).into_font().color(&ink).pos(center),
                     ))
                     .map_err(|e| perr(&e))?;
-                    if v > 0 {
-                        let ink = if f > 0.4 { WHITE } else { BLACK };
-                        root.draw(&Text::new(
-                            v.to_string(),
-                            (x0 + cell as i32 / 2, y0 + cell as i32 / 2),
-                            ("sans-serif", 11).into_font().color(&ink).pos(center),
-                        ))
-                        .map_err(|e| perr(&e))?;
-                    }
                 }
             }
-            for (i, label) in self.labels.iter().enumerate() {
-                let mid = (cell * i as u32 + cell / 2) as i32;
-                root.draw(&Text::new(
-                    label.clone(),
-                    (left as i32 - 6, top as i32 + mid),
-                    ("sans-serif", 12)
-                        .into_font()
-                        .color(&BLACK)
-                        .pos(Pos::new(HPos::Right, VPos::Center)),
-                ))
-                .map_err(|e| perr(&e))?;
-                root.draw(&Text::new(
-                    label.clone(),
-                    (left as i32 + mid, (top + cell * n as u32) as i32 + 8),
-                    ("sans-serif", 11)
-                        .into_font()
-                        .transform(FontTransform::Rotate90)
-                        .color(&BLACK)
-                        .pos(Pos::new(HPos::Left, VPos::Center)),
-                ))
-                .map_err(|e| perr(&e))?;
-            }
+        }
+        for (i, label) in row_labels.iter().enumerate() {
             root.draw(&Text::new(
-                "rows: gold, columns: predicted".to_string(),
-                (size.0 as i32 / 2, 44),
-                ("sans-serif", 12).into_font().color(&BLACK).pos(center),
+                label.clone(),
+                (left as i32 - 6, (top + cell * i as u32 + cell / 2) as i32),
+                ("sans-serif", 12)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
             ))
             .map_err(|e| perr(&e))?;
-            root.present().map_err(|e| perr(&e))?;
         }
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        for (i, label) in col_labels.iter().enumerate() {
+            root.draw(&Text::new(
+                label.clone(),
+                (
+                    (left + cell * i as u32 + cell / 2) as i32,
+                    (top + cell * rows as u32) as i32 + 8,
+                ),
+                ("sans-serif", 12)
+                    .into_font()
+                    .transform(FontTransform::Rotate90)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(|e| perr(&e))?;
+        }
+        root.present().map_err(|e| perr(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Corpus BLEU (Papineni et al. 2002) as sacreBLEU computes it with `--tokenize none`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bleu {
+    /// 0–100.
+    pub score: f64,
+    /// Clipped n-gram matches, n = 1..4.
+    pub matches: [usize; 4],
+    /// Hypothesis n-grams, n = 1..4.
+    pub totals: [usize; 4],
+    /// Brevity penalty `min(1, exp(1 − r/c))`.
+    pub brevity_penalty: f64,
+    pub hyp_len: usize,
+    pub ref_len: usize,
+}
+
+/// Corpus BLEU-4 of tokenized hypotheses against one reference each:
+/// `BLEU = BP · exp(¼ Σ_n log p_n)`, `p_n` = clipped n-gram matches / hypothesis n-grams summed
+/// over the corpus, `BP = exp(1 − r/c)` when the hypotheses are shorter (`c < r`). A `p_n` with
+/// no match is smoothed as sacreBLEU's default `exp` method does (`1 / (2^k · total_n)` for the
+/// k-th such n), so the score agrees with `sacrebleu --tokenize none`.
+pub fn corpus_bleu<S: AsRef<str>>(hyps: &[Vec<S>], refs: &[Vec<S>]) -> Bleu {
+    use std::collections::HashMap;
+    let mut matches = [0usize; 4];
+    let mut totals = [0usize; 4];
+    let (mut hyp_len, mut ref_len) = (0, 0);
+    for (h, r) in hyps.iter().zip(refs) {
+        let h: Vec<&str> = h.iter().map(AsRef::as_ref).collect();
+        let r: Vec<&str> = r.iter().map(AsRef::as_ref).collect();
+        hyp_len += h.len();
+        ref_len += r.len();
+        for n in 1..=4 {
+            let mut rc: HashMap<&[&str], usize> = HashMap::new();
+            for g in r.windows(n) {
+                *rc.entry(g).or_default() += 1;
+            }
+            let mut hc: HashMap<&[&str], usize> = HashMap::new();
+            for g in h.windows(n) {
+                *hc.entry(g).or_default() += 1;
+            }
+            matches[n - 1] += hc
+                .iter()
+                .map(|(g, c)| (*c).min(rc.get(g).copied().unwrap_or(0)))
+                .sum::<usize>();
+            totals[n - 1] += h.len().saturating_sub(n - 1);
+        }
+    }
+    let brevity_penalty = if hyp_len == 0 {
+        0.0
+    } else if hyp_len < ref_len {
+        (1.0 - ref_len as f64 / hyp_len as f64).exp()
+    } else {
+        1.0
+    };
+    let score = if totals.contains(&0) {
+        0.0
+    } else {
+        let mut smooth = 1.0;
+        let log_sum: f64 = (0..4)
+            .map(|i| {
+                let p = if matches[i] == 0 {
+                    smooth *= 2.0;
+                    1.0 / (smooth * totals[i] as f64)
+                } else {
+                    matches[i] as f64 / totals[i] as f64
+                };
+                p.ln()
+            })
+            .sum();
+        100.0 * brevity_penalty * (log_sum / 4.0).exp()
+    };
+    Bleu {
+        score,
+        matches,
+        totals,
+        brevity_penalty,
+        hyp_len,
+        ref_len,
     }
 }
 
@@ -415,6 +555,47 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bleu_matches_sacrebleu_on_known_cases() {
+        // Expected values: sacrebleu 2.6.0, corpus_bleu(hyps, [refs], tokenize="none").
+        let tok = |v: &[&str]| -> Vec<Vec<String>> {
+            v.iter()
+                .map(|s| s.split(' ').map(String::from).collect())
+                .collect()
+        };
+        let cases: [(&[&str], &[&str], f64, [usize; 4]); 3] = [
+            (
+                &["the cat sat on the mat .", "two dogs run in the park ."],
+                &[
+                    "the cat is on the mat .",
+                    "two dogs are running in a park .",
+                ],
+                29.310459788521953,
+                [11, 6, 2, 1],
+            ),
+            (
+                &["a man rides a bike", "hello"],
+                &["a man is riding a bicycle down the road", "hello world"],
+                10.54969271144651,
+                [4, 1, 0, 0],
+            ),
+            (
+                &["the the the the the the the"],
+                &["the cat is on the mat"],
+                7.809849842300637,
+                [2, 0, 0, 0],
+            ),
+        ];
+        for (h, r, want, m) in cases {
+            let b = corpus_bleu(&tok(h), &tok(r));
+            assert!((b.score - want).abs() < 1e-9, "{} vs {want}", b.score);
+            assert_eq!(b.matches, m);
+        }
+        let same = tok(&["a b c d e"]);
+        assert!((corpus_bleu(&same, &same).score - 100.0).abs() < 1e-9);
+        assert_eq!(corpus_bleu(&tok(&["a b"]), &tok(&["a b c d"])).score, 0.0);
+    }
 
     #[test]
     fn confusion_scores_and_plot() {

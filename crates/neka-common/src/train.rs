@@ -340,6 +340,25 @@ impl Trainer {
         T: Dataset<Batch = M::Batch>,
         V: Dataset<Batch = M::Batch>,
     {
+        self.fit_with(model, train, val, |_| Ok(Vec::new()))
+    }
+
+    /// [`Trainer::fit`] with a hook called after each epoch's validation (with the 1-based
+    /// epoch) that returns extra metrics — e.g. a translation model's validation BLEU. They
+    /// are printed, kept in the history (`metrics.jsonl`, field `extra`) and, for the best
+    /// epoch, in `config.json`.
+    pub fn fit_with<M, T, V>(
+        &mut self,
+        model: &M,
+        train: &T,
+        val: Option<&V>,
+        mut on_epoch: impl FnMut(usize) -> Result<Vec<(String, f64)>>,
+    ) -> Result<FitReport>
+    where
+        M: TrainModel,
+        T: Dataset<Batch = M::Batch>,
+        V: Dataset<Batch = M::Batch>,
+    {
         if train.is_empty() {
             return Err(Error::config("training data", "is empty"));
         }
@@ -443,6 +462,7 @@ impl Trainer {
                 Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
                 None => None,
             };
+            let extra = on_epoch(epoch + 1)?.into_iter().collect();
             let m = EpochMetrics {
                 epoch: epoch + 1,
                 step: self.optimizer.step_count(),
@@ -453,6 +473,7 @@ impl Trainer {
                 val_accuracy: v.map(|v| v.accuracy),
                 samples_per_sec: running.count as f64 / train_secs.max(1e-9),
                 seconds: running.seconds + start.elapsed().as_secs_f64(),
+                extra,
             };
             let score = m.val_accuracy.unwrap_or(m.train_accuracy);
             let improved = self.state.best.is_none_or(|b| score > b);
@@ -475,6 +496,9 @@ impl Trainer {
                 }
                 info.metrics
                     .insert("train_accuracy".into(), m.train_accuracy);
+                for (k, v) in &m.extra {
+                    info.metrics.insert(format!("val_{k}"), *v);
+                }
                 checkpoint::save_model(&self.out_dir, &self.varmap, &info)?;
                 self.state.best_metrics = info.metrics.clone();
                 self.info = info;
@@ -488,8 +512,13 @@ impl Trainer {
             }
             metrics::plot_history(&self.out_dir.join("curves.png"), &self.state.history)?;
             if self.cfg.verbose {
+                let extra: String = m
+                    .extra
+                    .iter()
+                    .map(|(k, v)| format!(" {k} {v:.4}"))
+                    .collect();
                 println!(
-                    "epoch {}/{}  train loss {:.4} acc {:.2}%{}  lr {:.2e}  {:.0} samples/s  {:.1}s{}",
+                    "epoch {}/{}  train loss {:.4} acc {:.2}%{}{extra}  lr {:.2e}  {:.0} samples/s  {:.1}s{}",
                     epoch + 1,
                     total_epochs,
                     m.train_loss,

@@ -10,9 +10,11 @@
 //! * The **character model** gives every word, seen in training or not, a vector built from its
 //!   spelling (suffixes like *-ly*, *-ing*, capitals, digits), so unknown words still get
 //!   sensible tags. It runs once per distinct word of a batch ([`TagBatch::chars`]).
-//! * **Word dropout**: in training each word id is replaced by `<unk>` with probability
-//!   `word_dropout`, so the `<unk>` embedding is trained and the model learns to lean on the
-//!   character features for rare words.
+//! * **Word dropout**: in training a word id is replaced by `<unk>`, so the `<unk>` embedding is
+//!   trained and the model learns to lean on the character features for rare words: with
+//!   probability `word_dropout` for every word, and/or — once the training counts are set with
+//!   [`Tagger::set_word_counts`] — with probability `α / (α + count(w))` (`word_dropout_alpha`,
+//!   Kiperwasser & Goldberg 2016), which drops rare words often and frequent words almost never.
 //! * The sentence network is [`AnyRecurrent`]: `cell = lstm` is the BiLSTM tagger; `cell = rnn`
 //!   puts the lecture's Elman RNN in its place (same sizes), to compare them on real data.
 //! * The loss is [`masked_cross_entropy`]: padded positions count for nothing.
@@ -32,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The tagger's shape. Defaults: word 100, char BiLSTM 2×50 over 50-dim char embeddings,
-/// 2-layer BiLSTM 2×200, dropout 0.33, word dropout 0.25.
+/// 2-layer BiLSTM 2×200, dropout 0.33, frequency-aware word dropout with α = 0.25.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -52,8 +54,10 @@ pub struct Config {
     pub num_layers: usize,
     /// Dropout on the word vectors, between recurrent layers, and before `V`.
     pub dropout: f32,
-    /// Probability of replacing a word id by `<unk>` in training.
+    /// Probability of replacing any word id by `<unk>` in training.
     pub word_dropout: f32,
+    /// `α` of the frequency-aware word dropout `α / (α + count(w))` (0 = off).
+    pub word_dropout_alpha: f32,
     /// How words map to ids (saved with the model, so tagging uses the same mapping).
     pub vocab: TaggingVocabConfig,
 }
@@ -72,7 +76,8 @@ impl Default for Config {
             hidden_size: 200,
             num_layers: 2,
             dropout: 0.33,
-            word_dropout: 0.25,
+            word_dropout: 0.0,
+            word_dropout_alpha: 0.25,
             vocab: TaggingVocabConfig::default(),
         }
     }
@@ -180,6 +185,8 @@ pub struct Tagger {
     chars: Option<(Embedding, AnyRecurrent)>,
     net: ManyToMany<AnyRecurrent>,
     dropout: Dropout,
+    /// Per word id: the probability of dropping it to `<unk>` in training.
+    drop_probs: Option<Vec<f32>>,
     cfg: Config,
 }
 
@@ -195,10 +202,13 @@ impl Tagger {
             )
             .into());
         }
-        if !(0.0..1.0).contains(&cfg.word_dropout) {
+        if !(0.0..1.0).contains(&cfg.word_dropout) || cfg.word_dropout_alpha < 0.0 {
             return Err(neka_common::Error::config(
                 "word_dropout",
-                format!("{} is not in [0, 1)", cfg.word_dropout),
+                format!(
+                    "word_dropout {} must be in [0, 1) and word_dropout_alpha {} ≥ 0",
+                    cfg.word_dropout, cfg.word_dropout_alpha
+                ),
             )
             .into());
         }
@@ -223,8 +233,26 @@ impl Tagger {
             chars,
             net: ManyToMany::new(rnn, cfg.num_tags, vb)?,
             dropout: Dropout::new(cfg.dropout)?,
+            drop_probs: None,
             cfg,
         })
+    }
+
+    /// Training counts of every word id (from [`TaggingVocabs::word_counts`]), for the
+    /// frequency-aware word dropout: `p(w) = max(word_dropout, α / (α + count(w)))`.
+    pub fn set_word_counts(&mut self, counts: &[usize]) {
+        let (p, a) = (self.cfg.word_dropout, self.cfg.word_dropout_alpha);
+        self.drop_probs = Some(
+            counts
+                .iter()
+                .enumerate()
+                .map(|(id, &c)| match id {
+                    0 | 1 => 0.0, // <pad>, <unk>
+                    _ if a > 0.0 => p.max(a / (a + c as f32)),
+                    _ => p,
+                })
+                .collect(),
+        );
     }
 
     pub fn config(&self) -> &Config {
@@ -237,11 +265,16 @@ impl Tagger {
         let (b, t) = batch.shape;
         let dev = self.word_embed.embeddings().device();
         let mut words = batch.words.clone();
-        if train && self.cfg.word_dropout > 0.0 {
-            let p = self.cfg.word_dropout;
+        if train && (self.cfg.word_dropout > 0.0 || self.drop_probs.is_some()) {
+            let uniform = self.cfg.word_dropout;
             neka_common::rng::with_rng(|r| {
                 use rand::Rng;
-                for w in words.iter_mut().filter(|w| **w != 0) {
+                for w in words.iter_mut().filter(|w| **w > 1) {
+                    let p = self
+                        .drop_probs
+                        .as_ref()
+                        .and_then(|ps| ps.get(*w as usize).copied())
+                        .unwrap_or(uniform);
                     if r.random::<f32>() < p {
                         *w = 1; // <unk>
                     }

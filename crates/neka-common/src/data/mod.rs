@@ -1,9 +1,10 @@
-//! Data: IDX files (MNIST, Fashion-MNIST), text and CoNLL-U files, datasets, splits and
+//! Data: IDX files (MNIST, Fashion-MNIST), text, parallel text and CoNLL-U files, datasets, splits and
 //! batching (bucketed by length for sequences).
 
 pub mod conllu;
 pub mod dataset;
 pub mod idx;
+pub mod parallel;
 pub mod stream;
 pub mod tagging;
 pub mod text;

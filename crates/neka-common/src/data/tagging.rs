@@ -110,6 +110,16 @@ impl TaggingVocabs {
         }
     }
 
+    /// How often each word id occurs in `sentences` (after lowercasing; `<unk>` counts the
+    /// words outside the vocabulary), indexed by id.
+    pub fn word_counts(&self, sentences: &[TaggedSentence]) -> Vec<usize> {
+        let mut counts = vec![0; self.words.len()];
+        for f in sentences.iter().flat_map(|s| &s.forms) {
+            counts[self.word_id(f) as usize] += 1;
+        }
+        counts
+    }
+
     /// Writes `words.json`, `chars.json`, `tags.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -358,6 +368,7 @@ mod tests {
         assert_eq!(v.tags.len(), 17);
         assert_eq!(v.word_id("CAT"), 2);
         assert_eq!(v.word_id("dog"), 1);
+        assert_eq!(v.word_counts(&train), [0, 2, 2, 2]); // "sat" and "." are below min_freq
         let long = "x".repeat(40) + "ing";
         assert_eq!(v.char_ids(&long).len(), MAX_WORD_CHARS);
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,158 @@
+//! Parallel text for translation: two line-aligned files (plain or gzip), one sentence per
+//! line, lowercased and tokenized with [`super::text::tokenize`].
+//!
+//! Rules, reported in [`ParallelCorpus::skipped`] and never applied silently:
+//! * files with different line counts are an error naming both files and both counts;
+//! * a pair with an empty side (after tokenizing) is skipped;
+//! * a pair with a side longer than `max_tokens` tokens is skipped.
+
+use super::text;
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// How to read a parallel corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelConfig {
+    /// Pairs with a side longer than this (in tokens) are skipped.
+    pub max_tokens: usize,
+    /// Lowercase before tokenizing.
+    pub lowercase: bool,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 100,
+            lowercase: true,
+        }
+    }
+}
+
+/// Tokenized sentence pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParallelCorpus {
+    pub pairs: Vec<(Vec<String>, Vec<String>)>,
+    /// Lines skipped by the rules, as `(1-based line number, reason)`.
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Lowercases (if asked) and tokenizes one sentence.
+pub fn prepare(line: &str, lowercase: bool) -> Vec<String> {
+    if lowercase {
+        text::tokenize(&line.to_lowercase())
+    } else {
+        text::tokenize(line)
+    }
+}
+
+/// Reads two line-aligned files.
+pub fn read_parallel(src: &Path, tgt: &Path, cfg: ParallelConfig) -> Result<ParallelCorpus> {
+    let s = text::read_lines(src)?;
+    let t = text::read_lines(tgt)?;
+    if s.len() != t.len() {
+        return Err(Error::config(
+            "parallel files",
+            format!(
+                "{} has {} lines but {} has {}: the two sides must be line-aligned",
+                src.display(),
+                s.len(),
+                tgt.display(),
+                t.len()
+            ),
+        ));
+    }
+    let mut out = ParallelCorpus::default();
+    for (i, (a, b)) in s.iter().zip(&t).enumerate() {
+        let (a, b) = (prepare(a, cfg.lowercase), prepare(b, cfg.lowercase));
+        let reason = if a.is_empty() || b.is_empty() {
+            Some("empty side".to_string())
+        } else if a.len().max(b.len()) > cfg.max_tokens {
+            Some(format!(
+                "longer than {} tokens ({} / {})",
+                cfg.max_tokens,
+                a.len(),
+                b.len()
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => out.skipped.push((i + 1, r)),
+            None => out.pairs.push((a, b)),
+        }
+    }
+    Ok(out)
+}
+
+/// The Multi30k folder under a data root.
+pub const MULTI30K_FOLDER: &str = "multi30k";
+/// Languages of Multi30k task 1.
+pub const MULTI30K_LANGS: [&str; 3] = ["en", "de", "fr"];
+
+/// Paths of a Multi30k split (`train`, `val`, `test_2016_flickr`) for two languages in a data
+/// root (`DIR/multi30k/{split}.{lang}[.gz]`).
+pub fn multi30k_files(
+    root: &Path,
+    split: &str,
+    src: &str,
+    tgt: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    for lang in [src, tgt] {
+        if !MULTI30K_LANGS.contains(&lang) {
+            return Err(Error::config(
+                "language",
+                format!("`{lang}`: Multi30k has en, de and fr"),
+            ));
+        }
+    }
+    let dir = root.join(MULTI30K_FOLDER);
+    let find = |lang: &str| {
+        text::find_file(&dir, &format!("{split}.{lang}")).ok_or_else(|| {
+            Error::DataNotFound(format!(
+                "Multi30k not found: {} holds no {split}.{lang}[.gz]. Download Multi30k task 1 \
+                 (https://github.com/multi30k/dataset, data/task1/raw) into it",
+                dir.display()
+            ))
+        })
+    };
+    Ok((find(src)?, find(tgt)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pairs_and_reports_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("x.de"), dir.path().join("x.en"));
+        std::fs::write(
+            &a,
+            "Ein Hund läuft.\n\nsehr sehr sehr sehr lang\nZwei Männer.\n",
+        )
+        .unwrap();
+        std::fs::write(&b, "A dog runs.\nnothing\nvery long\nTwo men.\n").unwrap();
+        let c = read_parallel(
+            &a,
+            &b,
+            ParallelConfig {
+                max_tokens: 4,
+                lowercase: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.pairs.len(), 2);
+        assert_eq!(c.pairs[0].0, ["ein", "hund", "läuft", "."]);
+        assert_eq!(c.pairs[1].1, ["two", "men", "."]);
+        assert_eq!(c.skipped[0], (2, "empty side".to_string()));
+        assert!(c.skipped[1].1.starts_with("longer than 4"));
+        std::fs::write(&b, "A dog runs.\n").unwrap();
+        let e = read_parallel(&a, &b, ParallelConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.de has 4 lines but") && e.contains("x.en has 1"),
+            "{e}"
+        );
+    }
+}

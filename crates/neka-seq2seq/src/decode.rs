@@ -1,0 +1,192 @@
+//! Decoding: batched greedy search and beam search, both returning the attention weights.
+//!
+//! Greedy picks `argmax_y p(y | y_<t, x)` at every step for a whole batch of sentences.
+//! Beam search keeps the `k` best partial translations of a sentence by total log-probability;
+//! a hypothesis that emits `<eos>` is finished and scored `log p / len^α` (length
+//! normalisation, `α = length_penalty`); the search stops when `k` hypotheses are finished or
+//! at `max_len`. With `k = 1` it is greedy search.
+
+use crate::data::{SourceBatch, BOS_ID, EOS_ID};
+use crate::model::{Encoded, Seq2Seq};
+use candle_core::{Result, Tensor, D};
+
+/// One translation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Target ids, without `<bos>`, up to and including `<eos>` if it was produced.
+    pub ids: Vec<u32>,
+    /// Total log-probability.
+    pub log_prob: f64,
+    /// Attention weights, one row over the source tokens per output token (empty without
+    /// attention).
+    pub attention: Vec<Vec<f32>>,
+}
+
+/// Decoding limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeConfig {
+    /// At most `max_len_a · S + max_len_b` output tokens for a source of `S` tokens.
+    pub max_len_a: f64,
+    pub max_len_b: usize,
+    pub beam: usize,
+    /// `α` of the length normalisation `log p / len^α`.
+    pub length_penalty: f64,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            max_len_a: 2.0,
+            max_len_b: 10,
+            beam: 5,
+            length_penalty: 1.0,
+        }
+    }
+}
+
+impl DecodeConfig {
+    fn max_len(&self, src_len: usize) -> usize {
+        (self.max_len_a * src_len as f64) as usize + self.max_len_b
+    }
+}
+
+/// Greedy search for a batch of sentences.
+pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<Vec<Hypothesis>> {
+    let dev = src.ids.device();
+    let b = src.lengths.len();
+    let (enc, mut state) = model.encode(src, false)?;
+    let mut y = model.bos(b, dev)?;
+    let mut hyps = vec![
+        Hypothesis {
+            ids: Vec::new(),
+            log_prob: 0.0,
+            attention: Vec::new(),
+        };
+        b
+    ];
+    let mut done = vec![false; b];
+    let limit = src
+        .lengths
+        .iter()
+        .map(|&l| cfg.max_len(l))
+        .max()
+        .unwrap_or(1);
+    for _ in 0..limit {
+        let (logits, alpha, next) = model.step(&y, &state, &enc, false)?;
+        state = next;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let best: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
+        let lp: Vec<Vec<f32>> = logp.to_vec2()?;
+        let att: Option<Vec<Vec<f32>>> = alpha.map(|a| a.to_vec2()).transpose()?;
+        for i in 0..b {
+            if done[i] {
+                continue;
+            }
+            let h = &mut hyps[i];
+            h.ids.push(best[i]);
+            h.log_prob += lp[i][best[i] as usize] as f64;
+            if let Some(a) = &att {
+                h.attention.push(a[i][..src.lengths[i]].to_vec());
+            }
+            done[i] = best[i] == EOS_ID || h.ids.len() >= cfg.max_len(src.lengths[i]);
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        y = Tensor::from_vec(best, b, dev)?;
+    }
+    Ok(hyps)
+}
+
+/// Beam search for one sentence `src` (ids, no padding).
+pub fn beam_search(model: &Seq2Seq, src: &[u32], cfg: &DecodeConfig) -> Result<Hypothesis> {
+    let dev = model.device();
+    let k = cfg.beam.max(1);
+    let s = src.len();
+    let batch =
+        SourceBatch::new(&[src], &dev).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let (enc1, mut state) = model.encode(&batch, false)?;
+    let mut beams = vec![Hypothesis {
+        ids: Vec::new(),
+        log_prob: 0.0,
+        attention: Vec::new(),
+    }];
+    let mut finished: Vec<Hypothesis> = Vec::new();
+    let norm = |h: &Hypothesis| h.log_prob / (h.ids.len().max(1) as f64).powf(cfg.length_penalty);
+    for _ in 0..cfg.max_len(s) {
+        let n = beams.len();
+        // The sentence's encoding, once per live hypothesis.
+        let rows = Tensor::zeros(n, candle_core::DType::U32, &dev)?;
+        let enc = Encoded {
+            outputs: enc1.outputs.index_select(&rows, 0)?,
+            keys: enc1
+                .keys
+                .as_ref()
+                .map(|t| t.index_select(&rows, 0))
+                .transpose()?,
+            mask_bias: enc1.mask_bias.index_select(&rows, 0)?,
+        };
+        let last: Vec<u32> = beams
+            .iter()
+            .map(|h| h.ids.last().copied().unwrap_or(BOS_ID))
+            .collect();
+        let y = Tensor::from_vec(last, n, &dev)?;
+        let (logits, alpha, next) = model.step(&y, &state, &enc, false)?;
+        let lp: Vec<Vec<f32>> = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2()?;
+        let att: Option<Vec<Vec<f32>>> = alpha.map(|a| a.to_vec2()).transpose()?;
+        // The 2k best (hypothesis, token) extensions by total log-probability; ties broken by
+        // hypothesis, then token id (so k = 1 picks what argmax picks).
+        let order = |a: &(f64, usize, u32), b: &(f64, usize, u32)| {
+            b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+        };
+        let mut cand: Vec<(f64, usize, u32)> = lp
+            .iter()
+            .enumerate()
+            .flat_map(|(i, row)| {
+                let base = beams[i].log_prob;
+                row.iter()
+                    .enumerate()
+                    .map(move |(v, &p)| (base + p as f64, i, v as u32))
+            })
+            .collect();
+        let keep = (2 * k).min(cand.len());
+        cand.select_nth_unstable_by(keep - 1, order);
+        cand.truncate(keep);
+        cand.sort_by(order);
+        let mut next_beams = Vec::with_capacity(k);
+        let mut parents = Vec::with_capacity(k);
+        for (rank, (score, i, v)) in cand.into_iter().enumerate() {
+            if v == EOS_ID && rank >= k {
+                continue; // an <eos> outside the top k does not end a hypothesis
+            }
+            let mut h = beams[i].clone();
+            h.ids.push(v);
+            h.log_prob = score;
+            if let Some(a) = &att {
+                h.attention.push(a[i][..s].to_vec());
+            }
+            if v == EOS_ID {
+                finished.push(h);
+            } else {
+                next_beams.push(h);
+                parents.push(i as u32);
+                if next_beams.len() == k {
+                    break;
+                }
+            }
+        }
+        beams = next_beams;
+        if finished.len() >= k || beams.is_empty() {
+            break;
+        }
+        state = next.select(&Tensor::from_vec(parents, beams.len(), &dev)?)?;
+    }
+    finished.extend(beams);
+    let best = finished
+        .into_iter()
+        .map(|h| (norm(&h), h))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, h)| h)
+        .expect("at least one hypothesis");
+    Ok(best)
+}

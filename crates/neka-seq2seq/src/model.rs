@@ -1,0 +1,484 @@
+//! The encoder–decoder: the lecture's seq2seq — a many-to-one encoder and a one-to-many
+//! decoder — with attention.
+//!
+//! ```text
+//! encoder   e_j = embed(x_j)        [h_j^→ ; h_j^←] = BiLSTM(e_1 … e_S)        (B, S, 2·He)
+//! bridge    s_0 = tanh(W_b [h_S^→ ; h_1^←] + b)   (and C_0 likewise for the LSTM)   (B, Hd)
+//! decoder   s_t = LSTM(embed(y_{t−1}) [; c_t for Bahdanau], s_{t−1})
+//! attention α_tj = softmax_j(score(q_t, h_j)) over real source tokens only,  c_t = Σ_j α_tj h_j
+//!           bahdanau (additive): score = vᵀ tanh(W_q s_{t−1} + W_k h_j),  c_t feeds the LSTM input
+//!           luong (general):     score = s_tᵀ W_a h_j;   dot: score = s_tᵀ h_j (needs Hd = 2·He)
+//! output    s̃_t = tanh(W_c [c_t ; s_t]),  p(y_t | y_<t, x) = softmax(W_o s̃_t)
+//!           none (plain seq2seq): p(y_t | …) = softmax(W_o s_t)
+//! ```
+//!
+//! With Luong / dot / no attention and full teacher forcing the decoder runs over the whole
+//! target in one call of the fused recurrent kernel and attends with two batched matmuls;
+//! Bahdanau attention (its context enters the LSTM input) and scheduled sampling run step by
+//! step.
+
+use crate::data::{Seq2SeqBatch, SourceBatch, BOS_ID};
+use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use neka_common::loss::{masked_correct, masked_cross_entropy};
+use neka_common::nn::{linear, Dropout};
+use neka_common::train::{StepOutput, TrainModel};
+use neka_lstm::{AnyRecurrent, CellType, RecurrentConfig, SeqInput, SequenceEncoder};
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+/// How the decoder looks at the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// The lecture's plain seq2seq: the source reaches the decoder only through `s_0`.
+    None,
+    /// Additive (Bahdanau et al. 2015).
+    Bahdanau,
+    /// Multiplicative, `s_tᵀ W_a h_j` (Luong et al. 2015, "general").
+    #[default]
+    Luong,
+    /// `s_tᵀ h_j` (Luong "dot"); needs `dec_hidden = 2 · enc_hidden`.
+    Dot,
+}
+
+impl std::str::FromStr for AttentionKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "bahdanau" | "additive" => Ok(Self::Bahdanau),
+            "luong" | "general" => Ok(Self::Luong),
+            "dot" => Ok(Self::Dot),
+            o => Err(format!(
+                "unknown attention `{o}` (none, bahdanau, luong or dot)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Bahdanau => "bahdanau",
+            Self::Luong => "luong",
+            Self::Dot => "dot",
+        })
+    }
+}
+
+/// The model's shape and training behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `lstm` or `gru` (`rnn` works too).
+    pub cell: CellType,
+    pub src_vocab: usize,
+    pub tgt_vocab: usize,
+    pub embed_dim: usize,
+    /// Encoder hidden size per direction.
+    pub enc_hidden: usize,
+    pub enc_layers: usize,
+    pub dec_hidden: usize,
+    pub attention: AttentionKind,
+    pub dropout: f32,
+    /// Probability of feeding the gold previous token (teacher forcing) at the start …
+    pub teacher_forcing: f64,
+    /// … falling linearly to this over `teacher_forcing_steps` optimizer steps.
+    pub teacher_forcing_final: f64,
+    pub teacher_forcing_steps: usize,
+    /// Label smoothing ε of the training loss.
+    pub label_smoothing: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cell: CellType::Lstm,
+            src_vocab: 0,
+            tgt_vocab: 0,
+            embed_dim: 256,
+            enc_hidden: 256,
+            enc_layers: 1,
+            dec_hidden: 512,
+            attention: AttentionKind::Luong,
+            dropout: 0.3,
+            teacher_forcing: 1.0,
+            teacher_forcing_final: 1.0,
+            teacher_forcing_steps: 0,
+            label_smoothing: 0.1,
+        }
+    }
+}
+
+/// What the encoder hands the decoder.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `h_j`: `(B, S, 2·He)`.
+    pub outputs: Tensor,
+    /// Precomputed attention keys: `W_k h_j` (Bahdanau), `W_a h_j` (Luong), `h_j` (dot).
+    pub keys: Option<Tensor>,
+    /// `(B, 1, S)`: 0 at real tokens, −1e9 at padding (added to the scores).
+    pub mask_bias: Tensor,
+}
+
+/// The decoder's recurrent state: `s (1, B, Hd)` and, for the LSTM, `C (1, B, Hd)`.
+#[derive(Debug, Clone)]
+pub struct DecoderState {
+    pub h: Tensor,
+    pub c: Option<Tensor>,
+}
+
+impl DecoderState {
+    /// Rows `idx` of the state (beam search reorders hypotheses).
+    pub fn select(&self, idx: &Tensor) -> Result<Self> {
+        Ok(Self {
+            h: self.h.index_select(idx, 1)?,
+            c: self
+                .c
+                .as_ref()
+                .map(|c| c.index_select(idx, 1))
+                .transpose()?,
+        })
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Seq2Seq {
+    src_embed: Embedding,
+    encoder: AnyRecurrent,
+    bridge_h: Linear,
+    bridge_c: Option<Linear>,
+    tgt_embed: Embedding,
+    decoder: AnyRecurrent,
+    /// Bahdanau: `W_q` (query), `W_k` (keys), `v`. Luong: `W_a` as `w_k`.
+    w_q: Option<Linear>,
+    w_k: Option<Linear>,
+    v: Option<Linear>,
+    combine: Option<Linear>,
+    out: Linear,
+    dropout: Dropout,
+    cfg: Config,
+    /// Optimizer steps seen (for the teacher-forcing schedule).
+    steps: Cell<usize>,
+}
+
+impl Seq2Seq {
+    pub fn new(cfg: Config, vb: VarBuilder) -> neka_lstm::Result<Self> {
+        let bad = |msg: String| {
+            neka_lstm::Error::Common(neka_common::Error::config("seq2seq config", msg))
+        };
+        if cfg.src_vocab < 5 || cfg.tgt_vocab < 5 {
+            return Err(bad(format!(
+                "src_vocab {} / tgt_vocab {}: set them from the vocabularies",
+                cfg.src_vocab, cfg.tgt_vocab
+            )));
+        }
+        if cfg.attention == AttentionKind::Dot && cfg.dec_hidden != 2 * cfg.enc_hidden {
+            return Err(bad(format!(
+                "dot attention needs dec_hidden = 2 × enc_hidden, got {} and {}",
+                cfg.dec_hidden, cfg.enc_hidden
+            )));
+        }
+        let (e, he, hd) = (cfg.embed_dim, cfg.enc_hidden, cfg.dec_hidden);
+        let src_embed = candle_nn::embedding(cfg.src_vocab, e, vb.pp("src_embed"))?;
+        let enc_cfg = RecurrentConfig::new(e, he)
+            .num_layers(cfg.enc_layers)
+            .bidirectional(true)
+            .dropout(cfg.dropout);
+        let encoder = AnyRecurrent::new(cfg.cell, enc_cfg, vb.pp("encoder"))?;
+        let bridge_h = linear(2 * he, hd, true, vb.pp("bridge_h"))?;
+        let bridge_c = if cfg.cell == CellType::Lstm {
+            Some(linear(2 * he, hd, true, vb.pp("bridge_c"))?)
+        } else {
+            None
+        };
+        let tgt_embed = candle_nn::embedding(cfg.tgt_vocab, e, vb.pp("tgt_embed"))?;
+        let dec_in = e + if cfg.attention == AttentionKind::Bahdanau {
+            2 * he
+        } else {
+            0
+        };
+        let decoder =
+            AnyRecurrent::new(cfg.cell, RecurrentConfig::new(dec_in, hd), vb.pp("decoder"))?;
+        let (w_q, w_k, v) = match cfg.attention {
+            AttentionKind::Bahdanau => (
+                Some(linear(hd, hd, false, vb.pp("attention.w_q"))?),
+                Some(linear(2 * he, hd, true, vb.pp("attention.w_k"))?),
+                Some(linear(hd, 1, false, vb.pp("attention.v"))?),
+            ),
+            AttentionKind::Luong => (
+                None,
+                Some(linear(2 * he, hd, false, vb.pp("attention.w_a"))?),
+                None,
+            ),
+            AttentionKind::Dot | AttentionKind::None => (None, None, None),
+        };
+        let combine = if cfg.attention == AttentionKind::None {
+            None
+        } else {
+            Some(linear(2 * he + hd, hd, true, vb.pp("combine"))?)
+        };
+        let out = linear(hd, cfg.tgt_vocab, true, vb.pp("out"))?;
+        Ok(Self {
+            src_embed,
+            encoder,
+            bridge_h,
+            bridge_c,
+            tgt_embed,
+            decoder,
+            w_q,
+            w_k,
+            v,
+            combine,
+            out,
+            dropout: Dropout::new(cfg.dropout)?,
+            cfg,
+            steps: Cell::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> Device {
+        self.out.weight().device().clone()
+    }
+
+    /// Runs the encoder; returns what the decoder attends to and its initial state.
+    pub fn encode(&self, src: &SourceBatch, train: bool) -> Result<(Encoded, DecoderState)> {
+        let x = self
+            .dropout
+            .forward_t(&self.src_embed.forward(&src.ids)?, train)?;
+        let input = SeqInput {
+            lengths: Some(&src.lengths),
+            ..Default::default()
+        };
+        let enc = self.encoder.encode(&x, input, train)?;
+        let outputs = enc.output; // (B, S, 2He), zero past each length
+        let last = |t: &Tensor| -> Result<Tensor> {
+            // (L·2, B, He) → last layer's [→ ; ←] (B, 2He)
+            let n = t.dim(0)?;
+            t.narrow(0, n - 2, 2)?.transpose(0, 1)?.flatten_from(1)
+        };
+        let h = self
+            .bridge_h
+            .forward(&last(&enc.h_n)?)?
+            .tanh()?
+            .unsqueeze(0)?;
+        let c = match (&self.bridge_c, &enc.c_n) {
+            (Some(bc), Some(c_n)) => Some(bc.forward(&last(c_n)?)?.tanh()?.unsqueeze(0)?),
+            _ => None,
+        };
+        let keys = match self.cfg.attention {
+            AttentionKind::None => None,
+            AttentionKind::Dot => Some(outputs.clone()),
+            _ => Some(self.w_k.as_ref().expect("keys layer").forward(&outputs)?),
+        };
+        let mask_bias = ((&src.mask - 1.0)? * 1e9)?.unsqueeze(1)?;
+        Ok((
+            Encoded {
+                outputs,
+                keys,
+                mask_bias,
+            },
+            DecoderState { h, c },
+        ))
+    }
+
+    /// Masked softmax over the source and the context: `scores (B, T, S)` → `α (B, T, S)`,
+    /// `c (B, T, 2He)`.
+    fn attend(&self, scores: &Tensor, enc: &Encoded) -> Result<(Tensor, Tensor)> {
+        let alpha = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&enc.mask_bias)?)?;
+        let ctx = alpha.matmul(&enc.outputs)?;
+        Ok((alpha, ctx))
+    }
+
+    /// `s̃ = tanh(W_c [c ; s])` (or `s` without attention) → dropout → logits.
+    fn output(&self, s: &Tensor, ctx: Option<&Tensor>, train: bool) -> Result<Tensor> {
+        let h = match (&self.combine, ctx) {
+            (Some(w_c), Some(ctx)) => w_c.forward(&Tensor::cat(&[ctx, s], D::Minus1)?)?.tanh()?,
+            _ => s.clone(),
+        };
+        self.out.forward(&self.dropout.forward_t(&h, train)?)
+    }
+
+    /// One decoder step: previous tokens `y (B)` → logits `(B, V)`, attention `(B, S)` (if
+    /// any), next state.
+    pub fn step(
+        &self,
+        y: &Tensor,
+        state: &DecoderState,
+        enc: &Encoded,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>, DecoderState)> {
+        let emb = self
+            .dropout
+            .forward_t(&self.tgt_embed.forward(y)?, train)?
+            .unsqueeze(1)?; // (B, 1, E)
+        let mut alpha = None;
+        let mut ctx = None;
+        let x = if self.cfg.attention == AttentionKind::Bahdanau {
+            // score_j = vᵀ tanh(W_q s_{t−1} + W_k h_j)
+            let q = self
+                .w_q
+                .as_ref()
+                .expect("query layer")
+                .forward(&state.h.transpose(0, 1)?)?; // (B, 1, Hd)
+            let keys = enc.keys.as_ref().expect("keys");
+            let e = keys.broadcast_add(&q)?.tanh()?; // (B, S, Hd)
+            let scores = self.v.as_ref().expect("v").forward(&e)?.transpose(1, 2)?; // (B, 1, S)
+            let (a, c) = self.attend(&scores, enc)?;
+            let x = Tensor::cat(&[&emb, &c], D::Minus1)?;
+            alpha = Some(a);
+            ctx = Some(c);
+            x
+        } else {
+            emb
+        };
+        let input = SeqInput {
+            h0: Some(&state.h),
+            c0: state.c.as_ref(),
+            ..Default::default()
+        };
+        let r = self.decoder.encode(&x, input, train)?;
+        let s = r.output; // (B, 1, Hd)
+        if matches!(
+            self.cfg.attention,
+            AttentionKind::Luong | AttentionKind::Dot
+        ) {
+            let keys = enc.keys.as_ref().expect("keys");
+            let scores = s.matmul(&keys.transpose(1, 2)?)?; // (B, 1, S)
+            let (a, c) = self.attend(&scores, enc)?;
+            alpha = Some(a);
+            ctx = Some(c);
+        }
+        let logits = self.output(&s, ctx.as_ref(), train)?.squeeze(1)?;
+        let next = DecoderState { h: r.h_n, c: r.c_n };
+        Ok((logits, alpha.map(|a| a.squeeze(1)).transpose()?, next))
+    }
+
+    /// Teacher-forcing probability at the current optimizer step.
+    pub fn teacher_forcing_ratio(&self) -> f64 {
+        let c = &self.cfg;
+        if c.teacher_forcing_steps == 0 {
+            return c.teacher_forcing;
+        }
+        let f = (self.steps.get() as f64 / c.teacher_forcing_steps as f64).min(1.0);
+        c.teacher_forcing + f * (c.teacher_forcing_final - c.teacher_forcing)
+    }
+
+    /// Logits `(B, T, V)` for a batch, reading `tgt_in` (teacher forcing with probability
+    /// `ratio`, else the model's own previous prediction).
+    pub fn forward_batch(&self, batch: &Seq2SeqBatch, ratio: f64, train: bool) -> Result<Tensor> {
+        let parallel = ratio >= 1.0 && self.cfg.attention != AttentionKind::Bahdanau;
+        if parallel {
+            self.forward_parallel(batch, train)
+        } else {
+            self.forward_stepwise(batch, ratio, train)
+        }
+    }
+
+    /// Full teacher forcing with the whole target in one call of the recurrent network, then
+    /// attention for all steps at once (not for Bahdanau attention, whose context is an input).
+    pub fn forward_parallel(&self, batch: &Seq2SeqBatch, train: bool) -> Result<Tensor> {
+        if self.cfg.attention == AttentionKind::Bahdanau {
+            candle_core::bail!("Bahdanau attention feeds c_t into the decoder: decode step by step")
+        }
+        let (enc, state) = self.encode(&batch.src, train)?;
+        {
+            // The whole target in one call of the recurrent network, then attention for all t.
+            let emb = self
+                .dropout
+                .forward_t(&self.tgt_embed.forward(&batch.tgt_in)?, train)?;
+            let input = SeqInput {
+                lengths: Some(&batch.tgt_lengths),
+                h0: Some(&state.h),
+                c0: state.c.as_ref(),
+            };
+            let s = self.decoder.encode(&emb, input, train)?.output; // (B, T, Hd)
+            let ctx = match &enc.keys {
+                Some(keys) => {
+                    let scores = s.matmul(&keys.transpose(1, 2)?)?; // (B, T, S)
+                    Some(self.attend(&scores, &enc)?.1)
+                }
+                None => None,
+            };
+            self.output(&s, ctx.as_ref(), train)
+        }
+    }
+
+    /// Step by step with [`Seq2Seq::step`]: the gold previous token with probability `ratio`
+    /// (teacher forcing), else the model's own prediction (scheduled sampling).
+    pub fn forward_stepwise(
+        &self,
+        batch: &Seq2SeqBatch,
+        ratio: f64,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (enc, state) = self.encode(&batch.src, train)?;
+        let (b, t) = batch.tgt_in.dims2()?;
+        let gold: Vec<Vec<u32>> = batch.tgt_in.to_vec2()?;
+        let mut state = state;
+        let mut y = batch.tgt_in.narrow(1, 0, 1)?.squeeze(1)?;
+        let mut all = Vec::with_capacity(t);
+        for step in 0..t {
+            let (logits, _, next) = self.step(&y, &state, &enc, train)?;
+            state = next;
+            if step + 1 < t {
+                let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+                let ys: Vec<u32> = neka_common::rng::with_rng(|r| {
+                    use rand::Rng;
+                    (0..b)
+                        .map(|i| {
+                            if ratio >= 1.0 || r.random::<f64>() < ratio {
+                                gold[i][step + 1]
+                            } else {
+                                pred[i]
+                            }
+                        })
+                        .collect()
+                });
+                y = Tensor::from_vec(ys, b, batch.tgt_in.device())?;
+            }
+            all.push(logits);
+        }
+        Tensor::stack(&all, 1)
+    }
+
+    /// A `(B)` tensor of `<bos>`.
+    pub fn bos(&self, b: usize, device: &Device) -> Result<Tensor> {
+        Tensor::full(BOS_ID, b, device)
+    }
+}
+
+impl TrainModel for Seq2Seq {
+    type Batch = Seq2SeqBatch;
+
+    /// Masked (label-smoothed in training) cross-entropy over the target tokens; `correct` =
+    /// tokens whose argmax is the gold token.
+    fn step(&self, batch: &Seq2SeqBatch, train: bool) -> Result<StepOutput> {
+        let ratio = if train {
+            self.teacher_forcing_ratio()
+        } else {
+            1.0
+        };
+        let logits = self.forward_batch(batch, ratio, train)?;
+        if train {
+            self.steps.set(self.steps.get() + 1);
+        }
+        let (b, t, v) = logits.dims3()?;
+        let logits = logits.reshape((b * t, v))?;
+        let tgt = batch.tgt_out.flatten_all()?;
+        let mask = batch.tgt_mask.flatten_all()?.to_dtype(DType::F32)?;
+        let eps = if train { self.cfg.label_smoothing } else { 0.0 };
+        Ok(StepOutput {
+            loss: masked_cross_entropy(&logits, &tgt, &mask, eps)?,
+            correct: masked_correct(&logits, &tgt, &mask)?,
+            count: batch.tgt_tokens(),
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! A trained translator loaded from a model directory: weights, config and vocabularies.
+
+use crate::data::{Seq2SeqVocabs, SourceBatch};
+use crate::decode::{beam_search, greedy, DecodeConfig, Hypothesis};
+use crate::model::{Config, Seq2Seq};
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use neka_common::checkpoint::{self, CheckpointInfo};
+use neka_common::data::parallel::prepare;
+use std::path::Path;
+
+/// The model name in `config.json`.
+pub const MODEL_NAME: &str = "seq2seq";
+
+/// See the module docs.
+pub struct Translator {
+    pub model: Seq2Seq,
+    pub vocabs: Seq2SeqVocabs,
+    pub info: CheckpointInfo,
+    pub varmap: VarMap,
+}
+
+impl Translator {
+    /// Loads `model.safetensors`, `config.json`, `src_vocab.json` and `tgt_vocab.json` from
+    /// `dir`, strictly.
+    pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
+        if !dir.is_dir() {
+            return Err(neka_common::Error::checkpoint(
+                dir,
+                "model directory not found (a translator directory holds model.safetensors, config.json, src_vocab.json, tgt_vocab.json)",
+            )
+            .into());
+        }
+        let info = checkpoint::read_info(dir)?;
+        let cfg_path = dir.join(checkpoint::CONFIG_FILE);
+        if info.model != MODEL_NAME {
+            return Err(neka_common::Error::checkpoint(
+                &cfg_path,
+                format!(
+                    "model `{}` is not a translator (`{MODEL_NAME}`)",
+                    info.model
+                ),
+            )
+            .into());
+        }
+        let cfg: Config = info.model_config(&cfg_path)?;
+        let vocabs = Seq2SeqVocabs::load(dir)?;
+        if (vocabs.src.len(), vocabs.tgt.len()) != (cfg.src_vocab, cfg.tgt_vocab) {
+            return Err(neka_common::Error::checkpoint(
+                &cfg_path,
+                format!(
+                    "config vocabulary sizes ({}, {}) differ from the vocabulary files ({}, {})",
+                    cfg.src_vocab,
+                    cfg.tgt_vocab,
+                    vocabs.src.len(),
+                    vocabs.tgt.len()
+                ),
+            )
+            .into());
+        }
+        let varmap = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
+        let model = Seq2Seq::new(cfg, vb)?;
+        checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
+        Ok(Self {
+            model,
+            vocabs,
+            info,
+            varmap,
+        })
+    }
+
+    /// Translates tokenized sentences: batched greedy search for `beam ≤ 1`, else beam search
+    /// sentence by sentence. Empty sentences give empty translations.
+    pub fn translate_tokens<S: AsRef<str>>(
+        &self,
+        sentences: &[Vec<S>],
+        cfg: &DecodeConfig,
+    ) -> crate::Result<Vec<Hypothesis>> {
+        let ids: Vec<Vec<u32>> = sentences
+            .iter()
+            .map(|s| self.vocabs.encode_src(s))
+            .collect();
+        let empty = Hypothesis {
+            ids: Vec::new(),
+            log_prob: 0.0,
+            attention: Vec::new(),
+        };
+        let mut out = vec![empty; ids.len()];
+        let dev = self.model.device();
+        let mut order: Vec<usize> = (0..ids.len()).filter(|&i| !ids[i].is_empty()).collect();
+        if cfg.beam <= 1 {
+            order.sort_by_key(|&i| ids[i].len());
+            for chunk in order.chunks(128) {
+                let srcs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                let batch = SourceBatch::new(&srcs, &dev)?;
+                for (&i, h) in chunk.iter().zip(greedy(&self.model, &batch, cfg)?) {
+                    out[i] = h;
+                }
+            }
+        } else {
+            for i in order {
+                out[i] = beam_search(&self.model, &ids[i], cfg)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lowercases and tokenizes raw sentences as in training, then translates them; returns
+    /// the source tokens and the hypotheses.
+    pub fn translate(
+        &self,
+        lines: &[String],
+        cfg: &DecodeConfig,
+    ) -> crate::Result<(Vec<Vec<String>>, Vec<Hypothesis>)> {
+        let toks: Vec<Vec<String>> = lines.iter().map(|l| prepare(l, true)).collect();
+        let hyps = self.translate_tokens(&toks, cfg)?;
+        Ok((toks, hyps))
+    }
+
+    /// Target tokens of a hypothesis (without `<eos>`).
+    pub fn tokens(&self, h: &Hypothesis) -> Vec<String> {
+        self.vocabs.decode_tgt(&h.ids)
+    }
+}
