@@ -564,7 +564,8 @@ mod tests {
                 .map(|s| s.split(' ').map(String::from).collect())
                 .collect()
         };
-        let cases: [(&[&str], &[&str], f64, [usize; 4]); 3] = [
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], f64, [usize; 4]);
+        let cases: [Case; 3] = [
             (
                 &["the cat sat on the mat .", "two dogs run in the park ."],
                 &[

@@ -342,7 +342,8 @@ impl<C: Cell> Recurrent<C> {
             };
         }
         Ok(RecurrentOutput {
-            output: layer_in.transpose(0, 1)?,
+            // Contiguous (B, T, D·H): layers on top (Linear) then take the fast 2-D matmul path.
+            output: layer_in.transpose(0, 1)?.contiguous()?,
             h_n: Tensor::stack(&h_n, 0)?,
             c_n: if c_n.is_empty() {
                 None

@@ -72,7 +72,7 @@ pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<
         .max()
         .unwrap_or(1);
     for _ in 0..limit {
-        let (logits, alpha, next) = model.step(&y, &state, &enc, false)?;
+        let (logits, alpha, next) = model.decode_step(&y, &state, &enc, false)?;
         state = next;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let best: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
@@ -131,7 +131,7 @@ pub fn beam_search(model: &Seq2Seq, src: &[u32], cfg: &DecodeConfig) -> Result<H
             .map(|h| h.ids.last().copied().unwrap_or(BOS_ID))
             .collect();
         let y = Tensor::from_vec(last, n, &dev)?;
-        let (logits, alpha, next) = model.step(&y, &state, &enc, false)?;
+        let (logits, alpha, next) = model.decode_step(&y, &state, &enc, false)?;
         let lp: Vec<Vec<f32>> = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2()?;
         let att: Option<Vec<Vec<f32>>> = alpha.map(|a| a.to_vec2()).transpose()?;
         // The 2k best (hypothesis, token) extensions by total log-probability; ties broken by

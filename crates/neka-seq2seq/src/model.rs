@@ -308,7 +308,7 @@ impl Seq2Seq {
 
     /// One decoder step: previous tokens `y (B)` → logits `(B, V)`, attention `(B, S)` (if
     /// any), next state.
-    pub fn step(
+    pub fn decode_step(
         &self,
         y: &Tensor,
         state: &DecoderState,
@@ -411,7 +411,7 @@ impl Seq2Seq {
         }
     }
 
-    /// Step by step with [`Seq2Seq::step`]: the gold previous token with probability `ratio`
+    /// Step by step with [`Seq2Seq::decode_step`]: the gold previous token with probability `ratio`
     /// (teacher forcing), else the model's own prediction (scheduled sampling).
     pub fn forward_stepwise(
         &self,
@@ -426,7 +426,7 @@ impl Seq2Seq {
         let mut y = batch.tgt_in.narrow(1, 0, 1)?.squeeze(1)?;
         let mut all = Vec::with_capacity(t);
         for step in 0..t {
-            let (logits, _, next) = self.step(&y, &state, &enc, train)?;
+            let (logits, _, next) = self.decode_step(&y, &state, &enc, train)?;
             state = next;
             if step + 1 < t {
                 let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;

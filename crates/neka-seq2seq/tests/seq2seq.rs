@@ -101,7 +101,7 @@ fn beam_one_is_greedy_and_attention_is_a_distribution_over_real_tokens() {
             if kind != AttentionKind::None {
                 let (enc, state) = m.encode(&batch, false).unwrap();
                 let y = m.bos(srcs.len(), &Device::Cpu).unwrap();
-                let (_, alpha, _) = m.step(&y, &state, &enc, false).unwrap();
+                let (_, alpha, _) = m.decode_step(&y, &state, &enc, false).unwrap();
                 let a: Vec<Vec<f32>> = alpha.unwrap().to_vec2().unwrap();
                 for (i, len) in batch.lengths.iter().enumerate() {
                     assert!(a[i][*len..].iter().all(|&w| w == 0.0));
