@@ -98,9 +98,16 @@ struct TrainArgs {
     /// Frequency-aware word dropout: replace word w by <unk> with probability α/(α + count(w)) (0 = off).
     #[arg(long, default_value_t = 0.25)]
     word_dropout_alpha: f32,
+    /// Label smoothing of the training loss.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
     /// Words seen fewer times in training map to <unk>.
     #[arg(long, default_value_t = 2)]
     min_word_freq: usize,
+    /// Keep the case of words for the word embedding (default: lowercase them; the
+    /// character model always sees the case).
+    #[arg(long)]
+    cased: bool,
     /// Train on the first N training sentences only (smoke runs).
     #[arg(long)]
     train_sentences: Option<usize>,
@@ -170,7 +177,7 @@ fn train(a: TrainArgs) -> Result<()> {
         &bank.train,
         TaggingVocabConfig {
             min_word_freq: a.min_word_freq,
-            lowercase: true,
+            lowercase: !a.cased,
         },
     );
     let train_ds = TaggingDataset::new(&bank.train, &vocabs, &device)?;
@@ -187,6 +194,7 @@ fn train(a: TrainArgs) -> Result<()> {
         dropout: a.dropout,
         word_dropout: a.word_dropout,
         word_dropout_alpha: a.word_dropout_alpha,
+        label_smoothing: a.label_smoothing,
         ..Config::default()
     }
     .with_vocabs(&vocabs);

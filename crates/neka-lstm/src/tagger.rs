@@ -58,6 +58,8 @@ pub struct Config {
     pub word_dropout: f32,
     /// `α` of the frequency-aware word dropout `α / (α + count(w))` (0 = off).
     pub word_dropout_alpha: f32,
+    /// Label smoothing ε of the training loss (0 = plain cross-entropy).
+    pub label_smoothing: f64,
     /// How words map to ids (saved with the model, so tagging uses the same mapping).
     pub vocab: TaggingVocabConfig,
 }
@@ -78,6 +80,7 @@ impl Default for Config {
             dropout: 0.33,
             word_dropout: 0.0,
             word_dropout_alpha: 0.25,
+            label_smoothing: 0.0,
             vocab: TaggingVocabConfig::default(),
         }
     }
@@ -325,7 +328,8 @@ impl Tagger {
 impl TrainModel for Tagger {
     type Batch = TagBatch;
 
-    /// Masked cross-entropy over the real tokens; `count` = tokens.
+    /// Masked cross-entropy over the real tokens (label-smoothed in training if configured);
+    /// `count` = tokens.
     fn step(&self, batch: &TagBatch, train: bool) -> Result<StepOutput> {
         let Some(tags) = &batch.tags else {
             candle_core::bail!(
@@ -338,7 +342,12 @@ impl TrainModel for Tagger {
         let tags = tags.flatten_all()?;
         let mask = batch.mask.flatten_all()?;
         Ok(StepOutput {
-            loss: masked_cross_entropy(&logits, &tags, &mask, 0.0)?,
+            loss: masked_cross_entropy(
+                &logits,
+                &tags,
+                &mask,
+                if train { self.cfg.label_smoothing } else { 0.0 },
+            )?,
             correct: masked_correct(&logits, &tags, &mask)?,
             count: batch.tokens(),
         })
