@@ -15,7 +15,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use neka_common::checkpoint::CheckpointInfo;
-use neka_common::data::parallel::{multi30k_files, read_parallel, ParallelConfig, ParallelCorpus};
+use neka_common::data::parallel::{load_multi30k, read_parallel, ParallelConfig, ParallelCorpus};
 use neka_common::device::DeviceRequest;
 use neka_common::metrics::{corpus_bleu, plot_heatmap};
 use neka_common::optim::{LrSchedule, OptimizerConfig};
@@ -55,7 +55,7 @@ struct TrainArgs {
     /// Multi30k target language.
     #[arg(long, default_value = "en")]
     tgt: String,
-    /// Data root holding multi30k/ (default: $NEKA_DATA_DIR).
+    /// Data root holding multi30k/ (default: $NEKA_DATA_DIR, else the Hugging Face Hub for en/de).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Training files instead of Multi30k (line-aligned, plain or gzip).
@@ -220,35 +220,45 @@ fn bleu_of(
 fn train(a: TrainArgs) -> Result<()> {
     let device = a.device.device()?;
     neka_common::rng::seed(a.seed);
-    let root = neka_common::data::vision::data_root(a.data_dir.as_deref());
-    let files = |split: &str,
-                 over: (&Option<PathBuf>, &Option<PathBuf>)|
-     -> Result<(PathBuf, PathBuf)> {
-        match over {
-            (Some(s), Some(t)) => Ok((s.clone(), t.clone())),
-            _ => {
-                let Some(root) = &root else {
-                    bail!(
-                        "no data: pass --data-dir DIR (or set NEKA_DATA_DIR) with DIR/multi30k/{split}.{{{},{}}}[.gz], \
-                         or --train-src/--train-tgt and --val-src/--val-tgt files",
-                        a.src,
-                        a.tgt
-                    )
-                };
-                Ok(multi30k_files(root, split, &a.src, &a.tgt)?)
-            }
-        }
+    let pcfg = |max_tokens| ParallelConfig {
+        max_tokens,
+        lowercase: true,
     };
-    let (trs, trt) = files("train", (&a.train_src, &a.train_tgt))?;
-    let (vas, vat) = files("val", (&a.val_src, &a.val_tgt))?;
-    let (tes, tet) = files("test_2016_flickr", (&a.test_src, &a.test_tgt))?;
-    let mut train_c = read(&trs, &trt, a.max_tokens)?;
+    // Explicit files, else Multi30k from the data dir or the Hub.
+    let load = |split: &str,
+                over: (&Option<PathBuf>, &Option<PathBuf>),
+                max_tokens: usize|
+     -> Result<ParallelCorpus> {
+        let (c, source) = match over {
+            (Some(s), Some(t)) => (
+                read_parallel(s, t, pcfg(max_tokens))?,
+                s.display().to_string(),
+            ),
+            _ => load_multi30k(
+                a.data_dir.as_deref(),
+                split,
+                &a.src,
+                &a.tgt,
+                pcfg(max_tokens),
+            )?,
+        };
+        if !c.skipped.is_empty() {
+            let (line, why) = &c.skipped[0];
+            println!(
+                "{source}: skipped {} of {} pairs (first: line {line}, {why})",
+                c.skipped.len(),
+                c.skipped.len() + c.pairs.len()
+            );
+        }
+        Ok(c)
+    };
+    let mut train_c = load("train", (&a.train_src, &a.train_tgt), a.max_tokens)?;
     if let Some(n) = a.train_pairs {
         train_c.pairs.truncate(n);
     }
     // Validation and test keep every pair (the limit only shapes training).
-    let val_c = read(&vas, &vat, usize::MAX)?;
-    let test_c = read(&tes, &tet, usize::MAX)?;
+    let val_c = load("val", (&a.val_src, &a.val_tgt), usize::MAX)?;
+    let test_c = load("test_2016_flickr", (&a.test_src, &a.test_tgt), usize::MAX)?;
     let vocabs = Seq2SeqVocabs::build(&train_c.pairs, a.min_freq);
     let train_ds = Seq2SeqDataset::new(&train_c.pairs, &vocabs, &device);
     let val_ds = Seq2SeqDataset::new(&val_c.pairs, &vocabs, &device);

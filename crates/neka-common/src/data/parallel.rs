@@ -118,6 +118,105 @@ pub fn multi30k_files(
     Ok((find(src)?, find(tgt)?))
 }
 
+/// The Hub dataset the `hub` feature downloads Multi30k from (English and German only):
+/// `{train,val,test}.jsonl` with one `{"en": …, "de": …}` object per line.
+pub const MULTI30K_HUB_REPO: &str = "bentrevett/multi30k";
+
+/// Loads a Multi30k split (`train`, `val`, `test_2016_flickr`) for two languages: from
+/// `DIR/multi30k/` when a data root is given (flag or `NEKA_DATA_DIR`), else from the Hugging
+/// Face Hub (feature `hub`), else fails saying how to provide it. Returns the pairs and where
+/// they came from.
+pub fn load_multi30k(
+    data_dir: Option<&Path>,
+    split: &str,
+    src: &str,
+    tgt: &str,
+    cfg: ParallelConfig,
+) -> Result<(ParallelCorpus, String)> {
+    if let Some(root) = super::vision::data_root(data_dir) {
+        let (a, b) = multi30k_files(&root, split, src, tgt)?;
+        let source = format!("{} + {}", a.display(), b.display());
+        return Ok((read_parallel(&a, &b, cfg)?, source));
+    }
+    load_multi30k_from_hub(split, src, tgt, cfg)
+}
+
+#[cfg(feature = "hub")]
+fn load_multi30k_from_hub(
+    split: &str,
+    src: &str,
+    tgt: &str,
+    cfg: ParallelConfig,
+) -> Result<(ParallelCorpus, String)> {
+    let how = format!(
+        "pass --data-dir DIR (or set {}=DIR) with DIR/{MULTI30K_FOLDER}/{split}.{{{src},{tgt}}}[.gz]",
+        super::vision::DATA_DIR_ENV
+    );
+    if [src, tgt].iter().any(|l| !["en", "de"].contains(l)) {
+        return Err(Error::DataNotFound(format!(
+            "no data directory given, and the Hub copy of Multi30k ({MULTI30K_HUB_REPO}) has only en and de: {how}"
+        )));
+    }
+    let file = match split {
+        "test_2016_flickr" => "test.jsonl".to_string(),
+        s => format!("{s}.jsonl"),
+    };
+    let path = crate::hub::dataset_file(MULTI30K_HUB_REPO, &file).map_err(|e| {
+        Error::DataNotFound(format!(
+            "no data directory given for Multi30k and the Hub download failed ({e}): {how}"
+        ))
+    })?;
+    let mut out = ParallelCorpus::default();
+    for (i, line) in text::read_lines(&path)?.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::bad_line(&path, i + 1, format!("not JSON: {e}")))?;
+        let side = |l: &str| -> Result<Vec<String>> {
+            let s = v[l]
+                .as_str()
+                .ok_or_else(|| Error::bad_line(&path, i + 1, format!("no string field `{l}`")))?;
+            Ok(prepare(s, cfg.lowercase))
+        };
+        let (a, b) = (side(src)?, side(tgt)?);
+        if a.is_empty() || b.is_empty() {
+            out.skipped.push((i + 1, "empty side".into()));
+        } else if a.len().max(b.len()) > cfg.max_tokens {
+            out.skipped.push((
+                i + 1,
+                format!(
+                    "longer than {} tokens ({} / {})",
+                    cfg.max_tokens,
+                    a.len(),
+                    b.len()
+                ),
+            ));
+        } else {
+            out.pairs.push((a, b));
+        }
+    }
+    Ok((
+        out,
+        format!("Hugging Face Hub dataset {MULTI30K_HUB_REPO} ({file})"),
+    ))
+}
+
+#[cfg(not(feature = "hub"))]
+fn load_multi30k_from_hub(
+    split: &str,
+    src: &str,
+    tgt: &str,
+    _cfg: ParallelConfig,
+) -> Result<(ParallelCorpus, String)> {
+    Err(Error::DataNotFound(format!(
+        "no data directory given for Multi30k: pass --data-dir DIR (or set {}=DIR) with \
+         DIR/{MULTI30K_FOLDER}/{split}.{{{src},{tgt}}}[.gz], or build with the `hub` feature to \
+         download it from the Hugging Face Hub",
+        super::vision::DATA_DIR_ENV
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
