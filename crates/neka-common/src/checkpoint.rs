@@ -250,6 +250,44 @@ pub fn read_info(dir: &Path) -> Result<CheckpointInfo> {
     read_json(&path)
 }
 
+/// Opens a model directory for a loader: the directory must exist (`holds` lists its files,
+/// for the message) and its `config.json` must name `model`. Returns the info and the path of
+/// `config.json` (for errors about the config).
+pub fn open_model_dir(dir: &Path, model: &str, holds: &str) -> Result<(CheckpointInfo, PathBuf)> {
+    if !dir.is_dir() {
+        return Err(Error::checkpoint(
+            dir,
+            format!("model directory not found (it should hold {holds})"),
+        ));
+    }
+    let info = read_info(dir)?;
+    let cfg_path = dir.join(CONFIG_FILE);
+    if info.model != model {
+        return Err(Error::checkpoint(
+            &cfg_path,
+            format!("model `{}` is not a `{model}`", info.model),
+        ));
+    }
+    Ok((info, cfg_path))
+}
+
+/// Builds a model with `build` on a fresh [`VarMap`] and loads `dir/model.safetensors` into it
+/// strictly (a missing, extra or misshaped tensor is an error naming it).
+pub fn load_model<M, E>(
+    dir: &Path,
+    device: &candle_core::Device,
+    build: impl FnOnce(candle_nn::VarBuilder) -> std::result::Result<M, E>,
+) -> std::result::Result<(M, VarMap), E>
+where
+    E: From<Error>,
+{
+    let varmap = VarMap::new();
+    let vb = crate::init::seeded_var_builder(&varmap, candle_core::DType::F32, device);
+    let model = build(vb)?;
+    load_into_varmap(&varmap, &dir.join(WEIGHTS_FILE))?;
+    Ok((model, varmap))
+}
+
 /// The weights file of a model directory (also accepts the file itself).
 pub fn weights_path(dir: &Path) -> PathBuf {
     if dir.is_file() {

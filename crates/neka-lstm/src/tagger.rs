@@ -23,7 +23,7 @@
 //! `rnn.weight_ih_l0…` (PyTorch `nn.LSTM` names), `fc.weight`, `fc.bias` (the lecture's `V`).
 
 use crate::{AnyRecurrent, CellType, ManyToMany, RecurrentConfig, SeqInput, SequenceEncoder};
-use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, D};
+use candle_core::{Device, Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder, VarMap};
 use neka_common::checkpoint::{self, CheckpointInfo};
 use neka_common::data::tagging::{TagBatch, TaggingVocabConfig, TaggingVocabs};
@@ -116,22 +116,11 @@ impl LoadedTagger {
     /// Loads `model.safetensors`, `config.json` and the vocabularies from `dir` (strictly:
     /// a missing, extra or misshaped tensor is an error naming it).
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
-        if !dir.is_dir() {
-            return Err(neka_common::Error::checkpoint(
-                dir,
-                "model directory not found (a tagger directory holds model.safetensors, config.json, words.json, chars.json, tags.json)",
-            )
-            .into());
-        }
-        let info = checkpoint::read_info(dir)?;
-        let cfg_path = dir.join(checkpoint::CONFIG_FILE);
-        if info.model != MODEL_NAME {
-            return Err(neka_common::Error::checkpoint(
-                &cfg_path,
-                format!("model `{}` is not a tagger (`{MODEL_NAME}`)", info.model),
-            )
-            .into());
-        }
+        let (info, cfg_path) = checkpoint::open_model_dir(
+            dir,
+            MODEL_NAME,
+            "model.safetensors, config.json, words.json, chars.json, tags.json",
+        )?;
         let cfg: Config = info.model_config(&cfg_path)?;
         let vocabs = TaggingVocabs::load(dir, cfg.vocab)?;
         if (vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len())
@@ -147,10 +136,7 @@ impl LoadedTagger {
             )
             .into());
         }
-        let varmap = VarMap::new();
-        let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
-        let tagger = Tagger::new(cfg, vb)?;
-        checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
+        let (tagger, varmap) = checkpoint::load_model(dir, device, |vb| Tagger::new(cfg, vb))?;
         Ok(Self {
             tagger,
             vocabs,

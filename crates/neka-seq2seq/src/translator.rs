@@ -3,7 +3,7 @@
 use crate::data::{Seq2SeqVocabs, SourceBatch};
 use crate::decode::{beam_search, greedy, DecodeConfig, Hypothesis};
 use crate::model::{Config, Seq2Seq};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use candle_nn::VarMap;
 use neka_common::checkpoint::{self, CheckpointInfo};
 use neka_common::data::parallel::prepare;
@@ -24,25 +24,11 @@ impl Translator {
     /// Loads `model.safetensors`, `config.json`, `src_vocab.json` and `tgt_vocab.json` from
     /// `dir`, strictly.
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
-        if !dir.is_dir() {
-            return Err(neka_common::Error::checkpoint(
-                dir,
-                "model directory not found (a translator directory holds model.safetensors, config.json, src_vocab.json, tgt_vocab.json)",
-            )
-            .into());
-        }
-        let info = checkpoint::read_info(dir)?;
-        let cfg_path = dir.join(checkpoint::CONFIG_FILE);
-        if info.model != MODEL_NAME {
-            return Err(neka_common::Error::checkpoint(
-                &cfg_path,
-                format!(
-                    "model `{}` is not a translator (`{MODEL_NAME}`)",
-                    info.model
-                ),
-            )
-            .into());
-        }
+        let (info, cfg_path) = checkpoint::open_model_dir(
+            dir,
+            MODEL_NAME,
+            "model.safetensors, config.json, src_vocab.json, tgt_vocab.json",
+        )?;
         let cfg: Config = info.model_config(&cfg_path)?;
         let vocabs = Seq2SeqVocabs::load(dir)?;
         if (vocabs.src.len(), vocabs.tgt.len()) != (cfg.src_vocab, cfg.tgt_vocab) {
@@ -58,10 +44,7 @@ impl Translator {
             )
             .into());
         }
-        let varmap = VarMap::new();
-        let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
-        let model = Seq2Seq::new(cfg, vb)?;
-        checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
+        let (model, varmap) = checkpoint::load_model(dir, device, |vb| Seq2Seq::new(cfg, vb))?;
         Ok(Self {
             model,
             vocabs,
