@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example translate -- train [--src de --tgt en] [--cell lstm|gru]
 //!     [--attention none|bahdanau|luong|dot] [--epochs N] [--data-dir D] [--out DIR] …
-//! cargo run --release --example translate -- eval [--model DIR | --model-id ORG/NAME] --src-file F --ref-file F [--beam K]
+//! cargo run --release --example translate -- eval [--model DIR | --model-id ORG/NAME] --src-file F --ref-file F [--beam K] [--hyp-out F --ref-out F]
 //! cargo run --release --example translate -- run [--model DIR] [--attention-png FILE] "ein mann fährt fahrrad ."
 //! ```
 //!
@@ -160,6 +160,9 @@ struct EvalArgs {
     /// Write the hypotheses (space-separated tokens, one per line) here, e.g. for sacreBLEU.
     #[arg(long)]
     hyp_out: Option<PathBuf>,
+    /// Write the references as the model scores them (lowercased tokens) here.
+    #[arg(long)]
+    ref_out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -439,9 +442,11 @@ fn eval(a: EvalArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let refs: Vec<Vec<String>> = c.pairs.iter().map(|p| p.1.clone()).collect();
     let b = corpus_bleu(&hyps, &refs);
-    if let Some(p) = &a.hyp_out {
-        let text: String = hyps.iter().map(|h| h.join(" ") + "\n").collect();
-        neka_common::checkpoint::write_atomic(p, text.as_bytes())?;
+    for (path, lines) in [(&a.hyp_out, &hyps), (&a.ref_out, &refs)] {
+        if let Some(p) = path {
+            let text: String = lines.iter().map(|h| h.join(" ") + "\n").collect();
+            neka_common::checkpoint::write_atomic(p, text.as_bytes())?;
+        }
     }
     println!(
         "BLEU {:.2} (n-gram precisions {}, brevity penalty {:.3}, {} / {} tokens); {} sentences in {:.1} s ({:.1} sentences/s)",

@@ -592,6 +592,8 @@ fn translate_trains_evaluates_and_runs() {
             "2",
             "--hyp-out",
             hyp.to_str().unwrap(),
+            "--ref-out",
+            root.path().join("ref.txt").to_str().unwrap(),
             "--device",
             "cpu",
         ],
@@ -603,6 +605,8 @@ fn translate_trains_evaluates_and_runs() {
     assert_eq!(json["beam"], 2);
     assert!(json["bleu"].as_f64().unwrap() >= 0.0);
     assert_eq!(std::fs::read_to_string(&hyp).unwrap().lines().count(), 50);
+    let refs = std::fs::read_to_string(root.path().join("ref.txt")).unwrap();
+    assert!(refs.starts_with("a man in an orange hat"), "{refs}"); // lowercased, tokenized
 
     let png = root.path().join("att.png");
     let o = run_example(
