@@ -193,16 +193,19 @@ fn read(src: &Path, tgt: &Path, max_tokens: usize) -> Result<ParallelCorpus> {
             lowercase: true,
         },
     )?;
-    if !c.skipped.is_empty() {
-        let (line, why) = &c.skipped[0];
+    report_skipped(&c, &src.display().to_string());
+    Ok(c)
+}
+
+/// Says how many pairs the reading rules skipped, and the first one.
+fn report_skipped(c: &ParallelCorpus, source: &str) {
+    if let Some((line, why)) = c.skipped.first() {
         println!(
-            "{}: skipped {} of {} pairs (first: line {line}, {why})",
-            src.display(),
+            "{source}: skipped {} of {} pairs (first: line {line}, {why})",
             c.skipped.len(),
             c.skipped.len() + c.pairs.len()
         );
     }
-    Ok(c)
 }
 
 fn bleu_of(
@@ -245,14 +248,7 @@ fn train(a: TrainArgs) -> Result<()> {
                 pcfg(max_tokens),
             )?,
         };
-        if !c.skipped.is_empty() {
-            let (line, why) = &c.skipped[0];
-            println!(
-                "{source}: skipped {} of {} pairs (first: line {line}, {why})",
-                c.skipped.len(),
-                c.skipped.len() + c.pairs.len()
-            );
-        }
+        report_skipped(&c, &source);
         Ok(c)
     };
     let mut train_c = load("train", (&a.train_src, &a.train_tgt), a.max_tokens)?;
