@@ -22,7 +22,7 @@ use neka_common::data::{text, Dataset};
 use neka_common::device::DeviceRequest;
 use neka_common::metrics::ConfusionMatrix;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
-use neka_common::train::{TrainConfig, Trainer};
+use neka_common::train::{evaluate, TrainConfig, Trainer, WeightAverage};
 use neka_lstm::tagger::{self, Config, LoadedTagger, Tagger};
 use neka_lstm::CellType;
 use std::io::BufRead;
@@ -124,6 +124,10 @@ struct TrainArgs {
     /// Continue the run saved in this directory.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Also average the weights after each of the last N epochs (stochastic weight
+    /// averaging); the average is kept instead of the best epoch if it is better on dev.
+    #[arg(long, default_value_t = 0)]
+    average_last: usize,
 }
 
 #[derive(Args)]
@@ -267,16 +271,45 @@ fn train(a: TrainArgs) -> Result<()> {
             trainer.epochs_done()
         );
     }
-    let Some((report, test)) = trainer.fit_and_test(&model, &train_ds, Some(&dev_ds), &test_ds)?
-    else {
-        return Ok(()); // interrupted: the checkpoint is saved for --resume
-    };
+    let mut average = WeightAverage::default();
+    let first_averaged = a.epochs.saturating_sub(a.average_last) + 1; // 1-based
+    let report = trainer.fit_with(&model, &train_ds, Some(&dev_ds), |epoch| {
+        if a.average_last > 0 && epoch >= first_averaged {
+            average.add(&varmap)?;
+        }
+        Ok(Vec::new())
+    })?;
+    if report.stop == neka_common::train::StopReason::Interrupted {
+        return Ok(()); // the checkpoint is saved for --resume
+    }
+    let mut dev = report.best_val_accuracy.unwrap_or(f64::NAN);
+    let mut best = format!("best epoch {}", report.best_epoch.unwrap_or(0));
+    if average.count() > 0 {
+        average.apply(&varmap)?;
+        let d = evaluate(&model, &dev_ds, 256)?;
+        println!(
+            "weight average of epochs {first_averaged}–{}: dev UPOS {:.2}% (best single epoch {:.2}%)",
+            a.epochs,
+            100.0 * d.accuracy,
+            100.0 * dev
+        );
+        if d.accuracy > dev {
+            dev = d.accuracy;
+            best = format!("weight average of epochs {first_averaged}–{}", a.epochs);
+            trainer.save_final(&[
+                ("val_accuracy", d.accuracy),
+                ("val_loss", d.loss),
+                ("averaged_epochs", average.count() as f64),
+            ])?;
+        }
+    }
+    trainer.load_best()?;
+    let test = evaluate(&model, &test_ds, 256)?;
+    trainer.save_final(&[("test_accuracy", test.accuracy), ("test_loss", test.loss)])?;
     let seconds: f64 = report.history.iter().map(|m| m.seconds).sum();
-    let dev = report.best_val_accuracy.unwrap_or(f64::NAN);
     println!(
-        "dev UPOS {:.2}% (best epoch {}), test UPOS {:.2}% ({} tokens) after {} epochs in {:.0} s; model in {}",
+        "dev UPOS {:.2}% ({best}), test UPOS {:.2}% ({} tokens) after {} epochs in {:.0} s; model in {}",
         100.0 * dev,
-        report.best_epoch.unwrap_or(0),
         100.0 * test.accuracy,
         test.count,
         trainer.epochs_done(),
@@ -287,7 +320,7 @@ fn train(a: TrainArgs) -> Result<()> {
         "{}",
         serde_json::json!({"model": tagger::MODEL_NAME, "cell": a.cell, "dataset": "ud-english-ewt",
             "dev_upos_accuracy": dev, "test_upos_accuracy": test.accuracy, "test_tokens": test.count,
-            "best_epoch": report.best_epoch, "epochs": trainer.epochs_done(), "train_seconds": seconds, "out": out})
+            "best_epoch": report.best_epoch, "kept": best, "epochs": trainer.epochs_done(), "train_seconds": seconds, "out": out})
     );
     Ok(())
 }

@@ -101,6 +101,9 @@ struct TrainArgs {
     dropout: f32,
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f64,
+    /// A separate output matrix W_o (Hd × V) instead of sharing the target embeddings.
+    #[arg(long)]
+    untied: bool,
     /// Teacher-forcing probability at the start of training …
     #[arg(long, default_value_t = 1.0)]
     teacher_forcing: f64,
@@ -279,6 +282,7 @@ fn train(a: TrainArgs) -> Result<()> {
                 .unwrap_or(steps_per_epoch)
                 .min(steps_per_epoch),
         label_smoothing: a.label_smoothing,
+        tie_embeddings: !a.untied,
     };
     let varmap = candle_nn::VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&varmap, candle_core::DType::F32, &device);

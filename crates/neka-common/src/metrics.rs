@@ -17,7 +17,9 @@ pub struct EpochMetrics {
     pub train_accuracy: f64,
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
-    /// Training throughput (examples per second, including data preparation).
+    /// Training throughput: [`crate::train::StepOutput::count`] per second (examples, or
+    /// tokens for sequence models — see [`crate::train::TrainModel::count_unit`]), including
+    /// data preparation.
     pub samples_per_sec: f64,
     /// Wall time of the epoch (training and validation), seconds.
     pub seconds: f64,

@@ -43,6 +43,10 @@ pub struct StepOutput {
 pub trait TrainModel {
     type Batch;
     fn step(&self, batch: &Self::Batch, train: bool) -> candle_core::Result<StepOutput>;
+    /// What [`StepOutput::count`] counts, for the progress line's rate (`… 531 tokens/s`).
+    fn count_unit(&self) -> &'static str {
+        "samples"
+    }
 }
 
 /// Wraps a [`ModuleT`] that maps `x (B, …)` to logits `(B, classes)` as a classifier trained
@@ -428,10 +432,11 @@ impl Trainer {
                 running.add(loss_v, out.correct, out.count);
                 let secs = running.seconds + start.elapsed().as_secs_f64();
                 bar.set_message(format!(
-                    "loss {:.4} acc {:.2}% {:.0} samples/s",
+                    "loss {:.4} acc {:.2}% {:.0} {}/s",
                     running.loss(),
                     100.0 * running.accuracy(),
-                    running.count as f64 / secs.max(1e-9)
+                    running.count as f64 / secs.max(1e-9),
+                    model.count_unit()
                 ));
                 bar.inc(1);
                 if INTERRUPTED.load(Ordering::SeqCst) && i + 1 < plan.len() {
@@ -518,7 +523,7 @@ impl Trainer {
                     .map(|(k, v)| format!(" {k} {v:.4}"))
                     .collect();
                 println!(
-                    "epoch {}/{}  train loss {:.4} acc {:.2}%{}{extra}  lr {:.2e}  {:.0} samples/s  {:.1}s{}",
+                    "epoch {}/{}  train loss {:.4} acc {:.2}%{}{extra}  lr {:.2e}  {:.0} {}/s  {:.1}s{}",
                     epoch + 1,
                     total_epochs,
                     m.train_loss,
@@ -529,6 +534,7 @@ impl Trainer {
                     },
                     lr,
                     m.samples_per_sec,
+                    model.count_unit(),
                     m.seconds,
                     if improved { "  *best" } else { "" }
                 );
@@ -652,4 +658,61 @@ where
         accuracy: r.accuracy(),
         count: r.count,
     })
+}
+
+/// Weight averaging over training snapshots (stochastic weight averaging, Izmailov et al.
+/// 2018; Polyak averaging over epochs): `θ̄ = (1/n) Σ_k θ_k`. Near the end of training the
+/// weights wander around a flat region of the loss; their mean often generalises better
+/// than any single snapshot.
+///
+/// Add the weights after each epoch to average from [`Trainer::fit_with`]'s hook, then
+/// [`WeightAverage::apply`] the mean and compare it with the best snapshot on validation data.
+#[derive(Debug, Default)]
+pub struct WeightAverage {
+    sum: std::collections::BTreeMap<String, Tensor>,
+    count: usize,
+}
+
+impl WeightAverage {
+    /// Adds the current weights of `varmap` (summed in f64).
+    pub fn add(&mut self, varmap: &VarMap) -> Result<()> {
+        let data = varmap.data().lock().expect("varmap lock");
+        for (name, var) in data.iter() {
+            let w = var.as_tensor().detach().to_dtype(DType::F64)?;
+            let s = match self.sum.remove(name) {
+                Some(s) => (s + w)?,
+                None if self.count == 0 => w,
+                None => {
+                    return Err(Error::config(
+                        "weight average",
+                        format!("`{name}` appeared after the first snapshot"),
+                    ))
+                }
+            };
+            self.sum.insert(name.clone(), s);
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Snapshots added so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Sets every variable of `varmap` to the mean of the snapshots.
+    pub fn apply(&self, varmap: &VarMap) -> Result<()> {
+        if self.count == 0 {
+            return Err(Error::config("weight average", "no snapshots were added"));
+        }
+        let data = varmap.data().lock().expect("varmap lock");
+        for (name, var) in data.iter() {
+            let s = self.sum.get(name).ok_or_else(|| {
+                Error::config("weight average", format!("no snapshot holds `{name}`"))
+            })?;
+            let mean = (s / self.count as f64)?.to_dtype(var.dtype())?;
+            var.set(&mean)?;
+        }
+        Ok(())
+    }
 }

@@ -187,6 +187,9 @@ impl<'a> Tbptt<'a> {
 
 impl TrainModel for Tbptt<'_> {
     type Batch = StreamBatch;
+    fn count_unit(&self) -> &'static str {
+        "tokens"
+    }
 
     /// Mean cross-entropy of the next character over all `B·T` positions; `correct` counts
     /// argmax hits.

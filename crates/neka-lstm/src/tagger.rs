@@ -313,6 +313,9 @@ impl Tagger {
 
 impl TrainModel for Tagger {
     type Batch = TagBatch;
+    fn count_unit(&self) -> &'static str {
+        "tokens"
+    }
 
     /// Masked cross-entropy over the real tokens (label-smoothed in training if configured);
     /// `count` = tokens.

@@ -6,7 +6,7 @@ use candle_nn::VarMap;
 use neka_common::data::parallel::{read_parallel, ParallelConfig};
 use neka_common::data::Dataset;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
-use neka_common::train::{TrainConfig, Trainer};
+use neka_common::train::{TrainConfig, TrainModel, Trainer};
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs, SourceBatch};
 use neka_seq2seq::{beam_search, greedy, AttentionKind, CellType, Config, DecodeConfig, Seq2Seq};
 use std::path::{Path, PathBuf};
@@ -218,4 +218,40 @@ fn overfits_fifty_pairs_and_reloads_identically() {
         beam_search(&m, srcs[0], &b3).unwrap(),
         beam_search(&m2, srcs[0], &b3).unwrap()
     );
+}
+
+#[test]
+fn tied_output_shares_the_target_embedding_matrix() {
+    let p = pairs(20);
+    let vocabs = Seq2SeqVocabs::build(&p, 1);
+    let ds = Seq2SeqDataset::new(&p, &vocabs, &Device::Cpu);
+    let batch = ds.batch(&(0..8).collect::<Vec<_>>()).unwrap();
+    for attention in [AttentionKind::None, AttentionKind::Luong] {
+        let (vm, m) = model(attention, CellType::Lstm, &vocabs, 3);
+        assert!(m.config().tie_embeddings);
+        let names: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        assert!(names.contains(&"tgt_embed.weight".to_string()), "{names:?}");
+        assert!(names.contains(&"out.bias".to_string()), "{names:?}");
+        assert!(!names.contains(&"out.weight".to_string()), "{names:?}");
+        // The shared matrix gets gradient from the output layer even for target rows the
+        // decoder never reads: here every target-vocabulary row is scored by the softmax.
+        let loss = m.step(&batch, true).unwrap().loss;
+        let grads = loss.backward().unwrap();
+        let w = vm.get(
+            (vocabs.tgt.len(), 32),
+            "tgt_embed.weight",
+            candle_nn::Init::Const(0.),
+            DType::F32,
+            &Device::Cpu,
+        );
+        let g = grads
+            .get(&w.unwrap())
+            .expect("gradient of tgt_embed.weight");
+        let row_norms: Vec<f32> = g.sqr().unwrap().sum(1).unwrap().to_vec1().unwrap();
+        assert!(row_norms.iter().all(|&n| n > 0.0), "{attention}");
+    }
+    // A config saved before the option existed is an untied model.
+    let cfg: Config = serde_json::from_str(r#"{"src_vocab": 10, "tgt_vocab": 10}"#).unwrap();
+    assert!(!cfg.tie_embeddings);
+    assert!(Config::default().tie_embeddings);
 }
