@@ -322,7 +322,10 @@ impl Seq2Seq {
     /// Masked softmax over the source and the context: `scores (B, T, S)` → `α (B, T, S)`,
     /// `c (B, T, 2He)`.
     fn attend(&self, scores: &Tensor, enc: &Encoded) -> Result<(Tensor, Tensor)> {
-        let alpha = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&enc.mask_bias)?)?;
+        // `candle_nn::ops::softmax` (exp / sum, with a backward pass), not the fused
+        // `softmax_last_dim`: that op has no backward, so the scores — W_a, W_q, W_k, v and the
+        // decoder state through them — would get no gradient and the attention never learns.
+        let alpha = candle_nn::ops::softmax(&scores.broadcast_add(&enc.mask_bias)?, D::Minus1)?;
         let ctx = alpha.matmul(&enc.outputs)?;
         Ok((alpha, ctx))
     }

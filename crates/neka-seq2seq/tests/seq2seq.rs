@@ -255,3 +255,61 @@ fn tied_output_shares_the_target_embedding_matrix() {
     assert!(!cfg.tie_embeddings);
     assert!(Config::default().tie_embeddings);
 }
+
+/// Central finite differences of the loss against the autograd gradient for the attention's
+/// own parameters. Guards against ops without a backward pass (candle's fused
+/// `softmax_last_dim` is one): the attention would silently never learn.
+#[test]
+fn attention_parameters_get_the_finite_difference_gradient() {
+    let p = pairs(12);
+    let vocabs = Seq2SeqVocabs::build(&p, 1);
+    let ds = Seq2SeqDataset::new(&p, &vocabs, &Device::Cpu);
+    let batch = ds.batch(&(0..4).collect::<Vec<_>>()).unwrap();
+    // (W_q's gradient is ~1e-5 at initialisation, below what an f32 finite difference
+    // resolves; it is checked to exist and be non-zero.)
+    for (kind, param, check_fd) in [
+        (AttentionKind::Luong, "attention.w_a.weight", true),
+        (AttentionKind::Bahdanau, "attention.v.weight", true),
+        (AttentionKind::Bahdanau, "attention.w_k.weight", true),
+        (AttentionKind::Bahdanau, "attention.w_q.weight", false),
+    ] {
+        let (vm, m) = model(kind, CellType::Lstm, &vocabs, 11);
+        let var = vm.data().lock().unwrap()[param].clone();
+        let loss = |m: &Seq2Seq| m.step(&batch, false).unwrap().loss;
+        let grads = loss(&m).backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{kind}: no gradient for {param}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let w0: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let shape = var.as_tensor().shape().clone();
+        // The three entries with the largest gradient.
+        let mut order: Vec<usize> = (0..g.len()).collect();
+        order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+        assert!(g[order[0]].abs() > 0.0, "{kind} {param}: zero gradient");
+        if !check_fd {
+            continue;
+        }
+        let eps = 1e-2f32;
+        for &i in &order[..3] {
+            let mut at = |d: f32| {
+                let mut w = w0.clone();
+                w[i] += d;
+                var.set(&Tensor::from_vec(w, shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
+                loss(&m).to_scalar::<f32>().unwrap()
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            at(0.0);
+            let err = (fd - g[i]).abs();
+            assert!(
+                err <= 0.1 * g[i].abs() + 1e-3,
+                "{kind} {param}[{i}]: autograd {} vs finite difference {fd}",
+                g[i]
+            );
+        }
+    }
+}
