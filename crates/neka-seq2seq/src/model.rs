@@ -324,7 +324,8 @@ impl Seq2Seq {
     fn attend(&self, scores: &Tensor, enc: &Encoded) -> Result<(Tensor, Tensor)> {
         // `candle_nn::ops::softmax` (exp / sum, with a backward pass), not the fused
         // `softmax_last_dim`: that op has no backward, so the scores — W_a, W_q, W_k, v and the
-        // decoder state through them — would get no gradient and the attention never learns.
+        // decoder state through them — would get no gradient and the attention never learns
+        // (huggingface/candle#3569; tested in `attention_parameters_get_the_finite_difference_gradient`).
         let alpha = candle_nn::ops::softmax(&scores.broadcast_add(&enc.mask_bias)?, D::Minus1)?;
         let ctx = alpha.matmul(&enc.outputs)?;
         Ok((alpha, ctx))
