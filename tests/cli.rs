@@ -432,6 +432,8 @@ fn pos_tagger_trains_evaluates_and_tags() {
             "8",
             "--word-dim",
             "16",
+            "--average-last",
+            "2",
             "--device",
             "cpu",
             "--out",
@@ -440,6 +442,10 @@ fn pos_tagger_trains_evaluates_and_tags() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("weight average of epochs 1–2: dev UPOS"),
+        "{stdout}"
+    );
     let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(json["test_upos_accuracy"].as_f64().unwrap() > 0.0);
     for f in [

@@ -295,7 +295,7 @@ fn attention_parameters_get_the_finite_difference_gradient() {
         }
         let eps = 1e-2f32;
         for &i in &order[..3] {
-            let mut at = |d: f32| {
+            let at = |d: f32| {
                 let mut w = w0.clone();
                 w[i] += d;
                 var.set(&Tensor::from_vec(w, shape.clone(), &Device::Cpu).unwrap())
