@@ -1,10 +1,12 @@
 //! CPU/GPU throughput of the CNNs: one JSON line per case.
 //!
-//! `cargo run --release --example bench_cnn -- [--device cpu] [--steps 20] [--conv both|im2col|candle]`
+//! `cargo run --release --example bench_cnn -- [--device cpu] [--steps 20] [--conv all|kernels|im2col|candle|both]`
 //!
 //! Cases: training images/s (forward + backward + AdamW step, batch 64) and inference
-//! images/s (batch 1000, no dropout) for MnistNet and LeNet-5, with neka's im2col CPU
-//! convolution and with candle's `conv2d`; `peak_rss_mb` is the process's high-water mark
+//! images/s (batch 1000, no dropout) for MnistNet and LeNet-5, per CPU implementation:
+//! `kernels` (neka's conv / max-pool kernels, fused cross-entropy and in-place AdamW: the
+//! default everywhere), `im2col` (the im2col graph of candle ops) and `candle` (candle's ops
+//! throughout); `both` = im2col and candle. `peak_rss_mb` is the process's high-water mark
 //! after the case (it only grows, so run one case per process for isolated figures).
 
 use anyhow::Result;
@@ -30,8 +32,8 @@ struct Args {
     /// Timed inference batches per case (after 1 warm-up).
     #[arg(long, default_value_t = 3)]
     infer_batches: usize,
-    /// Which CPU convolution: both, im2col or candle.
-    #[arg(long, default_value = "both")]
+    /// Which CPU implementation: all, kernels, im2col, candle, or both (= im2col and candle).
+    #[arg(long, default_value = "all")]
     conv: String,
     /// Only this model (mnist-net or lenet5).
     #[arg(long)]
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
     let a = Args::parse();
     let device = a.device.device()?;
     let convs: Vec<&str> = match a.conv.as_str() {
+        "all" => vec!["kernels", "im2col", "candle"],
         "both" => vec!["im2col", "candle"],
         c => vec![c],
     };
@@ -51,7 +54,11 @@ fn main() -> Result<()> {
     };
     for name in models {
         for conv in &convs {
-            neka_cnn::conv::use_im2col_on_cpu(*conv == "im2col");
+            let imp: neka_cnn::CpuImpl = conv.parse()?;
+            neka_cnn::set_cpu_impl(imp);
+            let fused = imp == neka_cnn::CpuImpl::Kernels;
+            neka_common::loss::set_fused_cpu_cross_entropy(fused);
+            Optimizer::set_fused_cpu(fused);
             neka_common::rng::seed(0);
             let varmap = candle_nn::VarMap::new();
             let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &device);

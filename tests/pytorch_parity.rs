@@ -17,8 +17,12 @@ fn check(name: &str, model: &str) {
     let (io, _) =
         checkpoint::load_tensors(&dir.join(format!("{name}_io.safetensors")), &Device::Cpu)
             .unwrap();
-    for im2col in [true, false] {
-        neka_cnn::conv::use_im2col_on_cpu(im2col);
+    for imp in [
+        neka_cnn::CpuImpl::Kernels,
+        neka_cnn::CpuImpl::Im2col,
+        neka_cnn::CpuImpl::Candle,
+    ] {
+        neka_cnn::set_cpu_impl(imp);
         let logits = net.forward_t(&io["input"], false).unwrap();
         let log_probs = candle_nn::ops::log_softmax(&logits, 1).unwrap();
         let err: f32 = (log_probs - &io["log_probs"])
@@ -29,10 +33,10 @@ fn check(name: &str, model: &str) {
             .unwrap()
             .to_scalar()
             .unwrap();
-        println!("parity {name} (im2col {im2col}): max err {err:.2e}");
+        println!("parity {name} ({imp:?}): max err {err:.2e}");
         assert!(err < 1e-4, "{name}: max abs error {err} vs PyTorch");
     }
-    neka_cnn::conv::use_im2col_on_cpu(true);
+    neka_cnn::set_cpu_impl(neka_cnn::CpuImpl::Kernels);
 }
 
 #[test]

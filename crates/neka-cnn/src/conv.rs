@@ -16,11 +16,11 @@
 //! ([`crate::arith::conv_output_size`]).
 
 use crate::arith;
-use crate::{Error, Result};
-use candle_core::{Module, Tensor};
+pub use crate::kernel::{cpu_impl, set_cpu_impl, CpuImpl};
+use crate::{kernel, Error, Result};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Zero padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,9 +273,10 @@ impl Conv2d {
     /// y[b] = W.reshape(C_out, C·kh·kw) · cols[b] + bias                (B, C_out, H'·W')
     /// ```
     ///
-    /// Used on CPU for stride 1, one group. Same result as candle's `conv2d` (tested), but
-    /// its backward pass is matrix products and slices instead of candle's CPU
-    /// `conv_transpose2d` loop, which makes training several times faster.
+    /// Selected by [`CpuImpl::Im2col`] (stride 1, one group). Same result as candle's `conv2d`
+    /// (tested); its backward pass is matrix products and slices instead of candle's CPU
+    /// `conv_transpose2d` loop. neka's kernel ([`Conv2d::forward_kernel`], the default) does the
+    /// same arithmetic without the full-batch temporaries.
     pub fn forward_im2col(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (ph, pw) = self
             .cfg
@@ -325,26 +326,70 @@ impl Conv2d {
     }
 }
 
-static CPU_IM2COL: AtomicBool = AtomicBool::new(true);
-
-/// Chooses the CPU convolution for stride-1, one-group layers: neka's im2col path (default,
-/// faster to train) or candle's `conv2d`. Other devices always use candle's (cuDNN with
-/// `--features cudnn`). For benchmarks and comparisons.
+/// Chooses the CPU convolution: `true` = [`CpuImpl::Im2col`], `false` = [`CpuImpl::Candle`].
+/// Kept for older callers; [`set_cpu_impl`] also selects neka's kernels (the default).
 pub fn use_im2col_on_cpu(on: bool) {
-    CPU_IM2COL.store(on, Ordering::Relaxed);
+    set_cpu_impl(if on { CpuImpl::Im2col } else { CpuImpl::Candle });
+}
+
+/// The one place that picks a convolution's implementation for an input.
+///
+/// neka's kernel and the im2col path are CPU-only: a CUDA or Metal tensor always takes
+/// candle's `conv2d` (cuDNN with `--features cudnn`). On CPU, [`CpuImpl::Kernels`] takes neka's
+/// kernel for one group and f32/f64, candle's op otherwise (groups > 1, half precision);
+/// [`CpuImpl::Im2col`] takes the im2col graph for stride 1, one group.
+pub fn conv_path(cfg: &Conv2dConfig, xs: &Tensor) -> CpuImpl {
+    if !xs.device().is_cpu() || cfg.groups != 1 {
+        return CpuImpl::Candle;
+    }
+    match cpu_impl() {
+        CpuImpl::Kernels if matches!(xs.dtype(), DType::F32 | DType::F64) => CpuImpl::Kernels,
+        CpuImpl::Im2col if cfg.stride == 1 => CpuImpl::Im2col,
+        _ => CpuImpl::Candle,
+    }
+}
+
+impl Conv2d {
+    /// neka's CPU kernel ([`crate::kernel::conv2d`]), with `relu` fused when asked.
+    pub fn forward_kernel(&self, xs: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        let (ph, pw) = self
+            .cfg
+            .resolved_padding()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let op = kernel::Conv2dOp {
+            stride: self.cfg.stride,
+            pad: (ph, pw),
+            dilation: self.cfg.dilation,
+            relu,
+        };
+        let zeros;
+        let bias = match self.inner.bias() {
+            Some(b) => b,
+            None => {
+                zeros = Tensor::zeros(self.cfg.out_channels, xs.dtype(), xs.device())?;
+                &zeros
+            }
+        };
+        kernel::conv2d(xs, self.inner.weight(), bias, op)
+    }
+
+    /// `ReLU(conv(x))`: on neka's kernel path one op (the ReLU's backward uses the output as
+    /// its mask), elsewhere `forward` then `relu`.
+    pub fn forward_relu(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match conv_path(&self.cfg, xs) {
+            CpuImpl::Kernels => self.forward_kernel(xs, true),
+            _ => self.forward(xs)?.relu(),
+        }
+    }
 }
 
 impl Module for Conv2d {
     /// `(B, C_in, H, W) → (B, C_out, H', W')`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        if xs.device().is_cpu()
-            && self.cfg.stride == 1
-            && self.cfg.groups == 1
-            && CPU_IM2COL.load(Ordering::Relaxed)
-        {
-            self.forward_im2col(xs)
-        } else {
-            self.forward_candle(xs)
+        match conv_path(&self.cfg, xs) {
+            CpuImpl::Kernels => self.forward_kernel(xs, false),
+            CpuImpl::Im2col => self.forward_im2col(xs),
+            CpuImpl::Candle => self.forward_candle(xs),
         }
     }
 }

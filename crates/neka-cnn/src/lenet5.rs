@@ -113,8 +113,8 @@ impl LeNet5 {
 impl Module for LeNet5 {
     /// `(B, 1, 28, 28)` → `(B, 10)` logits.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let xs = self.pool.forward(&self.conv1.forward(xs)?.relu()?)?;
-        let xs = self.pool.forward(&self.conv2.forward(&xs)?.relu()?)?;
+        let xs = self.pool.forward(&self.conv1.forward_relu(xs)?)?;
+        let xs = self.pool.forward(&self.conv2.forward_relu(&xs)?)?;
         let xs = xs.flatten_from(1)?;
         let xs = self.fc1.forward(&xs)?.relu()?;
         let xs = self.fc2.forward(&xs)?.relu()?;

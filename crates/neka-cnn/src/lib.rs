@@ -22,6 +22,7 @@
 
 pub mod arith;
 pub mod conv;
+pub mod kernel;
 pub mod lecture;
 pub mod lenet5;
 pub mod mnist_net;
@@ -30,6 +31,7 @@ pub mod pool;
 pub mod summary;
 
 pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, Padding};
+pub use kernel::{cpu_impl, set_cpu_impl, CpuImpl};
 pub use lenet5::LeNet5;
 pub use mnist_net::MnistNet;
 pub use pool::{Pool2d, PoolKind};

@@ -6,8 +6,9 @@
 //! pooling with zeros that count in the mean (PyTorch's `count_include_pad=True`).
 
 use crate::arith;
+use crate::kernel::{self, CpuImpl, MaxPool2dOp};
 use crate::{Error, Result};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Max or average.
@@ -91,15 +92,42 @@ fn pad_with(xs: &Tensor, p: usize, value: f64) -> candle_core::Result<Tensor> {
     Tensor::cat(&[&row, &xs, &row], 2)
 }
 
-impl Module for Pool2d {
-    /// `(B, C, H, W) → (B, C, H', W')`.
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+impl Pool2d {
+    /// neka's max-pool kernel applies: a CPU f32/f64 tensor under [`CpuImpl::Kernels`].
+    /// The one place that picks the pooling implementation.
+    pub fn uses_kernel(&self, xs: &Tensor) -> bool {
+        self.kind == PoolKind::Max
+            && xs.device().is_cpu()
+            && matches!(xs.dtype(), DType::F32 | DType::F64)
+            && kernel::cpu_impl() == CpuImpl::Kernels
+    }
+
+    /// candle's pooling (padding as explicit −∞ / 0 borders).
+    pub fn forward_candle(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self.kind {
             PoolKind::Max => pad_with(xs, self.padding, f64::NEG_INFINITY)?
                 .max_pool2d_with_stride(self.kernel, self.stride),
             PoolKind::Avg => {
                 pad_with(xs, self.padding, 0.0)?.avg_pool2d_with_stride(self.kernel, self.stride)
             }
+        }
+    }
+}
+
+impl Module for Pool2d {
+    /// `(B, C, H, W) → (B, C, H', W')`.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if self.uses_kernel(xs) {
+            kernel::max_pool2d(
+                xs,
+                MaxPool2dOp {
+                    kernel: self.kernel,
+                    stride: self.stride,
+                    padding: self.padding,
+                },
+            )
+        } else {
+            self.forward_candle(xs)
         }
     }
 }

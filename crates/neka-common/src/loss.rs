@@ -10,7 +10,166 @@
 //! with `m_n ∈ {0, 1}` (1 = a real token) and label smoothing `ε` (0 = plain cross-entropy).
 //! Logits at masked positions get zero gradient and do not change the loss.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, D};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static FUSED_CPU: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused CPU cross-entropy of [`cross_entropy`] on (the default) or off (candle's
+/// ops everywhere), for the whole process: benchmarks and comparisons.
+pub fn set_fused_cpu_cross_entropy(on: bool) {
+    FUSED_CPU.store(on, Ordering::Relaxed);
+}
+
+/// Mean cross-entropy of `logits (N, C)` against class indices `targets (N)` (u32 or i64):
+///
+/// ```text
+/// L = (1/N) Σ_n [ log Σ_c exp z_nc − z_n,y_n ]          ∂L/∂z_nc = (softmax(z_n)_c − [c = y_n]) / N
+/// ```
+///
+/// The same value as `candle_nn::loss::cross_entropy` (PyTorch's `F.cross_entropy`). On CPU
+/// with f32/f64 logits it is one op with that gradient written out (candle's version is
+/// `log_softmax` + `gather` + `mean`, each with its own backward and temporaries); elsewhere
+/// it is [`cross_entropy_candle`]. This is the one place that picks between them.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.device().is_cpu()
+        && matches!(logits.dtype(), DType::F32 | DType::F64)
+        && FUSED_CPU.load(Ordering::Relaxed)
+    {
+        let (n, _) = logits.dims2()?;
+        if targets.dims() != [n] {
+            candle_core::bail!(
+                "cross_entropy: logits {:?} need targets of shape [{n}], got {:?}",
+                logits.dims(),
+                targets.dims()
+            )
+        }
+        logits
+            .contiguous()?
+            .apply_op2(&targets.contiguous()?, FusedCrossEntropy)
+    } else {
+        cross_entropy_candle(logits, targets)
+    }
+}
+
+/// candle's `cross_entropy` (`log_softmax`, `gather`, `mean`): the plain twin of
+/// [`cross_entropy`]'s fused CPU op, and the path on GPUs.
+pub fn cross_entropy_candle(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, targets)
+}
+
+/// The fused log-softmax + negative log-likelihood + mean of [`cross_entropy`].
+struct FusedCrossEntropy;
+
+fn targets_of(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("cross_entropy: targets must be contiguous")
+    };
+    Ok(match s {
+        CpuStorage::U32(v) => v[a..b].iter().map(|&t| t as usize).collect(),
+        CpuStorage::I64(v) => v[a..b]
+            .iter()
+            .map(|&t| usize::try_from(t).unwrap_or(usize::MAX))
+            .collect(),
+        CpuStorage::U8(v) => v[a..b].iter().map(|&t| t as usize).collect(),
+        _ => candle_core::bail!(
+            "cross_entropy: targets must be u32, i64 or u8, got {:?}",
+            s.dtype()
+        ),
+    })
+}
+
+/// Per row: `(max, log Σ exp(z − max))`.
+fn row_lse<F: num_traits::Float>(row: &[F]) -> (F, F) {
+    let m = row.iter().fold(F::neg_infinity(), |a, &v| a.max(v));
+    let s = row.iter().fold(F::zero(), |a, &v| a + (v - m).exp());
+    (m, s.ln())
+}
+
+fn fused_ce_forward<F: num_traits::Float>(z: &[F], c: usize, t: &[usize]) -> Result<f64> {
+    let mut total = 0f64;
+    for (row, &y) in z.chunks(c).zip(t) {
+        if y >= c {
+            candle_core::bail!("cross_entropy: target {y} is not a class index below {c}")
+        }
+        let (m, lse) = row_lse(row);
+        total += (m + lse - row[y]).to_f64().unwrap_or(f64::NAN);
+    }
+    Ok(total / t.len().max(1) as f64)
+}
+
+fn fused_ce_backward<F: num_traits::Float>(z: &[F], c: usize, t: &[usize], scale: F) -> Vec<F> {
+    let mut dz = vec![F::zero(); z.len()];
+    for ((row, drow), &y) in z.chunks(c).zip(dz.chunks_mut(c)).zip(t) {
+        let (m, lse) = row_lse(row);
+        for (d, &v) in drow.iter_mut().zip(row) {
+            *d = (v - m - lse).exp() * scale;
+        }
+        if y < c {
+            drow[y] = drow[y] - scale;
+        }
+    }
+    dz
+}
+
+impl candle_core::CustomOp2 for FusedCrossEntropy {
+    fn name(&self) -> &'static str {
+        "neka-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c) = l1.shape().dims2()?;
+        let t = targets_of(s2, l2)?;
+        let Some((a, b)) = l1.contiguous_offsets() else {
+            candle_core::bail!("cross_entropy: logits must be contiguous")
+        };
+        let out = match s1 {
+            CpuStorage::F32(v) => CpuStorage::F32(vec![fused_ce_forward(&v[a..b], c, &t)? as f32]),
+            CpuStorage::F64(v) => CpuStorage::F64(vec![fused_ce_forward(&v[a..b], c, &t)?]),
+            _ => candle_core::bail!("cross_entropy: f32 or f64 logits, got {:?}", s1.dtype()),
+        };
+        Ok((out, Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = logits.dims2()?;
+        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()? / n.max(1) as f64;
+        let (zs, zl) = logits.storage_and_layout();
+        let (ts, tl) = targets.storage_and_layout();
+        let (Storage::Cpu(zs), Storage::Cpu(ts)) = (&*zs, &*ts) else {
+            candle_core::bail!("cross_entropy: CPU tensors only")
+        };
+        let t = targets_of(ts, tl)?;
+        let Some((a, b)) = zl.contiguous_offsets() else {
+            candle_core::bail!("cross_entropy: logits must be contiguous")
+        };
+        let dz = match zs {
+            CpuStorage::F32(v) => Tensor::from_vec(
+                fused_ce_backward(&v[a..b], c, &t, g as f32),
+                (n, c),
+                &Device::Cpu,
+            )?,
+            CpuStorage::F64(v) => {
+                Tensor::from_vec(fused_ce_backward(&v[a..b], c, &t, g), (n, c), &Device::Cpu)?
+            }
+            _ => candle_core::bail!("cross_entropy: f32 or f64 logits, got {:?}", zs.dtype()),
+        };
+        Ok((Some(dz), None))
+    }
+}
 
 /// Mean cross-entropy over the unmasked rows. `logits (N, C)` float, `targets (N)` u32
 /// (any value at masked rows, as long as it is `< C`), `mask (N)` 0/1 in the logits' dtype.

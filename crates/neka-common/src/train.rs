@@ -57,7 +57,7 @@ impl<M: ModuleT> TrainModel for Classifier<'_, M> {
     type Batch = ImageBatch;
     fn step(&self, batch: &ImageBatch, train: bool) -> candle_core::Result<StepOutput> {
         let logits = self.0.forward_t(&batch.x, train)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &batch.y)?;
+        let loss = crate::loss::cross_entropy(&logits, &batch.y)?;
         let correct = logits
             .argmax(D::Minus1)?
             .eq(&batch.y)?

@@ -205,7 +205,7 @@ impl TrainModel for Tbptt<'_> {
         let v = logits.dim(D::Minus1)?;
         let flat = logits.reshape(((), v))?;
         let y = batch.y.flatten_all()?;
-        let loss = candle_nn::loss::cross_entropy(&flat, &y)?;
+        let loss = neka_common::loss::cross_entropy(&flat, &y)?;
         let correct = flat
             .argmax(D::Minus1)?
             .eq(&y)?

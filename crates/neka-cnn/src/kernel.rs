@@ -1,0 +1,794 @@
+//! neka's CPU kernels for the CNN layers: convolution (+ fused ReLU) and max pooling, each ONE
+//! candle custom op with its backward pass written out.
+//!
+//! Built from candle ops, a convolution's im2col is `kh·kw` `narrow`s and a `stack` over the
+//! whole batch, and its backward pass is the backward of each of those: full-size temporary
+//! tensors and element-wise maps, with only a fifth of the time left for arithmetic. Here:
+//!
+//! ```text
+//! forward, per image b (a block of images per thread, buffers reused within the block):
+//!   cols  = im2col(x_b)                         (K = C·kh·kw, N = H'·W')
+//!   y_b   = W · cols + bias                     (C_out, N)   one GEMM, bias as its initial value
+//!   y_b   = max(0, y_b)                         only when ReLU is fused
+//! backward, given dy:
+//!   dz_b  = dy_b ⊙ [y_b > 0]                    (ReLU fused)  else dz_b = dy_b
+//!   db   += Σ_n dz_b[:, n]
+//!   dW   += dz_b · cols_bᵀ                      cols_b recomputed, never stored
+//!   dx_b  = col2im(Wᵀ · dz_b)                   ONLY when x needs a gradient (never for the
+//!                                               image that enters conv1)
+//! ```
+//!
+//! The products go through the `gemm` crate candle itself uses for its CPU matmul. Images are
+//! split into one block per thread of candle's (rayon's) pool; per-block `dW`/`db` are summed
+//! in block order, so results are deterministic for a given thread count.
+//!
+//! Max pooling keeps PyTorch's semantics (padding never wins; on ties the first maximum in the
+//! window, row-major, gets the gradient), and its backward recomputes each window's argmax from
+//! the input and scatters the gradient there: no mask tensors, any kernel / stride / padding
+//! (candle's max-pool backward needs kernel == stride: huggingface/candle#1593).
+//!
+//! Both are CPU only and f32 / f64 only; [`crate::conv::Conv2d`] and [`crate::pool::Pool2d`]
+//! choose between them and candle's ops in one place each, and the tests hold the two paths
+//! equal.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Which implementation the CNN layers use on CPU (other devices always take candle's ops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuImpl {
+    /// neka's kernels (this module): convolution with fused ReLU, max pooling. The default.
+    #[default]
+    Kernels,
+    /// The convolution as an im2col graph of candle ops; candle's pooling.
+    Im2col,
+    /// candle's `conv2d`, `relu` and `max_pool2d`: the plain twin of the kernels.
+    Candle,
+}
+
+impl std::str::FromStr for CpuImpl {
+    type Err = crate::Error;
+    /// `kernels` (or `kernel`), `im2col`, `candle`.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "kernels" | "kernel" => Ok(Self::Kernels),
+            "im2col" => Ok(Self::Im2col),
+            "candle" => Ok(Self::Candle),
+            other => Err(crate::Error::Config(format!(
+                "CPU implementation `{other}`: expected kernels, im2col or candle"
+            ))),
+        }
+    }
+}
+
+static CPU_IMPL: AtomicU8 = AtomicU8::new(0);
+
+/// Selects the CPU implementation of the CNN layers for the whole process (benchmarks,
+/// comparisons).
+pub fn set_cpu_impl(i: CpuImpl) {
+    CPU_IMPL.store(i as u8, Ordering::Relaxed);
+}
+
+/// The CPU implementation in use.
+pub fn cpu_impl() -> CpuImpl {
+    match CPU_IMPL.load(Ordering::Relaxed) {
+        0 => CpuImpl::Kernels,
+        1 => CpuImpl::Im2col,
+        _ => CpuImpl::Candle,
+    }
+}
+
+/// Floats the kernels run on.
+pub trait KernelFloat:
+    WithDType + num_traits::Float + std::ops::AddAssign + Send + Sync + 'static
+{
+}
+impl KernelFloat for f32 {}
+impl KernelFloat for f64 {}
+
+/// Shape of one 2-D convolution (one group), per image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Input channels, height, width.
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height and width.
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    /// Zero padding `(p_h, p_w)` on each side.
+    pub pad: (usize, usize),
+    pub dilation: usize,
+    /// Output height and width.
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry for an input `(C, H, W)` and a kernel `(C_out, C, kh, kw)`; an error if the
+    /// (padded) input is smaller than the dilated kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        (c, h, w): (usize, usize, usize),
+        (o, kh, kw): (usize, usize, usize),
+        stride: usize,
+        pad: (usize, usize),
+        dilation: usize,
+    ) -> Result<Self> {
+        let out = |size: usize, k: usize, p: usize| {
+            let eff = dilation * (k - 1) + 1;
+            (size + 2 * p >= eff && stride > 0).then(|| (size + 2 * p - eff) / stride + 1)
+        };
+        match (out(h, kh, pad.0), out(w, kw, pad.1)) {
+            (Some(oh), Some(ow)) if kh > 0 && kw > 0 && dilation > 0 => Ok(Self {
+                c,
+                h,
+                w,
+                o,
+                kh,
+                kw,
+                stride,
+                pad,
+                dilation,
+                oh,
+                ow,
+            }),
+            _ => candle_core::bail!(
+                "conv2d: input {h}x{w} with padding {pad:?} is smaller than the {kh}x{kw} kernel \
+                 at dilation {dilation}"
+            ),
+        }
+    }
+
+    /// Rows of the im2col matrix: `C · kh · kw`.
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Columns of the im2col matrix (output pixels): `H' · W'`.
+    pub fn n(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// A 1×1, stride-1, unpadded convolution: the image already *is* its im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == (0, 0)
+    }
+
+    /// For output column `j` and kernel column `n`, the input column is
+    /// `s·j + d·n − p_w`; returns the `j` range where it is inside the image.
+    fn valid_cols(&self, n: usize) -> (usize, usize) {
+        let off = (self.dilation * n) as isize - self.pad.1 as isize;
+        let s = self.stride as isize;
+        // s·j + off >= 0  and  s·j + off <= W − 1
+        let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+        let hi = (self.w as isize - 1 - off).div_euclid(s) + 1;
+        let hi = hi.clamp(0, self.ow as isize);
+        (lo.min(hi) as usize, hi as usize)
+    }
+
+    /// `cols[(c,m,n), (i,j)] = x[c, s·i + d·m − p_h, s·j + d·n − p_w]` (0 outside the image).
+    pub fn im2col<F: KernelFloat>(&self, x: &[F], cols: &mut [F]) {
+        let (nn, hw) = (self.n(), self.h * self.w);
+        for c in 0..self.c {
+            let plane = &x[c * hw..(c + 1) * hw];
+            for m in 0..self.kh {
+                for n in 0..self.kw {
+                    let row = ((c * self.kh + m) * self.kw + n) * nn;
+                    let (lo, hi) = self.valid_cols(n);
+                    let x0 = (self.dilation * n) as isize - self.pad.1 as isize;
+                    for i in 0..self.oh {
+                        let dst = &mut cols[row + i * self.ow..row + (i + 1) * self.ow];
+                        let y =
+                            (self.stride * i + self.dilation * m) as isize - self.pad.0 as isize;
+                        if y < 0 || y >= self.h as isize || lo >= hi {
+                            dst.fill(F::zero());
+                            continue;
+                        }
+                        let src = &plane[y as usize * self.w..(y as usize + 1) * self.w];
+                        dst[..lo].fill(F::zero());
+                        dst[hi..].fill(F::zero());
+                        let start = (self.stride * lo) as isize + x0;
+                        if self.stride == 1 {
+                            dst[lo..hi]
+                                .copy_from_slice(&src[start as usize..start as usize + hi - lo]);
+                        } else {
+                            for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                                *d = src[start as usize + k * self.stride];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`ConvGeometry::im2col`]: `dx[c, s·i + d·m − p_h, s·j + d·n − p_w] +=
+    /// dcols[(c,m,n), (i,j)]` over the positions inside the image. `dx` must start zeroed.
+    pub fn col2im<F: KernelFloat>(&self, dcols: &[F], dx: &mut [F]) {
+        let (nn, hw) = (self.n(), self.h * self.w);
+        for c in 0..self.c {
+            let plane = &mut dx[c * hw..(c + 1) * hw];
+            for m in 0..self.kh {
+                for n in 0..self.kw {
+                    let row = ((c * self.kh + m) * self.kw + n) * nn;
+                    let (lo, hi) = self.valid_cols(n);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let x0 = (self.dilation * n) as isize - self.pad.1 as isize;
+                    for i in 0..self.oh {
+                        let y =
+                            (self.stride * i + self.dilation * m) as isize - self.pad.0 as isize;
+                        if y < 0 || y >= self.h as isize {
+                            continue;
+                        }
+                        let src = &dcols[row + i * self.ow + lo..row + i * self.ow + hi];
+                        let start =
+                            (y as usize * self.w) as isize + (self.stride * lo) as isize + x0;
+                        let start = start as usize;
+                        if self.stride == 1 {
+                            for (d, s) in plane[start..start + hi - lo].iter_mut().zip(src) {
+                                *d += *s;
+                            }
+                        } else {
+                            for (k, s) in src.iter().enumerate() {
+                                plane[start + k * self.stride] += *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, each with (row, column) strides, through
+/// the `gemm` crate, on the calling thread (the kernels parallelise over images instead).
+///
+/// # Safety
+/// Every index in range must address memory inside the pointed-to buffers, and `dst` must not
+/// overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<F: KernelFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut F,
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: *const F,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const F,
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        F::one(),
+        F::one(),
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Images per block: the batch split evenly over the pool's threads.
+fn block_size(batch: usize) -> usize {
+    batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// The convolution `y = conv(x, W) + bias`, optionally followed by `max(0, ·)`, as a candle
+/// custom op on `(x (B, C, H, W), W (C_out, C, kh, kw), bias (C_out))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dOp {
+    pub stride: usize,
+    pub pad: (usize, usize),
+    pub dilation: usize,
+    /// Apply ReLU to the output (its backward uses the output as the mask).
+    pub relu: bool,
+}
+
+impl Conv2dOp {
+    fn geometry(&self, x: &Shape, w: &Shape) -> Result<(usize, ConvGeometry)> {
+        let (b, c, h, wd) = x.dims4()?;
+        let (o, ci, kh, kw) = w.dims4()?;
+        if ci != c {
+            candle_core::bail!(
+                "conv2d kernel: input has {c} channels, weight {:?} expects {ci} (groups = 1)",
+                w.dims()
+            )
+        }
+        Ok((
+            b,
+            ConvGeometry::new(
+                (c, h, wd),
+                (o, kh, kw),
+                self.stride,
+                self.pad,
+                self.dilation,
+            )?,
+        ))
+    }
+
+    fn forward<F: KernelFloat>(
+        &self,
+        b: usize,
+        g: &ConvGeometry,
+        x: &[F],
+        w: &[F],
+        bias: &[F],
+    ) -> Vec<F> {
+        let (k, n, o) = (g.k(), g.n(), g.o);
+        let (xsz, ysz) = (g.c * g.h * g.w, o * n);
+        let mut y = vec![F::zero(); b * ysz];
+        let per = block_size(b);
+        y.par_chunks_mut(per * ysz)
+            .zip(x.par_chunks(per * xsz))
+            .for_each(|(yb, xb)| {
+                let mut cols = if g.is_pointwise() {
+                    Vec::new()
+                } else {
+                    vec![F::zero(); k * n]
+                };
+                for (yi, xi) in yb.chunks_mut(ysz).zip(xb.chunks(xsz)) {
+                    let cols: &[F] = if g.is_pointwise() {
+                        xi
+                    } else {
+                        g.im2col(xi, &mut cols);
+                        &cols
+                    };
+                    for (row, bo) in yi.chunks_mut(n).zip(bias) {
+                        row.fill(*bo);
+                    }
+                    // SAFETY: yi is o×n, w is o×k, cols is k×n, all row-major and disjoint.
+                    unsafe {
+                        matmul(
+                            (o, n, k),
+                            yi.as_mut_ptr(),
+                            (n, 1),
+                            true,
+                            w.as_ptr(),
+                            (k, 1),
+                            cols.as_ptr(),
+                            (n, 1),
+                        );
+                    }
+                    if self.relu {
+                        yi.iter_mut().for_each(|v| {
+                            if *v < F::zero() {
+                                *v = F::zero()
+                            }
+                        });
+                    }
+                }
+            });
+        y
+    }
+
+    /// Returns `(dx if wanted, dW, db)`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn backward<F: KernelFloat>(
+        &self,
+        b: usize,
+        g: &ConvGeometry,
+        x: &[F],
+        w: &[F],
+        y: &[F],
+        dy: &[F],
+        want_dx: bool,
+    ) -> (Option<Vec<F>>, Vec<F>, Vec<F>) {
+        let (k, n, o) = (g.k(), g.n(), g.o);
+        let (xsz, ysz) = (g.c * g.h * g.w, o * n);
+        let per = block_size(b);
+        let mut dx = if want_dx {
+            vec![F::zero(); b * xsz]
+        } else {
+            Vec::new()
+        };
+        let block = |xb: &[F], yb: &[F], dyb: &[F], mut dxb: Option<&mut [F]>| {
+            let mut dw = vec![F::zero(); o * k];
+            let mut db = vec![F::zero(); o];
+            let mut cols = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![F::zero(); k * n]
+            };
+            let mut dz = if self.relu {
+                vec![F::zero(); ysz]
+            } else {
+                Vec::new()
+            };
+            let mut dcols = if want_dx && !g.is_pointwise() {
+                vec![F::zero(); k * n]
+            } else {
+                Vec::new()
+            };
+            for i in 0..xb.len() / xsz {
+                let dyi = &dyb[i * ysz..(i + 1) * ysz];
+                let dzi: &[F] = if self.relu {
+                    let yi = &yb[i * ysz..(i + 1) * ysz];
+                    for ((d, &gy), &v) in dz.iter_mut().zip(dyi).zip(yi) {
+                        *d = if v > F::zero() { gy } else { F::zero() };
+                    }
+                    &dz
+                } else {
+                    dyi
+                };
+                for (acc, row) in db.iter_mut().zip(dzi.chunks(n)) {
+                    *acc = row.iter().fold(*acc, |a, &v| a + v);
+                }
+                let xi = &xb[i * xsz..(i + 1) * xsz];
+                let cols: &[F] = if g.is_pointwise() {
+                    xi
+                } else {
+                    g.im2col(xi, &mut cols);
+                    &cols
+                };
+                // SAFETY: dw is o×k; dz is o×n; colsᵀ is n×k (cols is k×n row-major).
+                unsafe {
+                    matmul(
+                        (o, k, n),
+                        dw.as_mut_ptr(),
+                        (k, 1),
+                        true,
+                        dzi.as_ptr(),
+                        (n, 1),
+                        cols.as_ptr(),
+                        (1, n),
+                    );
+                }
+                if let Some(dxb) = dxb.as_deref_mut() {
+                    let dxi = &mut dxb[i * xsz..(i + 1) * xsz];
+                    let out: &mut [F] = if g.is_pointwise() { dxi } else { &mut dcols };
+                    // SAFETY: out is k×n; Wᵀ is k×o (W is o×k row-major); dz is o×n.
+                    unsafe {
+                        matmul(
+                            (k, n, o),
+                            out.as_mut_ptr(),
+                            (n, 1),
+                            false,
+                            w.as_ptr(),
+                            (1, k),
+                            dzi.as_ptr(),
+                            (n, 1),
+                        );
+                    }
+                    if !g.is_pointwise() {
+                        g.col2im(&dcols, &mut dxb[i * xsz..(i + 1) * xsz]);
+                    }
+                }
+            }
+            (dw, db)
+        };
+        let parts: Vec<(Vec<F>, Vec<F>)> = if want_dx {
+            dx.par_chunks_mut(per * xsz)
+                .zip(x.par_chunks(per * xsz))
+                .zip(y.par_chunks(per * ysz).zip(dy.par_chunks(per * ysz)))
+                .map(|((dxb, xb), (yb, dyb))| block(xb, yb, dyb, Some(dxb)))
+                .collect()
+        } else {
+            x.par_chunks(per * xsz)
+                .zip(y.par_chunks(per * ysz).zip(dy.par_chunks(per * ysz)))
+                .map(|(xb, (yb, dyb))| block(xb, yb, dyb, None))
+                .collect()
+        };
+        let mut parts = parts.into_iter();
+        let (mut dw, mut db) = parts
+            .next()
+            .unwrap_or_else(|| (vec![F::zero(); o * k], vec![F::zero(); o]));
+        for (pw, pb) in parts {
+            dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
+            db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
+        }
+        (want_dx.then_some(dx), dw, db)
+    }
+}
+
+fn contiguous<'a, F: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [F]> {
+    let v = s.as_slice::<F>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: inputs must be contiguous"),
+    }
+}
+
+/// Runs `f` on a CPU tensor's (contiguous) data.
+fn with_slice<F: WithDType, R>(t: &Tensor, what: &str, f: impl FnOnce(&[F]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => Ok(f(contiguous::<F>(s, layout, what)?)),
+        _ => candle_core::bail!("{what}: CPU tensors only"),
+    }
+}
+
+impl candle_core::CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "neka-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, g) = self.geometry(l1.shape(), l2.shape())?;
+        if l3.shape().dims() != [g.o] {
+            candle_core::bail!(
+                "conv2d kernel: bias {:?} must be [{}]",
+                l3.shape().dims(),
+                g.o
+            )
+        }
+        let shape = Shape::from((b, g.o, g.oh, g.ow));
+        let what = "conv2d kernel";
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.forward::<f32>(
+                b,
+                &g,
+                contiguous(s1, l1, what)?,
+                contiguous(s2, l2, what)?,
+                contiguous(s3, l3, what)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.forward::<f64>(
+                b,
+                &g,
+                contiguous(s1, l1, what)?,
+                contiguous(s2, l2, what)?,
+                contiguous(s3, l3, what)?,
+            )),
+            _ => candle_core::bail!(
+                "conv2d kernel: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
+                s1.dtype(),
+                s2.dtype(),
+                s3.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn typed<F: KernelFloat>(
+            op: &Conv2dOp,
+            x: &Tensor,
+            w: &Tensor,
+            y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+            let (b, g) = op.geometry(x.shape(), w.shape())?;
+            let what = "conv2d kernel backward";
+            let want_dx = x.track_op();
+            let (dx, dw, db) = with_slice::<F, _>(x, what, |xs| {
+                with_slice::<F, _>(w, what, |ws| {
+                    with_slice::<F, _>(y, what, |ys| {
+                        with_slice::<F, _>(dy, what, |dys| {
+                            op.backward(b, &g, xs, ws, ys, dys, want_dx)
+                        })
+                    })
+                })
+            })????;
+            let cpu = Device::Cpu;
+            Ok((
+                dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
+                    .transpose()?,
+                Tensor::from_vec(dw, w.shape(), &cpu)?,
+                Tensor::from_vec(db, g.o, &cpu)?,
+            ))
+        }
+        let (dx, dw, db) = match x.dtype() {
+            DType::F32 => typed::<f32>(self, x, w, y, dy)?,
+            DType::F64 => typed::<f64>(self, x, w, y, dy)?,
+            dt => candle_core::bail!("conv2d kernel: f32 or f64 only, got {dt:?}"),
+        };
+        Ok((
+            dx,
+            w.track_op().then_some(dw),
+            bias.track_op().then_some(db),
+        ))
+    }
+}
+
+/// Runs neka's convolution kernel: `x (B, C, H, W)`, `w (C_out, C, kh, kw)`, `bias (C_out)` →
+/// `(B, C_out, H', W')`, with ReLU applied when `op.relu`. CPU tensors, f32 or f64.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, op: Conv2dOp) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// `k × k` max pooling with stride and padding (−∞ padding), PyTorch's `max_pool2d`, as a
+/// candle custom op on `(B, C, H, W)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2dOp {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl MaxPool2dOp {
+    fn out_size(&self, size: usize) -> Result<usize> {
+        if self.kernel == 0 || self.stride == 0 || size + 2 * self.padding < self.kernel {
+            candle_core::bail!(
+                "max_pool2d kernel: input size {size} with padding {} is smaller than the kernel {}",
+                self.padding,
+                self.kernel
+            )
+        }
+        Ok((size + 2 * self.padding - self.kernel) / self.stride + 1)
+    }
+
+    /// Index (within the plane) of the first maximum of output window `(i, j)`: `None` only if
+    /// the window lies entirely in the padding.
+    #[inline]
+    fn argmax<F: KernelFloat>(
+        &self,
+        plane: &[F],
+        (h, w): (usize, usize),
+        i: usize,
+        j: usize,
+    ) -> Option<usize> {
+        let y0 = (i * self.stride) as isize - self.padding as isize;
+        let x0 = (j * self.stride) as isize - self.padding as isize;
+        let (ylo, yhi) = (
+            y0.max(0) as usize,
+            ((y0 + self.kernel as isize).min(h as isize)).max(0) as usize,
+        );
+        let (xlo, xhi) = (
+            x0.max(0) as usize,
+            ((x0 + self.kernel as isize).min(w as isize)).max(0) as usize,
+        );
+        let mut best: Option<(usize, F)> = None;
+        for y in ylo..yhi {
+            for x in xlo..xhi {
+                let v = plane[y * w + x];
+                // PyTorch's rule: a later value wins if it is larger or NaN.
+                match best {
+                    Some((_, b)) if !(v > b || v.is_nan()) => {}
+                    _ => best = Some((y * w + x, v)),
+                }
+            }
+        }
+        best.map(|(k, _)| k)
+    }
+
+    fn forward<F: KernelFloat>(
+        &self,
+        planes: usize,
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        x: &[F],
+    ) -> Vec<F> {
+        let mut y = vec![F::zero(); planes * oh * ow];
+        let min_len = (1usize << 14).div_ceil(h * w).max(1);
+        y.par_chunks_mut(oh * ow)
+            .zip(x.par_chunks(h * w))
+            .with_min_len(min_len)
+            .for_each(|(yp, xp)| {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        yp[i * ow + j] = match self.argmax(xp, (h, w), i, j) {
+                            Some(k) => xp[k],
+                            None => F::neg_infinity(),
+                        };
+                    }
+                }
+            });
+        y
+    }
+
+    fn backward<F: KernelFloat>(
+        &self,
+        planes: usize,
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        x: &[F],
+        dy: &[F],
+    ) -> Vec<F> {
+        let mut dx = vec![F::zero(); planes * h * w];
+        let min_len = (1usize << 14).div_ceil(h * w).max(1);
+        dx.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
+            .with_min_len(min_len)
+            .for_each(|(dxp, (xp, dyp))| {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        if let Some(k) = self.argmax(xp, (h, w), i, j) {
+                            dxp[k] += dyp[i * ow + j];
+                        }
+                    }
+                }
+            });
+        dx
+    }
+}
+
+impl candle_core::CustomOp1 for MaxPool2dOp {
+    fn name(&self) -> &'static str {
+        "neka-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l.shape().dims4()?;
+        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
+        let what = "max_pool2d kernel";
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(
+                b * c,
+                (h, w),
+                (oh, ow),
+                contiguous(s, l, what)?,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(
+                b * c,
+                (h, w),
+                (oh, ow),
+                contiguous(s, l, what)?,
+            )),
+            _ => candle_core::bail!("max_pool2d kernel: f32 or f64 only, got {:?}", s.dtype()),
+        };
+        Ok((out, Shape::from((b, c, oh, ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let (b, c, h, w) = x.dims4()?;
+        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
+        let what = "max_pool2d kernel backward";
+        let cpu = Device::Cpu;
+        let dx = match x.dtype() {
+            DType::F32 => Tensor::from_vec(
+                with_slice::<f32, _>(x, what, |xs| {
+                    with_slice::<f32, _>(dy, what, |dys| {
+                        self.backward(b * c, (h, w), (oh, ow), xs, dys)
+                    })
+                })??,
+                x.shape(),
+                &cpu,
+            )?,
+            DType::F64 => Tensor::from_vec(
+                with_slice::<f64, _>(x, what, |xs| {
+                    with_slice::<f64, _>(dy, what, |dys| {
+                        self.backward(b * c, (h, w), (oh, ow), xs, dys)
+                    })
+                })??,
+                x.shape(),
+                &cpu,
+            )?,
+            dt => candle_core::bail!("max_pool2d kernel: f32 or f64 only, got {dt:?}"),
+        };
+        Ok(Some(dx))
+    }
+}
+
+/// Runs neka's max-pool kernel on a CPU tensor `(B, C, H, W)`, f32 or f64.
+pub fn max_pool2d(x: &Tensor, op: MaxPool2dOp) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(op)
+}
