@@ -32,6 +32,10 @@ struct Args {
     /// Timed inference batches per case (after 1 warm-up).
     #[arg(long, default_value_t = 3)]
     infer_batches: usize,
+    /// Keep timing (more steps / batches) until each timed loop has run this long: small
+    /// models finish 20 steps in a few milliseconds, too short to time on a noisy machine.
+    #[arg(long, default_value_t = 2.0)]
+    min_seconds: f64,
     /// Which CPU implementation: all, kernels, im2col, candle, or both (= im2col and candle).
     #[arg(long, default_value = "all")]
     conv: String,
@@ -85,11 +89,13 @@ fn main() -> Result<()> {
             }
             device.synchronize()?;
             let t = Instant::now();
-            for _ in 0..a.steps {
+            let mut steps = 0;
+            while steps < a.steps || t.elapsed().as_secs_f64() < a.min_seconds {
                 step(&mut opt)?;
+                steps += 1;
             }
             device.synchronize()?;
-            let train_ips = (a.steps * 64) as f64 / t.elapsed().as_secs_f64();
+            let train_ips = (steps * 64) as f64 / t.elapsed().as_secs_f64();
 
             let infer = batch(1000)?;
             model
@@ -97,13 +103,17 @@ fn main() -> Result<()> {
                 .sum_all()?
                 .to_scalar::<f32>()?;
             let t = Instant::now();
-            for _ in 0..a.infer_batches {
+            let mut infer_batches = 0;
+            while infer_batches < a.infer_batches
+                || (a.infer_batches > 0 && t.elapsed().as_secs_f64() < a.min_seconds)
+            {
                 model
                     .forward_t(&infer.x, false)?
                     .sum_all()?
                     .to_scalar::<f32>()?;
+                infer_batches += 1;
             }
-            let infer_ips = (a.infer_batches * 1000) as f64 / t.elapsed().as_secs_f64();
+            let infer_ips = (infer_batches * 1000) as f64 / t.elapsed().as_secs_f64();
             let conv_name = if device.is_cpu() { *conv } else { "candle" };
             println!(
                 "{}",
@@ -113,8 +123,10 @@ fn main() -> Result<()> {
                     "conv": conv_name,
                     "threads": candle_core::utils::get_num_threads(),
                     "train_batch": 64,
+                    "train_steps": steps,
                     "train_images_per_sec": (train_ips * 10.0).round() / 10.0,
                     "infer_batch": 1000,
+                    "infer_batches": infer_batches,
                     "infer_images_per_sec": (infer_ips * 10.0).round() / 10.0,
                     "peak_rss_mb": neka_common::metrics::peak_rss_bytes().map(|b| b / (1 << 20)),
                 })

@@ -28,7 +28,7 @@ def peak_rss_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
-def bench_cnn(name: str, steps: int, infer_batches: int) -> dict:
+def bench_cnn(name: str, steps: int, infer_batches: int, min_seconds: float) -> dict:
     torch.manual_seed(0)
     model = MODELS[name]()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -48,26 +48,32 @@ def bench_cnn(name: str, steps: int, infer_batches: int) -> dict:
     for _ in range(2):
         step()
     t = time.perf_counter()
-    for _ in range(steps):
+    n = 0
+    while n < steps or time.perf_counter() - t < min_seconds:
         step()
-    train_ips = steps * 64 / (time.perf_counter() - t)
+        n += 1
+    train_ips = n * 64 / (time.perf_counter() - t)
 
     model.eval()
     xi = torch.randn(1000, 1, 28, 28)
     with torch.no_grad():
         model(xi).sum().item()
         t = time.perf_counter()
-        for _ in range(infer_batches):
+        nb = 0
+        while nb < infer_batches or (infer_batches > 0 and time.perf_counter() - t < min_seconds):
             model(xi).sum().item()
-        infer_ips = infer_batches * 1000 / (time.perf_counter() - t)
+            nb += 1
+        infer_ips = nb * 1000 / (time.perf_counter() - t)
     return {
         "model": name,
         "device": "cpu",
         "impl": f"pytorch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "train_batch": 64,
+        "train_steps": n,
         "train_images_per_sec": round(train_ips, 1),
         "infer_batch": 1000,
+        "infer_batches": nb,
         "infer_images_per_sec": round(infer_ips, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -79,11 +85,12 @@ def main() -> None:
     p.add_argument("--model", choices=list(MODELS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--infer-batches", type=int, default=3)
+    p.add_argument("--min-seconds", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for name in [a.model] if a.model else list(MODELS):
-        print(json.dumps(bench_cnn(name, a.steps, a.infer_batches)), flush=True)
+        print(json.dumps(bench_cnn(name, a.steps, a.infer_batches, a.min_seconds)), flush=True)
 
 
 if __name__ == "__main__":

@@ -646,6 +646,11 @@ impl MaxPool2dOp {
         Ok((size + 2 * self.padding - self.kernel) / self.stride + 1)
     }
 
+    /// The common 2×2, stride-2, unpadded case, with a branch-free inner loop.
+    fn is_2x2(&self) -> bool {
+        self.kernel == 2 && self.stride == 2 && self.padding == 0
+    }
+
     /// Index (within the plane) of the first maximum of output window `(i, j)`: `None` only if
     /// the window lies entirely in the padding.
     #[inline]
@@ -666,18 +671,20 @@ impl MaxPool2dOp {
             x0.max(0) as usize,
             ((x0 + self.kernel as isize).min(w as isize)).max(0) as usize,
         );
-        let mut best: Option<(usize, F)> = None;
+        if ylo >= yhi || xlo >= xhi {
+            return None;
+        }
+        let (mut bi, mut bv) = (ylo * w + xlo, plane[ylo * w + xlo]);
         for y in ylo..yhi {
-            for x in xlo..xhi {
-                let v = plane[y * w + x];
+            let row = &plane[y * w + xlo..y * w + xhi];
+            for (k, &v) in row.iter().enumerate() {
                 // PyTorch's rule: a later value wins if it is larger or NaN.
-                match best {
-                    Some((_, b)) if !(v > b || v.is_nan()) => {}
-                    _ => best = Some((y * w + x, v)),
+                if v > bv || v.is_nan() {
+                    (bi, bv) = (y * w + xlo + k, v);
                 }
             }
         }
-        best.map(|(k, _)| k)
+        Some(bi)
     }
 
     fn forward<F: KernelFloat>(
@@ -693,6 +700,15 @@ impl MaxPool2dOp {
             .zip(x.par_chunks(h * w))
             .with_min_len(min_len)
             .for_each(|(yp, xp)| {
+                if self.is_2x2() {
+                    for (i, yr) in yp.chunks_mut(ow).enumerate() {
+                        let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
+                        for (j, out) in yr.iter_mut().enumerate() {
+                            *out = window2x2(r0, r1, 2 * j).1;
+                        }
+                    }
+                    return;
+                }
                 for i in 0..oh {
                     for j in 0..ow {
                         yp[i * ow + j] = match self.argmax(xp, (h, w), i, j) {
@@ -719,6 +735,17 @@ impl MaxPool2dOp {
             .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
             .with_min_len(min_len)
             .for_each(|(dxp, (xp, dyp))| {
+                if self.is_2x2() {
+                    for (i, dyr) in dyp.chunks(ow).enumerate() {
+                        let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
+                        for (j, &g) in dyr.iter().enumerate() {
+                            let (k, _) = window2x2(r0, r1, 2 * j);
+                            // k: 0, 1 in row 2i; 2, 3 in row 2i + 1
+                            dxp[(2 * i + k / 2) * w + 2 * j + k % 2] += g;
+                        }
+                    }
+                    return;
+                }
                 for i in 0..oh {
                     for j in 0..ow {
                         if let Some(k) = self.argmax(xp, (h, w), i, j) {
@@ -729,6 +756,22 @@ impl MaxPool2dOp {
             });
         dx
     }
+}
+
+/// The first maximum (PyTorch's rule: a later value wins if larger or NaN) of the 2×2 window
+/// at column `x` of rows `r0`, `r1`, as `(0..4 in row-major order, value)`.
+#[inline(always)]
+fn window2x2<F: KernelFloat>(r0: &[F], r1: &[F], x: usize) -> (usize, F) {
+    let pick = |(bk, bv): (usize, F), k: usize, v: F| {
+        if v > bv || v.is_nan() {
+            (k, v)
+        } else {
+            (bk, bv)
+        }
+    };
+    let best = pick((0, r0[x]), 1, r0[x + 1]);
+    let best = pick(best, 2, r1[x]);
+    pick(best, 3, r1[x + 1])
 }
 
 impl candle_core::CustomOp1 for MaxPool2dOp {

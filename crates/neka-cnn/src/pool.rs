@@ -8,7 +8,7 @@
 use crate::arith;
 use crate::kernel::{self, CpuImpl, MaxPool2dOp};
 use crate::{Error, Result};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 /// Max or average.
@@ -92,6 +92,24 @@ fn pad_with(xs: &Tensor, p: usize, value: f64) -> candle_core::Result<Tensor> {
     Tensor::cat(&[&row, &xs, &row], 2)
 }
 
+/// Max pooling with kernel == stride as a reshape and a `max` over each window: the values of
+/// candle's `max_pool2d`, with a correct gradient. candle 0.11.1's own max-pool backward
+/// multiplies the gradient by `avg_pool(mask)` = 1/k² (for a single maximum) where it meant to
+/// divide by the number of maxima, and, built on `upsample_nearest2d`, matches rows to the
+/// wrong window when the size is not a multiple of k (both shown in tests/kernel.rs). This is
+/// the path on CUDA / Metal and the plain twin of neka's CPU kernel; on ties every maximum
+/// gets the gradient (candle's `max` reduction), where PyTorch and the kernel pick the first.
+pub fn max_pool_by_reduction(xs: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    let (oh, ow) = (h / k, w / k);
+    xs.narrow(2, 0, oh * k)?
+        .narrow(3, 0, ow * k)?
+        .reshape((b, c, oh, k, ow, k))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .reshape((b, c, oh, ow, k * k))?
+        .max(D::Minus1)
+}
+
 impl Pool2d {
     /// neka's max-pool kernel applies: a CPU f32/f64 tensor under [`CpuImpl::Kernels`].
     /// The one place that picks the pooling implementation.
@@ -102,11 +120,19 @@ impl Pool2d {
             && kernel::cpu_impl() == CpuImpl::Kernels
     }
 
-    /// candle's pooling (padding as explicit −∞ / 0 borders).
+    /// Pooling from candle's ops (padding as explicit −∞ / 0 borders; max pooling with
+    /// kernel == stride through [`max_pool_by_reduction`] for a correct gradient).
     pub fn forward_candle(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self.kind {
-            PoolKind::Max => pad_with(xs, self.padding, f64::NEG_INFINITY)?
-                .max_pool2d_with_stride(self.kernel, self.stride),
+            PoolKind::Max => {
+                let xs = pad_with(xs, self.padding, f64::NEG_INFINITY)?;
+                if self.kernel == self.stride {
+                    max_pool_by_reduction(&xs, self.kernel)
+                } else {
+                    // Forward only: candle's backward refuses kernel != stride (candle#1593).
+                    xs.max_pool2d_with_stride(self.kernel, self.stride)
+                }
+            }
             PoolKind::Avg => {
                 pad_with(xs, self.padding, 0.0)?.avg_pool2d_with_stride(self.kernel, self.stride)
             }
