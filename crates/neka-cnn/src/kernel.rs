@@ -19,7 +19,7 @@
 //! ```
 //!
 //! The products go through the `gemm` crate candle itself uses for its CPU matmul. Images are
-//! split into one block per thread of candle's (rayon's) pool; per-block `dW`/`db` are summed
+//! split into one block per thread of candle's CPU pool; per-block `dW`/`db` are summed
 //! in block order, so results are deterministic for a given thread count.
 //!
 //! Max pooling keeps PyTorch's semantics (padding never wins; on ties the first maximum in the
@@ -33,9 +33,9 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
 
 /// Which implementation the CNN layers use on CPU (other devices always take candle's ops).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -293,7 +293,42 @@ unsafe fn matmul<F: KernelFloat>(
 
 /// Images per block: the batch split evenly over the pool's threads.
 fn block_size(batch: usize) -> usize {
-    batch.div_ceil(rayon::current_num_threads().max(1)).max(1)
+    batch.div_ceil(threads()).max(1)
+}
+
+/// Threads of candle's CPU pool (its "barrier pool": the workers plus the calling thread).
+fn threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+/// Runs `f` on every item on candle's CPU thread pool, the one its element-wise ops use, and
+/// returns the results in item order. One pool for candle's ops and neka's kernels: with a
+/// second pool (rayon's) the idle workers of each spin on the cores the other is using, which
+/// costs LeNet-5's training about 15 % on 2 cores.
+fn parallel<T: Send, R: Send>(items: impl Iterator<Item = T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let items: Vec<Mutex<Option<T>>> = items.map(|t| Mutex::new(Some(t))).collect();
+    let out: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let run = |i: usize| {
+        let item = items[i].lock().unwrap().take().unwrap();
+        *out[i].lock().unwrap() = Some(f(item));
+    };
+    if items.len() <= 1 {
+        (0..items.len()).for_each(run);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(items.len(), |r| r.for_each(run));
+    }
+    out.into_iter()
+        .map(|m| m.into_inner().unwrap().unwrap())
+        .collect()
+}
+
+/// Planes per parallel item for the pooling kernels: about four items per thread, each at
+/// least 16 K input elements.
+fn planes_per_item(planes: usize, plane_size: usize) -> usize {
+    planes
+        .div_ceil(4 * threads())
+        .max((1usize << 14).div_ceil(plane_size))
+        .max(1)
 }
 
 /// The convolution `y = conv(x, W) + bias`, optionally followed by `max(0, ·)`, as a candle
@@ -341,9 +376,9 @@ impl Conv2dOp {
         let (xsz, ysz) = (g.c * g.h * g.w, o * n);
         let mut y = vec![F::zero(); b * ysz];
         let per = block_size(b);
-        y.par_chunks_mut(per * ysz)
-            .zip(x.par_chunks(per * xsz))
-            .for_each(|(yb, xb)| {
+        parallel(
+            y.chunks_mut(per * ysz).zip(x.chunks(per * xsz)),
+            |(yb, xb)| {
                 let mut cols = if g.is_pointwise() {
                     Vec::new()
                 } else {
@@ -380,7 +415,8 @@ impl Conv2dOp {
                         });
                     }
                 }
-            });
+            },
+        );
         y
     }
 
@@ -479,17 +515,16 @@ impl Conv2dOp {
             }
             (dw, db)
         };
+        let inputs = x
+            .chunks(per * xsz)
+            .zip(y.chunks(per * ysz).zip(dy.chunks(per * ysz)));
         let parts: Vec<(Vec<F>, Vec<F>)> = if want_dx {
-            dx.par_chunks_mut(per * xsz)
-                .zip(x.par_chunks(per * xsz))
-                .zip(y.par_chunks(per * ysz).zip(dy.par_chunks(per * ysz)))
-                .map(|((dxb, xb), (yb, dyb))| block(xb, yb, dyb, Some(dxb)))
-                .collect()
+            parallel(
+                dx.chunks_mut(per * xsz).zip(inputs),
+                |(dxb, (xb, (yb, dyb)))| block(xb, yb, dyb, Some(dxb)),
+            )
         } else {
-            x.par_chunks(per * xsz)
-                .zip(y.par_chunks(per * ysz).zip(dy.par_chunks(per * ysz)))
-                .map(|(xb, (yb, dyb))| block(xb, yb, dyb, None))
-                .collect()
+            parallel(inputs, |(xb, (yb, dyb))| block(xb, yb, dyb, None))
         };
         let mut parts = parts.into_iter();
         let (mut dw, mut db) = parts
@@ -695,29 +730,34 @@ impl MaxPool2dOp {
         x: &[F],
     ) -> Vec<F> {
         let mut y = vec![F::zero(); planes * oh * ow];
-        let min_len = (1usize << 14).div_ceil(h * w).max(1);
-        y.par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .with_min_len(min_len)
-            .for_each(|(yp, xp)| {
-                if self.is_2x2() {
-                    for (i, yr) in yp.chunks_mut(ow).enumerate() {
-                        let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
-                        for (j, out) in yr.iter_mut().enumerate() {
-                            *out = window2x2(r0, r1, 2 * j).1;
-                        }
-                    }
-                    return;
-                }
-                for i in 0..oh {
-                    for j in 0..ow {
-                        yp[i * ow + j] = match self.argmax(xp, (h, w), i, j) {
-                            Some(k) => xp[k],
-                            None => F::neg_infinity(),
-                        };
+        let per = planes_per_item(planes, h * w);
+        let plane = |yp: &mut [F], xp: &[F]| {
+            if self.is_2x2() {
+                for (i, yr) in yp.chunks_mut(ow).enumerate() {
+                    let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
+                    for (j, out) in yr.iter_mut().enumerate() {
+                        *out = window2x2(r0, r1, 2 * j).1;
                     }
                 }
-            });
+                return;
+            }
+            for i in 0..oh {
+                for j in 0..ow {
+                    yp[i * ow + j] = match self.argmax(xp, (h, w), i, j) {
+                        Some(k) => xp[k],
+                        None => F::neg_infinity(),
+                    };
+                }
+            }
+        };
+        parallel(
+            y.chunks_mut(per * oh * ow).zip(x.chunks(per * h * w)),
+            |(yb, xb)| {
+                for (yp, xp) in yb.chunks_mut(oh * ow).zip(xb.chunks(h * w)) {
+                    plane(yp, xp);
+                }
+            },
+        );
         y
     }
 
@@ -730,30 +770,39 @@ impl MaxPool2dOp {
         dy: &[F],
     ) -> Vec<F> {
         let mut dx = vec![F::zero(); planes * h * w];
-        let min_len = (1usize << 14).div_ceil(h * w).max(1);
-        dx.par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
-            .with_min_len(min_len)
-            .for_each(|(dxp, (xp, dyp))| {
-                if self.is_2x2() {
-                    for (i, dyr) in dyp.chunks(ow).enumerate() {
-                        let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
-                        for (j, &g) in dyr.iter().enumerate() {
-                            let (k, _) = window2x2(r0, r1, 2 * j);
-                            // k: 0, 1 in row 2i; 2, 3 in row 2i + 1
-                            dxp[(2 * i + k / 2) * w + 2 * j + k % 2] += g;
-                        }
-                    }
-                    return;
-                }
-                for i in 0..oh {
-                    for j in 0..ow {
-                        if let Some(k) = self.argmax(xp, (h, w), i, j) {
-                            dxp[k] += dyp[i * ow + j];
-                        }
+        let per = planes_per_item(planes, h * w);
+        let plane = |dxp: &mut [F], xp: &[F], dyp: &[F]| {
+            if self.is_2x2() {
+                for (i, dyr) in dyp.chunks(ow).enumerate() {
+                    let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
+                    for (j, &g) in dyr.iter().enumerate() {
+                        let (k, _) = window2x2(r0, r1, 2 * j);
+                        // k: 0, 1 in row 2i; 2, 3 in row 2i + 1
+                        dxp[(2 * i + k / 2) * w + 2 * j + k % 2] += g;
                     }
                 }
-            });
+                return;
+            }
+            for i in 0..oh {
+                for j in 0..ow {
+                    if let Some(k) = self.argmax(xp, (h, w), i, j) {
+                        dxp[k] += dyp[i * ow + j];
+                    }
+                }
+            }
+        };
+        parallel(
+            dx.chunks_mut(per * h * w)
+                .zip(x.chunks(per * h * w).zip(dy.chunks(per * oh * ow))),
+            |(dxb, (xb, dyb))| {
+                for (dxp, (xp, dyp)) in dxb
+                    .chunks_mut(h * w)
+                    .zip(xb.chunks(h * w).zip(dyb.chunks(oh * ow)))
+                {
+                    plane(dxp, xp, dyp);
+                }
+            },
+        );
         dx
     }
 }
