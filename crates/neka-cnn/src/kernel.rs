@@ -408,11 +408,10 @@ impl Conv2dOp {
                         );
                     }
                     if self.relu {
-                        yi.iter_mut().for_each(|v| {
-                            if *v < F::zero() {
-                                *v = F::zero()
-                            }
-                        });
+                        // A select, not a conditional store, so it vectorises; NaN stays NaN.
+                        let zero = F::zero();
+                        yi.iter_mut()
+                            .for_each(|v| *v = if *v < zero { zero } else { *v });
                     }
                 }
             },
@@ -811,12 +810,10 @@ impl MaxPool2dOp {
 /// at column `x` of rows `r0`, `r1`, as `(0..4 in row-major order, value)`.
 #[inline(always)]
 fn window2x2<F: KernelFloat>(r0: &[F], r1: &[F], x: usize) -> (usize, F) {
+    // `|`, not `||`: both comparisons, then selects, no branches.
     let pick = |(bk, bv): (usize, F), k: usize, v: F| {
-        if v > bv || v.is_nan() {
-            (k, v)
-        } else {
-            (bk, bv)
-        }
+        let take = (v > bv) | v.is_nan();
+        (if take { k } else { bk }, if take { v } else { bv })
     };
     let best = pick((0, r0[x]), 1, r0[x + 1]);
     let best = pick(best, 2, r1[x]);
