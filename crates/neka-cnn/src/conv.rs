@@ -17,6 +17,7 @@
 
 use crate::arith;
 pub use crate::kernel::{cpu_impl, set_cpu_impl, CpuImpl};
+use crate::pool::{Pool2d, PoolKind};
 use crate::{kernel, Error, Result};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -356,12 +357,11 @@ impl Conv2d {
             .cfg
             .resolved_padding()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let op = kernel::Conv2dOp {
-            stride: self.cfg.stride,
-            pad: (ph, pw),
-            dilation: self.cfg.dilation,
-            relu,
-        };
+        let op = kernel::Conv2dOp::new(self.cfg.stride, (ph, pw), self.cfg.dilation, relu);
+        self.run_kernel(xs, op)
+    }
+
+    fn run_kernel(&self, xs: &Tensor, op: kernel::Conv2dOp) -> candle_core::Result<Tensor> {
         let zeros;
         let bias = match self.inner.bias() {
             Some(b) => b,
@@ -379,6 +379,41 @@ impl Conv2d {
         match conv_path(&self.cfg, xs) {
             CpuImpl::Kernels => self.forward_kernel(xs, true),
             _ => self.forward(xs)?.relu(),
+        }
+    }
+
+    /// `pool(ReLU(conv(x)))`, the lecture's conv → ReLU → pool block. On neka's kernel path,
+    /// with a `k × k` max pool of stride `k` (k ≤ 16) and no padding, one op: the feature map
+    /// before pooling is never materialised (see [`kernel::Conv2dOp`]); otherwise the three
+    /// layers one after the other. Same values and gradients either way (tested).
+    pub fn forward_relu_pool(&self, xs: &Tensor, pool: &Pool2d) -> candle_core::Result<Tensor> {
+        self.forward_relu_pool_t(xs, pool, true)
+    }
+
+    /// [`Conv2d::forward_relu_pool`]; with `train = false` the fused op skips recording the
+    /// pooling argmax (faster inference; a backward pass still works, by recomputing it).
+    pub fn forward_relu_pool_t(
+        &self,
+        xs: &Tensor,
+        pool: &Pool2d,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let fusable = pool.kind == PoolKind::Max
+            && pool.kernel == pool.stride
+            && pool.padding == 0
+            && (2..=16).contains(&pool.kernel);
+        match conv_path(&self.cfg, xs) {
+            CpuImpl::Kernels if fusable => {
+                let (ph, pw) = self
+                    .cfg
+                    .resolved_padding()
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let op = kernel::Conv2dOp::new(self.cfg.stride, (ph, pw), self.cfg.dilation, true)
+                    .with_pool(pool.kernel)
+                    .keep_argmax(train);
+                self.run_kernel(xs, op)
+            }
+            _ => pool.forward(&self.forward_relu(xs)?),
         }
     }
 }

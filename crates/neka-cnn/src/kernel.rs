@@ -35,7 +35,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Which implementation the CNN layers use on CPU (other devices always take candle's ops).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -248,6 +248,21 @@ impl ConvGeometry {
     }
 }
 
+/// `Σ xs` with 16 independent partial sums, so it vectorises (a plain fold is one serial chain
+/// of dependent additions).
+fn sum<F: KernelFloat>(xs: &[F]) -> F {
+    let mut acc = [F::zero(); 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let tail = rest.iter().fold(F::zero(), |a, &v| a + v);
+    acc.iter().fold(tail, |a, &v| a + v)
+}
+
 /// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, each with (row, column) strides, through
 /// the `gemm` crate, on the calling thread (the kernels parallelise over images instead).
 ///
@@ -331,18 +346,60 @@ fn planes_per_item(planes: usize, plane_size: usize) -> usize {
         .max(1)
 }
 
-/// The convolution `y = conv(x, W) + bias`, optionally followed by `max(0, ·)`, as a candle
+/// The convolution `y = conv(x, W) + bias`, optionally followed by `max(0, ·)` and by a
+/// `k × k` max pool with stride `k` (the lecture's conv → ReLU → pool block), as a candle
 /// custom op on `(x (B, C, H, W), W (C_out, C, kh, kw), bias (C_out))`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// With the pool fused, the full-size feature map before pooling never becomes a tensor: each
+/// image's map lives in a per-thread buffer, is pooled while it is in cache, and only the
+/// window argmax (one byte per pooled output) is kept for the backward pass.
+#[derive(Debug, Clone)]
 pub struct Conv2dOp {
     pub stride: usize,
     pub pad: (usize, usize),
     pub dilation: usize,
     /// Apply ReLU to the output (its backward uses the output as the mask).
     pub relu: bool,
+    /// Max-pool the (ReLU'd) output with a `pool × pool` window and stride (`0` or `1`: none;
+    /// at most 16, so a window position fits a byte).
+    pub pool: usize,
+    /// Record the window argmax for the backward pass (`false` in inference: the pooling loop
+    /// is then about 1.4× faster; a backward pass after all recomputes the forward pass).
+    pub keep_argmax: bool,
+    /// The forward pass's window argmax (row-major position in the window), for `bwd`.
+    argmax: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Conv2dOp {
+    /// A convolution with this stride, padding `(p_h, p_w)` and dilation; `relu` fuses ReLU.
+    pub fn new(stride: usize, pad: (usize, usize), dilation: usize, relu: bool) -> Self {
+        Self {
+            stride,
+            pad,
+            dilation,
+            relu,
+            pool: 0,
+            keep_argmax: true,
+            argmax: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Fuses a `k × k`, stride-`k`, unpadded max pool after the (ReLU'd) convolution.
+    pub fn with_pool(mut self, k: usize) -> Self {
+        self.pool = k;
+        self
+    }
+
+    /// Whether to record the pooling argmax (see [`Conv2dOp::keep_argmax`]).
+    pub fn keep_argmax(mut self, keep: bool) -> Self {
+        self.keep_argmax = keep;
+        self
+    }
+
+    fn pooled(&self) -> bool {
+        self.pool > 1
+    }
+
     fn geometry(&self, x: &Shape, w: &Shape) -> Result<(usize, ConvGeometry)> {
         let (b, c, h, wd) = x.dims4()?;
         let (o, ci, kh, kw) = w.dims4()?;
@@ -352,16 +409,133 @@ impl Conv2dOp {
                 w.dims()
             )
         }
-        Ok((
-            b,
-            ConvGeometry::new(
-                (c, h, wd),
-                (o, kh, kw),
-                self.stride,
-                self.pad,
-                self.dilation,
-            )?,
-        ))
+        let g = ConvGeometry::new(
+            (c, h, wd),
+            (o, kh, kw),
+            self.stride,
+            self.pad,
+            self.dilation,
+        )?;
+        if self.pooled() && (self.pool > 16 || g.oh < self.pool || g.ow < self.pool) {
+            candle_core::bail!(
+                "conv2d kernel: fused {0}x{0} pool needs a window of at most 16 and an output of \
+                 at least the window, got {1}x{2}",
+                self.pool,
+                g.oh,
+                g.ow
+            )
+        }
+        Ok((b, g))
+    }
+
+    /// Output `(H, W)` after the optional pool.
+    fn out_hw(&self, g: &ConvGeometry) -> (usize, usize) {
+        if self.pooled() {
+            (g.oh / self.pool, g.ow / self.pool)
+        } else {
+            (g.oh, g.ow)
+        }
+    }
+
+    /// `z (o × n) = W · cols + bias`, then ReLU if fused.
+    fn conv_image<F: KernelFloat>(
+        &self,
+        g: &ConvGeometry,
+        w: &[F],
+        bias: &[F],
+        cols: &[F],
+        z: &mut [F],
+    ) {
+        let (k, n, o) = (g.k(), g.n(), g.o);
+        for (row, bo) in z.chunks_mut(n).zip(bias) {
+            row.fill(*bo);
+        }
+        // SAFETY: z is o×n, w is o×k, cols is k×n, all row-major and disjoint.
+        unsafe {
+            matmul(
+                (o, n, k),
+                z.as_mut_ptr(),
+                (n, 1),
+                true,
+                w.as_ptr(),
+                (k, 1),
+                cols.as_ptr(),
+                (n, 1),
+            );
+        }
+        if self.relu {
+            // A select, not a conditional store, so it vectorises; NaN stays NaN.
+            let zero = F::zero();
+            z.iter_mut()
+                .for_each(|v| *v = if *v < zero { zero } else { *v });
+        }
+    }
+
+    /// Pools one image's maps `z (o, oh, ow)` into `y (o, ph, pw)`, recording window argmaxes.
+    fn pool_image<F: KernelFloat>(&self, g: &ConvGeometry, z: &[F], y: &mut [F], arg: &mut [u8]) {
+        if arg.is_empty() {
+            return self.pool_values(g, z, y);
+        }
+        let (k, (ph, pw)) = (self.pool, self.out_hw(g));
+        let ow = g.ow;
+        for ((zp, yp), ap) in z
+            .chunks(g.n())
+            .zip(y.chunks_mut(ph * pw))
+            .zip(arg.chunks_mut(ph * pw))
+        {
+            for (i, (yr, ar)) in yp.chunks_mut(pw).zip(ap.chunks_mut(pw)).enumerate() {
+                if k == 2 {
+                    let (r0, r1) = (
+                        &zp[2 * i * ow..(2 * i + 1) * ow],
+                        &zp[(2 * i + 1) * ow..(2 * i + 2) * ow],
+                    );
+                    for (j, (yv, av)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
+                        let (best, val) = window2x2(r0, r1, 2 * j);
+                        *yv = val;
+                        *av = best as u8;
+                    }
+                    continue;
+                }
+                for (j, (yv, av)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
+                    let mut best = (0, zp[i * k * ow + j * k]);
+                    for a in 0..k {
+                        let row = &zp[(i * k + a) * ow + j * k..(i * k + a) * ow + (j + 1) * k];
+                        for (c, &v) in row.iter().enumerate() {
+                            if (v > best.1) | v.is_nan() {
+                                best = (a * k + c, v);
+                            }
+                        }
+                    }
+                    *yv = best.1;
+                    *av = best.0 as u8;
+                }
+            }
+        }
+    }
+
+    /// [`Conv2dOp::pool_image`] without the argmax: values only, a tighter loop.
+    fn pool_values<F: KernelFloat>(&self, g: &ConvGeometry, z: &[F], y: &mut [F]) {
+        let (k, (ph, pw), ow) = (self.pool, self.out_hw(g), g.ow);
+        for (zp, yp) in z.chunks(g.n()).zip(y.chunks_mut(ph * pw)) {
+            for (i, yr) in yp.chunks_mut(pw).enumerate() {
+                for (j, yv) in yr.iter_mut().enumerate() {
+                    *yv = if k == 2 {
+                        window2x2(&zp[2 * i * ow..], &zp[(2 * i + 1) * ow..], 2 * j).1
+                    } else {
+                        let mut best = zp[i * k * ow + j * k];
+                        for a in 0..k {
+                            let r = &zp[(i * k + a) * ow + j * k..(i * k + a) * ow + (j + 1) * k];
+                            for &v in r {
+                                if (v > best) | v.is_nan() {
+                                    best = v;
+                                }
+                            }
+                        }
+                        best
+                    };
+                }
+            }
+        }
     }
 
     fn forward<F: KernelFloat>(
@@ -371,52 +545,69 @@ impl Conv2dOp {
         x: &[F],
         w: &[F],
         bias: &[F],
-    ) -> Vec<F> {
+    ) -> (Vec<F>, Vec<u8>) {
+        self.forward_with(b, g, x, w, bias, self.keep_argmax)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_with<F: KernelFloat>(
+        &self,
+        b: usize,
+        g: &ConvGeometry,
+        x: &[F],
+        w: &[F],
+        bias: &[F],
+        keep_argmax: bool,
+    ) -> (Vec<F>, Vec<u8>) {
         let (k, n, o) = (g.k(), g.n(), g.o);
-        let (xsz, ysz) = (g.c * g.h * g.w, o * n);
+        let (ph, pw) = self.out_hw(g);
+        let (xsz, ysz) = (g.c * g.h * g.w, o * ph * pw);
         let mut y = vec![F::zero(); b * ysz];
+        let keep = self.pooled() && keep_argmax;
+        let mut arg = vec![0u8; if keep { b * ysz } else { 0 }];
         let per = block_size(b);
+        let arg_chunks: Vec<&mut [u8]> = if keep {
+            arg.chunks_mut(per * ysz).collect()
+        } else {
+            (0..b.div_ceil(per)).map(|_| &mut [][..]).collect()
+        };
         parallel(
-            y.chunks_mut(per * ysz).zip(x.chunks(per * xsz)),
-            |(yb, xb)| {
+            y.chunks_mut(per * ysz)
+                .zip(x.chunks(per * xsz))
+                .zip(arg_chunks),
+            |((yb, xb), ab)| {
                 let mut cols = if g.is_pointwise() {
                     Vec::new()
                 } else {
                     vec![F::zero(); k * n]
                 };
-                for (yi, xi) in yb.chunks_mut(ysz).zip(xb.chunks(xsz)) {
+                let mut z = if self.pooled() {
+                    vec![F::zero(); o * n]
+                } else {
+                    Vec::new()
+                };
+                for (i, (yi, xi)) in yb.chunks_mut(ysz).zip(xb.chunks(xsz)).enumerate() {
                     let cols: &[F] = if g.is_pointwise() {
                         xi
                     } else {
                         g.im2col(xi, &mut cols);
                         &cols
                     };
-                    for (row, bo) in yi.chunks_mut(n).zip(bias) {
-                        row.fill(*bo);
-                    }
-                    // SAFETY: yi is o×n, w is o×k, cols is k×n, all row-major and disjoint.
-                    unsafe {
-                        matmul(
-                            (o, n, k),
-                            yi.as_mut_ptr(),
-                            (n, 1),
-                            true,
-                            w.as_ptr(),
-                            (k, 1),
-                            cols.as_ptr(),
-                            (n, 1),
-                        );
-                    }
-                    if self.relu {
-                        // A select, not a conditional store, so it vectorises; NaN stays NaN.
-                        let zero = F::zero();
-                        yi.iter_mut()
-                            .for_each(|v| *v = if *v < zero { zero } else { *v });
+                    if self.pooled() {
+                        self.conv_image(g, w, bias, cols, &mut z);
+                        let ai = if keep {
+                            &mut ab[i * ysz..(i + 1) * ysz]
+                        } else {
+                            &mut [][..]
+                        };
+                        self.pool_image(g, &z, yi, ai);
+                    } else {
+                        self.conv_image(g, w, bias, cols, yi);
                     }
                 }
             },
         );
-        y
+        (y, arg)
     }
 
     /// Returns `(dx if wanted, dW, db)`.
@@ -425,21 +616,20 @@ impl Conv2dOp {
         &self,
         b: usize,
         g: &ConvGeometry,
-        x: &[F],
-        w: &[F],
-        y: &[F],
-        dy: &[F],
+        (x, w, y, dy): (&[F], &[F], &[F], &[F]),
+        arg: &[u8],
         want_dx: bool,
     ) -> (Option<Vec<F>>, Vec<F>, Vec<F>) {
         let (k, n, o) = (g.k(), g.n(), g.o);
-        let (xsz, ysz) = (g.c * g.h * g.w, o * n);
+        let (ph, pw) = self.out_hw(g);
+        let (xsz, ysz) = (g.c * g.h * g.w, o * ph * pw);
         let per = block_size(b);
         let mut dx = if want_dx {
             vec![F::zero(); b * xsz]
         } else {
             Vec::new()
         };
-        let block = |xb: &[F], yb: &[F], dyb: &[F], mut dxb: Option<&mut [F]>| {
+        let block = |b0: usize, xb: &[F], yb: &[F], dyb: &[F], mut dxb: Option<&mut [F]>| {
             let mut dw = vec![F::zero(); o * k];
             let mut db = vec![F::zero(); o];
             let mut cols = if g.is_pointwise() {
@@ -447,8 +637,8 @@ impl Conv2dOp {
             } else {
                 vec![F::zero(); k * n]
             };
-            let mut dz = if self.relu {
-                vec![F::zero(); ysz]
+            let mut dz = if self.relu || self.pooled() {
+                vec![F::zero(); o * n]
             } else {
                 Vec::new()
             };
@@ -458,9 +648,25 @@ impl Conv2dOp {
                 Vec::new()
             };
             for i in 0..xb.len() / xsz {
-                let dyi = &dyb[i * ysz..(i + 1) * ysz];
-                let dzi: &[F] = if self.relu {
-                    let yi = &yb[i * ysz..(i + 1) * ysz];
+                let (yi, dyi) = (&yb[i * ysz..(i + 1) * ysz], &dyb[i * ysz..(i + 1) * ysz]);
+                let dzi: &[F] = if self.pooled() {
+                    // Route each pooled gradient to its window's argmax, where ReLU was active.
+                    dz.fill(F::zero());
+                    let ai = &arg[(b0 + i) * ysz..(b0 + i + 1) * ysz];
+                    let pk = self.pool;
+                    for c in 0..o {
+                        for pi in 0..ph {
+                            for pj in 0..pw {
+                                let q = (c * ph + pi) * pw + pj;
+                                if !self.relu || yi[q] > F::zero() {
+                                    let (a, e) = (ai[q] as usize / pk, ai[q] as usize % pk);
+                                    dz[c * n + (pi * pk + a) * g.ow + pj * pk + e] = dyi[q];
+                                }
+                            }
+                        }
+                    }
+                    &dz
+                } else if self.relu {
                     for ((d, &gy), &v) in dz.iter_mut().zip(dyi).zip(yi) {
                         *d = if v > F::zero() { gy } else { F::zero() };
                     }
@@ -469,7 +675,7 @@ impl Conv2dOp {
                     dyi
                 };
                 for (acc, row) in db.iter_mut().zip(dzi.chunks(n)) {
-                    *acc = row.iter().fold(*acc, |a, &v| a + v);
+                    *acc += sum(row);
                 }
                 let xi = &xb[i * xsz..(i + 1) * xsz];
                 let cols: &[F] = if g.is_pointwise() {
@@ -516,14 +722,17 @@ impl Conv2dOp {
         };
         let inputs = x
             .chunks(per * xsz)
-            .zip(y.chunks(per * ysz).zip(dy.chunks(per * ysz)));
+            .zip(y.chunks(per * ysz).zip(dy.chunks(per * ysz)))
+            .enumerate();
         let parts: Vec<(Vec<F>, Vec<F>)> = if want_dx {
             parallel(
                 dx.chunks_mut(per * xsz).zip(inputs),
-                |(dxb, (xb, (yb, dyb)))| block(xb, yb, dyb, Some(dxb)),
+                |(dxb, (j, (xb, (yb, dyb))))| block(j * per, xb, yb, dyb, Some(dxb)),
             )
         } else {
-            parallel(inputs, |(xb, (yb, dyb))| block(xb, yb, dyb, None))
+            parallel(inputs, |(j, (xb, (yb, dyb)))| {
+                block(j * per, xb, yb, dyb, None)
+            })
         };
         let mut parts = parts.into_iter();
         let (mut dw, mut db) = parts
@@ -577,23 +786,29 @@ impl candle_core::CustomOp3 for Conv2dOp {
                 g.o
             )
         }
-        let shape = Shape::from((b, g.o, g.oh, g.ow));
+        let (ph, pw) = self.out_hw(&g);
         let what = "conv2d kernel";
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.forward::<f32>(
-                b,
-                &g,
-                contiguous(s1, l1, what)?,
-                contiguous(s2, l2, what)?,
-                contiguous(s3, l3, what)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.forward::<f64>(
-                b,
-                &g,
-                contiguous(s1, l1, what)?,
-                contiguous(s2, l2, what)?,
-                contiguous(s3, l3, what)?,
-            )),
+        let (out, arg) = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (y, arg) = self.forward::<f32>(
+                    b,
+                    &g,
+                    contiguous(s1, l1, what)?,
+                    contiguous(s2, l2, what)?,
+                    contiguous(s3, l3, what)?,
+                );
+                (CpuStorage::F32(y), arg)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (y, arg) = self.forward::<f64>(
+                    b,
+                    &g,
+                    contiguous(s1, l1, what)?,
+                    contiguous(s2, l2, what)?,
+                    contiguous(s3, l3, what)?,
+                );
+                (CpuStorage::F64(y), arg)
+            }
             _ => candle_core::bail!(
                 "conv2d kernel: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
                 s1.dtype(),
@@ -601,7 +816,14 @@ impl candle_core::CustomOp3 for Conv2dOp {
                 s3.dtype()
             ),
         };
-        Ok((out, shape))
+        if self.pooled() && self.keep_argmax {
+            *self
+                .argmax
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("conv2d kernel: lock poisoned".into()))? =
+                Some(arg);
+        }
+        Ok((out, Shape::from((b, g.o, ph, pw))))
     }
 
     fn bwd(
@@ -616,17 +838,37 @@ impl candle_core::CustomOp3 for Conv2dOp {
             op: &Conv2dOp,
             x: &Tensor,
             w: &Tensor,
+            bias: &Tensor,
             y: &Tensor,
             dy: &Tensor,
         ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
             let (b, g) = op.geometry(x.shape(), w.shape())?;
             let what = "conv2d kernel backward";
             let want_dx = x.track_op();
+            let mut guard = op
+                .argmax
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("conv2d kernel: lock poisoned".into()))?;
+            if op.pooled() && guard.is_none() {
+                // Run without recording the argmax (inference): recompute it.
+                let (_, arg) = with_slice::<F, _>(x, what, |xs| {
+                    with_slice::<F, _>(w, what, |ws| {
+                        with_slice::<F, _>(bias, what, |bs| {
+                            op.forward_with(b, &g, xs, ws, bs, true)
+                        })
+                    })
+                })???;
+                *guard = Some(arg);
+            }
+            let arg: &[u8] = match &*guard {
+                Some(a) if op.pooled() => a,
+                _ => &[],
+            };
             let (dx, dw, db) = with_slice::<F, _>(x, what, |xs| {
                 with_slice::<F, _>(w, what, |ws| {
                     with_slice::<F, _>(y, what, |ys| {
                         with_slice::<F, _>(dy, what, |dys| {
-                            op.backward(b, &g, xs, ws, ys, dys, want_dx)
+                            op.backward(b, &g, (xs, ws, ys, dys), arg, want_dx)
                         })
                     })
                 })
@@ -640,8 +882,8 @@ impl candle_core::CustomOp3 for Conv2dOp {
             ))
         }
         let (dx, dw, db) = match x.dtype() {
-            DType::F32 => typed::<f32>(self, x, w, y, dy)?,
-            DType::F64 => typed::<f64>(self, x, w, y, dy)?,
+            DType::F32 => typed::<f32>(self, x, w, bias, y, dy)?,
+            DType::F64 => typed::<f64>(self, x, w, bias, y, dy)?,
             dt => candle_core::bail!("conv2d kernel: f32 or f64 only, got {dt:?}"),
         };
         Ok((
@@ -653,7 +895,8 @@ impl candle_core::CustomOp3 for Conv2dOp {
 }
 
 /// Runs neka's convolution kernel: `x (B, C, H, W)`, `w (C_out, C, kh, kw)`, `bias (C_out)` →
-/// `(B, C_out, H', W')`, with ReLU applied when `op.relu`. CPU tensors, f32 or f64.
+/// `(B, C_out, H', W')` (`H'/k, W'/k` with a fused `k × k` pool), with ReLU applied when
+/// `op.relu`. CPU tensors, f32 or f64.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, op: Conv2dOp) -> Result<Tensor> {
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)

@@ -110,14 +110,23 @@ impl LeNet5 {
     }
 }
 
-impl Module for LeNet5 {
-    /// `(B, 1, 28, 28)` → `(B, 10)` logits.
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let xs = self.pool.forward(&self.conv1.forward_relu(xs)?)?;
-        let xs = self.pool.forward(&self.conv2.forward_relu(&xs)?)?;
+impl LeNet5 {
+    /// `(B, 1, 28, 28)` → `(B, 10)` logits. LeNet-5 has no dropout, so `train` only tells the
+    /// fused conv → ReLU → pool ops whether a backward pass is expected
+    /// ([`crate::Conv2d::forward_relu_pool_t`]); `Module::forward` assumes it is.
+    pub fn forward_with(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let xs = self.conv1.forward_relu_pool_t(xs, &self.pool, train)?;
+        let xs = self.conv2.forward_relu_pool_t(&xs, &self.pool, train)?;
         let xs = xs.flatten_from(1)?;
         let xs = self.fc1.forward(&xs)?.relu()?;
         let xs = self.fc2.forward(&xs)?.relu()?;
         self.fc3.forward(&xs)
+    }
+}
+
+impl Module for LeNet5 {
+    /// `(B, 1, 28, 28)` → `(B, 10)` logits.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(xs, true)
     }
 }

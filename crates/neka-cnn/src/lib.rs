@@ -140,7 +140,7 @@ impl ModuleT for CnnModel {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match self {
             Self::MnistNet(m) => m.forward_t(xs, train),
-            Self::LeNet5(m) => candle_core::Module::forward(m, xs),
+            Self::LeNet5(m) => m.forward_with(xs, train),
         }
     }
 }

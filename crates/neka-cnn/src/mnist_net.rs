@@ -137,8 +137,7 @@ impl ModuleT for MnistNet {
     /// `(B, 1, 28, 28)` normalised images → `(B, 10)` logits.
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let xs = self.conv1.forward_relu(xs)?;
-        let xs = self.conv2.forward_relu(&xs)?;
-        let xs = self.pool.forward(&xs)?;
+        let xs = self.conv2.forward_relu_pool_t(&xs, &self.pool, train)?;
         let xs = self.dropout1.forward_t(&xs, train)?;
         let xs = xs.flatten_from(1)?;
         let xs = self.fc1.forward(&xs)?.relu()?;

@@ -134,6 +134,60 @@ fn conv_kernel_matches_candle_conv2d() -> R {
     Ok(())
 }
 
+/// conv → ReLU → max-pool fused in one op equals the three layers one after the other, on the
+/// kernels and on candle's ops, in values and in the gradients of input, weight and bias
+/// (MnistNet's and LeNet-5's blocks, odd map sizes, a 3×3 pool).
+#[test]
+fn fused_conv_relu_pool_matches_the_layers() -> R {
+    let dev = Device::Cpu;
+    for (cfg, batch, (h, w), k) in [
+        (Conv2dConfig::new(32, 64, 3), 3, (26, 26), 2),
+        (
+            Conv2dConfig::new(1, 6, 5).padding(Padding::uniform(2)),
+            5,
+            (28, 28),
+            2,
+        ),
+        (Conv2dConfig::new(6, 16, 5), 7, (14, 14), 2),
+        (Conv2dConfig::new(3, 4, 3), 2, (11, 9), 2),
+        (
+            Conv2dConfig::new(2, 3, 3).padding(Padding::Same),
+            3,
+            (9, 12),
+            3,
+        ),
+    ] {
+        neka_common::rng::seed(9);
+        let vm = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &dev);
+        let conv = conv2d(cfg, vb)?;
+        let pool = Pool2d::max(k);
+        let x = Var::randn(0f32, 1.0, (batch, cfg.in_channels, h, w), &dev)?;
+        let fused = conv.forward_relu_pool(x.as_tensor(), &pool)?;
+        // Inference mode (no argmax kept): same values, and a backward pass recomputes it.
+        let inference = conv.forward_relu_pool_t(x.as_tensor(), &pool, false)?;
+        assert_eq!(max_diff(&fused, &inference), 0.0);
+        let layers = pool.forward(&conv.forward_relu(x.as_tensor())?)?;
+        let twin = pool.forward_candle(&conv.forward_candle(x.as_tensor())?.relu()?)?;
+        assert!(max_diff(&fused, &layers) == 0.0, "{cfg:?}");
+        assert!(rel_diff(&fused, &twin) < 1e-5, "{cfg:?}");
+        let g = Tensor::randn(0f32, 1.0, fused.shape(), &dev)?;
+        let grads: Vec<_> = [&fused, &layers, &twin, &inference]
+            .iter()
+            .map(|y| (*y * &g).unwrap().sum_all().unwrap().backward().unwrap())
+            .collect();
+        let params = [x.as_tensor(), conv.weight(), conv.bias().unwrap()];
+        for p in params {
+            let d0 = grads[0].get(p).unwrap();
+            for other in &grads[1..] {
+                let d = other.get(p).unwrap();
+                assert!(rel_diff(d0, d) < 1e-5, "{cfg:?}: {}", rel_diff(d0, d));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The layer's `forward` / `forward_relu` route through the kernel on CPU by default, and
 /// the other implementations are still reachable (and equal).
 #[test]
@@ -198,12 +252,7 @@ fn conv_kernel_matches_pytorch() -> R {
             Var::from_tensor(&get("w"))?,
             Var::from_tensor(&get("b"))?,
         );
-        let op = Conv2dOp {
-            stride,
-            pad,
-            dilation,
-            relu,
-        };
+        let op = Conv2dOp::new(stride, pad, dilation, relu);
         let y = kernel::conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), op)?;
         assert!(
             rel_diff(&y, &get("y")) < 1e-5,
@@ -228,34 +277,26 @@ fn conv_kernel_matches_pytorch() -> R {
 fn conv_kernel_finite_differences() -> R {
     let dev = Device::Cpu;
     for (op, (c, h, w), (o, kh, kw)) in [
+        (Conv2dOp::new(1, (1, 1), 1, true), (2, 5, 6), (3, 3, 3)),
+        (Conv2dOp::new(2, (1, 0), 2, false), (2, 7, 6), (2, 2, 3)),
         (
-            Conv2dOp {
-                stride: 1,
-                pad: (1, 1),
-                dilation: 1,
-                relu: true,
-            },
-            (2, 5, 6),
+            Conv2dOp::new(1, (1, 1), 1, true).with_pool(2),
+            (2, 6, 7),
             (3, 3, 3),
         ),
         (
-            Conv2dOp {
-                stride: 2,
-                pad: (1, 0),
-                dilation: 2,
-                relu: false,
-            },
-            (2, 7, 6),
-            (2, 2, 3),
+            Conv2dOp::new(1, (0, 0), 1, false).with_pool(3),
+            (1, 8, 9),
+            (2, 2, 2),
         ),
     ] {
         let x = Var::randn(0f64, 1.0, (3, c, h, w), &dev)?;
         let wt = Var::randn(0f64, 0.5, (o, c, kh, kw), &dev)?;
         let b = Var::randn(0f64, 1.0, o, &dev)?;
-        let y = kernel::conv2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), op)?;
+        let y = kernel::conv2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), op.clone())?;
         let g = Tensor::randn(0f64, 1.0, y.shape(), &dev)?;
         let loss = |x: &Tensor, wt: &Tensor, b: &Tensor| -> f64 {
-            (kernel::conv2d(x, wt, b, op).unwrap() * &g)
+            (kernel::conv2d(x, wt, b, op.clone()).unwrap() * &g)
                 .unwrap()
                 .sum_all()
                 .unwrap()
@@ -302,16 +343,11 @@ fn conv_kernel_finite_differences() -> R {
 #[test]
 fn conv1_input_gradient_is_not_computed() -> R {
     let dev = Device::Cpu;
-    let op = Conv2dOp {
-        stride: 1,
-        pad: (0, 0),
-        dilation: 1,
-        relu: true,
-    };
+    let op = Conv2dOp::new(1, (0, 0), 1, true);
     let image = Tensor::randn(0f32, 1.0, (2, 1, 6, 6), &dev)?;
     let w = Var::randn(0f32, 1.0, (3, 1, 3, 3), &dev)?;
     let b = Var::randn(0f32, 1.0, 3, &dev)?;
-    let y = kernel::conv2d(&image, w.as_tensor(), b.as_tensor(), op)?;
+    let y = kernel::conv2d(&image, w.as_tensor(), b.as_tensor(), op.clone())?;
     let dy = y.ones_like()?;
     let (dx, dw, db) = op.bwd(&image, w.as_tensor(), b.as_tensor(), &y, &dy)?;
     assert!(dx.is_none(), "the image got a gradient");
