@@ -18,7 +18,7 @@ use crate::summary::{summarize, LayerSpec, Summary};
 use crate::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use neka_common::nn::linear;
+use neka_common::nn::{linear, linear_forward};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`LeNet5`].
@@ -118,9 +118,9 @@ impl LeNet5 {
         let xs = self.conv1.forward_relu_pool_t(xs, &self.pool, train)?;
         let xs = self.conv2.forward_relu_pool_t(&xs, &self.pool, train)?;
         let xs = xs.flatten_from(1)?;
-        let xs = self.fc1.forward(&xs)?.relu()?;
-        let xs = self.fc2.forward(&xs)?.relu()?;
-        self.fc3.forward(&xs)
+        let xs = linear_forward(&self.fc1, &xs, true)?;
+        let xs = linear_forward(&self.fc2, &xs, true)?;
+        linear_forward(&self.fc3, &xs, false)
     }
 }
 

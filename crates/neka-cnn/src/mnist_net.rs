@@ -20,9 +20,9 @@ use crate::conv::{conv2d, Conv2d, Conv2dConfig};
 use crate::pool::Pool2d;
 use crate::summary::{summarize, LayerSpec, Summary};
 use crate::Result;
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use neka_common::nn::{linear, Dropout};
+use neka_common::nn::{linear, linear_forward, Dropout};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of [`MnistNet`]; the defaults are the PyTorch example's.
@@ -140,8 +140,8 @@ impl ModuleT for MnistNet {
         let xs = self.conv2.forward_relu_pool_t(&xs, &self.pool, train)?;
         let xs = self.dropout1.forward_t(&xs, train)?;
         let xs = xs.flatten_from(1)?;
-        let xs = self.fc1.forward(&xs)?.relu()?;
+        let xs = linear_forward(&self.fc1, &xs, true)?;
         let xs = self.dropout2.forward_t(&xs, train)?;
-        self.fc2.forward(&xs)
+        linear_forward(&self.fc2, &xs, false)
     }
 }

@@ -18,6 +18,7 @@
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
 
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod error;

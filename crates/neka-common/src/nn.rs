@@ -5,9 +5,11 @@
 //! the same bound for biases. neka follows PyTorch so that models trained here start where
 //! the same PyTorch model would, and so that parity with PyTorch can be tested.
 
+use crate::cpu::{self, KernelFloat};
 use crate::rng;
-use candle_core::{Device, Module, ModuleT, Result, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Module, ModuleT, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The PyTorch default init bound for a layer with `fan_in` inputs per output: `1/√fan_in`.
 pub fn pytorch_bound(fan_in: usize) -> f64 {
@@ -36,6 +38,256 @@ pub fn linear(
         None
     };
     Ok(candle_nn::Linear::new(w, b))
+}
+
+static FUSED_LINEAR: AtomicBool = AtomicBool::new(true);
+
+/// Turns the CPU kernel of [`linear_forward`] on (the default) or off (candle's ops).
+pub fn set_fused_cpu_linear(on: bool) {
+    FUSED_LINEAR.store(on, Ordering::Relaxed);
+}
+
+/// `y = x Wᵀ + b`, then `max(0, y)` if `relu`, for a candle [`candle_nn::Linear`].
+///
+/// On CPU with a 2-D f32/f64 input this is one op ([`LinearOp`]) whose GEMMs run on candle's
+/// CPU pool with the weight in its stored `(out, in)` layout; elsewhere (other devices, 3-D
+/// inputs, half precision) it is `lin.forward(x)` (+ `relu`), the plain twin. Through candle's
+/// ops the layer is a transpose, a matmul and a broadcast add: the weight gradient is formed
+/// transposed and copied back with a strided add, and the matmuls run on a second (rayon)
+/// pool next to candle's own. This is the one place that picks between the two.
+pub fn linear_forward(lin: &candle_nn::Linear, xs: &Tensor, relu: bool) -> Result<Tensor> {
+    let w = lin.weight();
+    let fast = xs.device().is_cpu()
+        && xs.rank() == 2
+        && matches!(xs.dtype(), DType::F32 | DType::F64)
+        && w.dtype() == xs.dtype()
+        && FUSED_LINEAR.load(Ordering::Relaxed);
+    if !fast {
+        let y = lin.forward(xs)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let zeros;
+    let b = match lin.bias() {
+        Some(b) => b,
+        None => {
+            zeros = Tensor::zeros(w.dim(0)?, xs.dtype(), xs.device())?;
+            &zeros
+        }
+    };
+    xs.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp { relu })
+}
+
+/// The dense layer as one candle op on `(x (B, I), W (O, I), b (O))` → `(B, O)`:
+///
+/// ```text
+/// y  = x Wᵀ + b   (then ReLU)        one GEMM, b as its initial value, rows split over threads
+/// dz = dy ⊙ [y > 0]                  (ReLU)
+/// dx = dz W        only when x needs a gradient
+/// dW = dzᵀ x       in W's own layout, rows split over threads
+/// db = Σ_rows dz
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LinearOp {
+    pub relu: bool,
+}
+
+impl LinearOp {
+    fn dims(x: &candle_core::Shape, w: &candle_core::Shape) -> Result<(usize, usize, usize)> {
+        let (b, i) = x.dims2()?;
+        let (o, wi) = w.dims2()?;
+        if wi != i {
+            candle_core::bail!(
+                "linear: input has {i} features, weight {:?} expects {wi}",
+                w.dims()
+            )
+        }
+        Ok((b, i, o))
+    }
+
+    fn forward<F: KernelFloat>(
+        &self,
+        (b, i, o): (usize, usize, usize),
+        x: &[F],
+        w: &[F],
+        bias: &[F],
+    ) -> Vec<F> {
+        let mut y = vec![F::zero(); b * o];
+        let per = b.div_ceil(cpu::threads()).max(1);
+        cpu::parallel(y.chunks_mut(per * o).zip(x.chunks(per * i)), |(yb, xb)| {
+            let rows = yb.len() / o.max(1);
+            for row in yb.chunks_mut(o) {
+                row.copy_from_slice(bias);
+            }
+            // SAFETY: yb is rows×o, xb rows×i, Wᵀ is i×o (W is o×i row-major).
+            unsafe {
+                cpu::matmul(
+                    (rows, o, i),
+                    yb.as_mut_ptr(),
+                    (o, 1),
+                    true,
+                    xb.as_ptr(),
+                    (i, 1),
+                    w.as_ptr(),
+                    (1, i),
+                );
+            }
+            if self.relu {
+                let zero = F::zero();
+                yb.iter_mut()
+                    .for_each(|v| *v = if *v < zero { zero } else { *v });
+            }
+        });
+        y
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn backward<F: KernelFloat>(
+        &self,
+        (b, i, o): (usize, usize, usize),
+        (x, w, y, dy): (&[F], &[F], &[F], &[F]),
+        want_dx: bool,
+    ) -> (Option<Vec<F>>, Vec<F>, Vec<F>) {
+        let dz: Vec<F> = if self.relu {
+            dy.iter()
+                .zip(y)
+                .map(|(&g, &v)| if v > F::zero() { g } else { F::zero() })
+                .collect()
+        } else {
+            dy.to_vec()
+        };
+        let mut db = vec![F::zero(); o];
+        for row in dz.chunks(o) {
+            db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+        }
+        let t = cpu::threads();
+        let mut dw = vec![F::zero(); o * i];
+        let per_o = o.div_ceil(t).max(1);
+        cpu::parallel(dw.chunks_mut(per_o * i).enumerate(), |(j, dwb)| {
+            let rows = dwb.len() / i.max(1);
+            // SAFETY: dwb is rows×i; dzᵀ rows o0.. are rows×b (dz is b×o row-major); x is b×i.
+            unsafe {
+                cpu::matmul(
+                    (rows, i, b),
+                    dwb.as_mut_ptr(),
+                    (i, 1),
+                    false,
+                    dz.as_ptr().add(j * per_o),
+                    (1, o),
+                    x.as_ptr(),
+                    (i, 1),
+                );
+            }
+        });
+        let dx = want_dx.then(|| {
+            let mut dx = vec![F::zero(); b * i];
+            let per = b.div_ceil(t).max(1);
+            cpu::parallel(
+                dx.chunks_mut(per * i).zip(dz.chunks(per * o)),
+                |(dxb, dzb)| {
+                    let rows = dxb.len() / i.max(1);
+                    // SAFETY: dxb is rows×i, dzb rows×o, W is o×i.
+                    unsafe {
+                        cpu::matmul(
+                            (rows, i, o),
+                            dxb.as_mut_ptr(),
+                            (i, 1),
+                            false,
+                            dzb.as_ptr(),
+                            (o, 1),
+                            w.as_ptr(),
+                            (i, 1),
+                        );
+                    }
+                },
+            );
+            dx
+        });
+        (dx, dw, db)
+    }
+}
+
+impl candle_core::CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "neka-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Self::dims(l1.shape(), l2.shape())?;
+        if l3.shape().dims() != [d.2] {
+            candle_core::bail!("linear: bias {:?} must be [{}]", l3.shape().dims(), d.2)
+        }
+        let range = |l: &Layout| match l.contiguous_offsets() {
+            Some((a, b)) => Ok(a..b),
+            None => Err(candle_core::Error::Msg(
+                "linear: contiguous inputs only".into(),
+            )),
+        };
+        let (r1, r2, r3) = (range(l1)?, range(l2)?, range(l3)?);
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(self.forward(d, &x[r1], &w[r2], &b[r3]))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(self.forward(d, &x[r1], &w[r2], &b[r3]))
+            }
+            _ => candle_core::bail!("linear: input, weight and bias must all be f32 or all f64"),
+        };
+        Ok((out, Shape::from((d.0, d.2))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn typed<F: KernelFloat>(
+            op: &LinearOp,
+            x: &Tensor,
+            w: &Tensor,
+            y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+            let d = LinearOp::dims(x.shape(), w.shape())?;
+            let what = "linear backward";
+            let (dx, dw, db) = cpu::with_slice::<F, _>(x, what, |xs| {
+                cpu::with_slice::<F, _>(w, what, |ws| {
+                    cpu::with_slice::<F, _>(y, what, |ys| {
+                        cpu::with_slice::<F, _>(dy, what, |dys| {
+                            op.backward(d, (xs, ws, ys, dys), x.track_op())
+                        })
+                    })
+                })
+            })????;
+            Ok((
+                dx.map(|v| Tensor::from_vec(v, x.shape(), &Device::Cpu))
+                    .transpose()?,
+                Tensor::from_vec(dw, w.shape(), &Device::Cpu)?,
+                Tensor::from_vec(db, d.2, &Device::Cpu)?,
+            ))
+        }
+        let (dx, dw, db) = match x.dtype() {
+            DType::F32 => typed::<f32>(self, x, w, y, dy)?,
+            DType::F64 => typed::<f64>(self, x, w, y, dy)?,
+            dt => candle_core::bail!("linear: f32 or f64 only, got {dt:?}"),
+        };
+        Ok((
+            dx,
+            w.track_op().then_some(dw),
+            bias.track_op().then_some(db),
+        ))
+    }
 }
 
 /// Inverted dropout with a seeded mask: in training each element is zeroed with probability

@@ -1,0 +1,115 @@
+//! Building blocks of neka's CPU kernels: the float trait, one GEMM call, a vectorising sum,
+//! and parallel work on candle's own CPU thread pool.
+
+use candle_core::WithDType;
+use std::sync::Mutex;
+
+/// Floats the kernels run on (f32, and f64 for finite-difference checks).
+pub trait KernelFloat:
+    WithDType + num_traits::Float + std::ops::AddAssign + Send + Sync + 'static
+{
+}
+impl KernelFloat for f32 {}
+impl KernelFloat for f64 {}
+
+/// `Σ xs` with 16 independent partial sums, so it vectorises (a plain fold is one serial chain
+/// of dependent additions).
+pub fn sum<F: KernelFloat>(xs: &[F]) -> F {
+    let mut acc = [F::zero(); 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let tail = rest.iter().fold(F::zero(), |a, &v| a + v);
+    acc.iter().fold(tail, |a, &v| a + v)
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, each with (row, column) strides, through
+/// the `gemm` crate, on the calling thread (the kernels parallelise over images instead).
+///
+/// # Safety
+/// Every index in range must address memory inside the pointed-to buffers, and `dst` must not
+/// overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul<F: KernelFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut F,
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: *const F,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const F,
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        F::one(),
+        F::one(),
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Images per block: the batch split evenly over the pool's threads.
+/// Threads of candle's CPU pool (its "barrier pool": the workers plus the calling thread).
+pub fn threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+/// Runs `f` on every item on candle's CPU thread pool, the one its element-wise ops use, and
+/// returns the results in item order. One pool for candle's ops and neka's kernels: with a
+/// second pool (rayon's) the idle workers of each spin on the cores the other is using, which
+/// costs LeNet-5's training about 15 % on 2 cores (neka-cnn's kernels).
+pub fn parallel<T: Send, R: Send>(
+    items: impl Iterator<Item = T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let items: Vec<Mutex<Option<T>>> = items.map(|t| Mutex::new(Some(t))).collect();
+    let out: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let run = |i: usize| {
+        let item = items[i].lock().unwrap().take().unwrap();
+        *out[i].lock().unwrap() = Some(f(item));
+    };
+    if items.len() <= 1 {
+        (0..items.len()).for_each(run);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(items.len(), |r| r.for_each(run));
+    }
+    out.into_iter()
+        .map(|m| m.into_inner().unwrap().unwrap())
+        .collect()
+}
+
+/// Runs `f` on a CPU tensor's data (made contiguous first); an error for other devices.
+pub fn with_slice<F: WithDType, R>(
+    t: &candle_core::Tensor,
+    what: &str,
+    f: impl FnOnce(&[F]) -> R,
+) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(s), Some((a, b))) => Ok(f(&s.as_slice::<F>()?[a..b])),
+        _ => candle_core::bail!("{what}: contiguous CPU tensors only"),
+    }
+}

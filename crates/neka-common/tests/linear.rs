@@ -1,0 +1,132 @@
+//! The fused CPU dense layer ([`neka_common::nn::linear_forward`]) against its candle-op twin
+//! (`candle_nn::Linear` + `relu`) and against finite differences.
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Linear, VarMap};
+use neka_common::nn::{linear, linear_forward, LinearOp};
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// Values and the gradients of input, weight and bias, with and without ReLU and bias, f32
+/// and f64, batches that do and do not split evenly over threads.
+#[test]
+fn fused_linear_matches_candle_linear() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        for (batch, i, o, bias) in [
+            (64, 9216, 128, true),
+            (7, 33, 10, true),
+            (1, 5, 3, false),
+            (5, 400, 120, true),
+        ] {
+            for relu in [false, true] {
+                neka_common::rng::seed(4);
+                let vm = VarMap::new();
+                let vb = neka_common::init::seeded_var_builder(&vm, dtype, &dev);
+                let lin: Linear = linear(i, o, bias, vb)?;
+                let x = Var::from_tensor(
+                    &Tensor::randn(0f32, 1.0, (batch, i), &dev)?.to_dtype(dtype)?,
+                )?;
+                let a = linear_forward(&lin, x.as_tensor(), relu)?;
+                let b = lin.forward(x.as_tensor())?;
+                let b = if relu { b.relu()? } else { b };
+                let tol = if dtype == DType::F32 { 1e-4 } else { 1e-10 };
+                assert!(
+                    max_diff(&a, &b) < tol,
+                    "{batch}x{i}->{o} relu {relu}: {}",
+                    max_diff(&a, &b)
+                );
+                let g = Tensor::randn(0f32, 1.0, a.shape(), &dev)?.to_dtype(dtype)?;
+                let (ga, gb) = (
+                    (&a * &g)?.sum_all()?.backward()?,
+                    (&b * &g)?.sum_all()?.backward()?,
+                );
+                let mut params = vec![x.as_tensor().clone(), lin.weight().clone()];
+                params.extend(lin.bias().cloned());
+                for p in &params {
+                    let d = max_diff(ga.get(p).unwrap(), gb.get(p).unwrap());
+                    assert!(
+                        d < tol * 10.0,
+                        "{batch}x{i}->{o} relu {relu} {dtype:?}: gradient differs by {d}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// f64 central differences against the op's gradients.
+#[test]
+fn fused_linear_finite_differences() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let x = Var::randn(0f64, 1.0, (3, 4), &dev)?;
+    let w = Var::randn(0f64, 1.0, (5, 4), &dev)?;
+    let b = Var::randn(0f64, 1.0, 5, &dev)?;
+    for relu in [false, true] {
+        let op = LinearOp { relu };
+        let f = |x: &Tensor, w: &Tensor, b: &Tensor| x.apply_op3(w, b, op);
+        let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
+        let g = Tensor::randn(0f64, 1.0, y.shape(), &dev)?;
+        let grads = (&y * &g)?.sum_all()?.backward()?;
+        for which in 0..3 {
+            let var = [&x, &w, &b][which];
+            let analytic = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let base = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+            for k in 0..base.len() {
+                let at = |delta: f64| -> f64 {
+                    let mut v = base.clone();
+                    v[k] += delta;
+                    let mut args = [
+                        x.as_tensor().clone(),
+                        w.as_tensor().clone(),
+                        b.as_tensor().clone(),
+                    ];
+                    args[which] = Tensor::from_vec(v, var.shape(), &dev).unwrap();
+                    (f(&args[0], &args[1], &args[2]).unwrap() * &g)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar()
+                        .unwrap()
+                };
+                let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+                assert!(
+                    (numeric - analytic[k]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                    "relu {relu} arg {which} [{k}]"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Other devices, ranks and dtypes take candle's `Linear` (here: a 3-D input and bf16).
+#[test]
+fn fused_linear_falls_back_to_candle_elsewhere() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &dev);
+    let lin = linear(6, 4, true, vb)?;
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &dev)?;
+    assert_eq!(
+        max_diff(&linear_forward(&lin, &x, false)?, &lin.forward(&x)?),
+        0.0
+    );
+    Ok(())
+}
