@@ -5,7 +5,8 @@
 //! pooling ([`pool`]); the output-size and receptive-field arithmetic ([`arith`]) and a
 //! per-layer [`summary`]; the lecture's worked examples ([`lecture`]); and two models,
 //! [`MnistNet`] (pytorch/examples' MNIST `Net`, weight-compatible with PyTorch) and
-//! [`LeNet5`].
+//! [`LeNet5`]. On CPU the layers run on neka's [`kernel`]s (convolution with ReLU and max-pool
+//! fused, max pooling), each with its plain candle-op twin selectable by [`set_cpu_impl`].
 //!
 //! ```
 //! use candle_core::{DType, Device, ModuleT, Tensor};
