@@ -32,7 +32,7 @@
 //! equal.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -242,7 +242,7 @@ impl ConvGeometry {
     }
 }
 
-use neka_common::cpu::{matmul, parallel, sum, threads};
+use neka_common::cpu::{matmul, parallel, sum, threads, with_slice};
 
 fn block_size(batch: usize) -> usize {
     batch.div_ceil(threads()).max(1)
@@ -662,16 +662,6 @@ fn contiguous<'a, F: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Re
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{what}: inputs must be contiguous"),
-    }
-}
-
-/// Runs `f` on a CPU tensor's (contiguous) data.
-fn with_slice<F: WithDType, R>(t: &Tensor, what: &str, f: impl FnOnce(&[F]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => Ok(f(contiguous::<F>(s, layout, what)?)),
-        _ => candle_core::bail!("{what}: CPU tensors only"),
     }
 }
 
