@@ -485,6 +485,7 @@ mod fused {
         st: &mut [Tensor],
     ) -> candle_core::Result<()> {
         let g = g.contiguous()?;
+        let _ftz = FlushDenormals::new();
         st[0].inplace_op2(
             &g,
             &Ema {
@@ -516,6 +517,44 @@ mod fused {
         match l.contiguous_offsets() {
             Some((a, b)) => Ok(a..b),
             None => candle_core::bail!("fused AdamW: contiguous tensors only"),
+        }
+    }
+
+    /// Flush-to-zero and denormals-are-zero on this thread while the guard lives (x86-64).
+    ///
+    /// The second moments of weights whose gradient is (nearly) always zero decay by β₂ every
+    /// step into the subnormal range, where every multiply takes a microcode assist: measured
+    /// here, MnistNet's second epoch ran 25 % slower than its first, 14 % of it in this update.
+    /// Subnormal moments (< 1.2e-38) contribute nothing to an update with ε = 1e-8; flushing
+    /// them to zero only differs from the tensor-op path below that magnitude.
+    struct FlushDenormals {
+        #[cfg(target_arch = "x86_64")]
+        saved: u32,
+    }
+
+    impl FlushDenormals {
+        #[allow(deprecated)] // _mm_getcsr / _mm_setcsr: no stable replacement for MXCSR access
+        fn new() -> Self {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: reading and setting MXCSR's FTZ (bit 15) and DAZ (bit 6) flags only.
+                let saved = unsafe { std::arch::x86_64::_mm_getcsr() };
+                unsafe { std::arch::x86_64::_mm_setcsr(saved | 0x8040) };
+                Self { saved }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Self {}
+        }
+    }
+
+    impl Drop for FlushDenormals {
+        #[allow(deprecated)]
+        fn drop(&mut self) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: restores the MXCSR value saved in `new`.
+            unsafe {
+                std::arch::x86_64::_mm_setcsr(self.saved)
+            };
         }
     }
 
@@ -691,6 +730,24 @@ mod tests {
             let (plain, fused) = (run(false), run(true));
             assert_eq!(plain, fused, "{dtype:?}");
         }
+    }
+
+    /// The in-place AdamW flushes subnormals only inside its own update: the thread's
+    /// floating-point mode is the same afterwards.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(deprecated)]
+    fn fused_adamw_restores_the_float_mode() {
+        // FTZ (bit 15) and DAZ (bit 6); the other bits include sticky exception flags.
+        let mode = || unsafe { std::arch::x86_64::_mm_getcsr() } & 0x8040;
+        let before = mode();
+        one_step(OptimizerConfig::adamw(0.1), 2);
+        assert_eq!(mode(), before);
+        let tiny = f32::MIN_POSITIVE / 4.0;
+        assert!(
+            tiny > 0.0 && tiny * 1.0 > 0.0,
+            "subnormals flushed outside the update"
+        );
     }
 
     #[test]
