@@ -148,13 +148,13 @@ impl LinearOp {
         (x, w, y, dy): (&[F], &[F], &[F], &[F]),
         want_dx: bool,
     ) -> (Option<Vec<F>>, Vec<F>, Vec<F>) {
-        let dz: Vec<F> = if self.relu {
+        let dz: std::borrow::Cow<[F]> = if self.relu {
             dy.iter()
                 .zip(y)
                 .map(|(&g, &v)| if v > F::zero() { g } else { F::zero() })
                 .collect()
         } else {
-            dy.to_vec()
+            dy.into()
         };
         let mut db = vec![F::zero(); o];
         for row in dz.chunks(o) {

@@ -42,6 +42,7 @@ impl Cell for GruCell {
         Ok(vec![h])
     }
 
+    #[inline(always)]
     fn forward_row<F: Real>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
         for j in 0..n {
             let r = (gx[j] + rec[j]).sigmoid();
@@ -56,6 +57,7 @@ impl Cell for GruCell {
         }
     }
 
+    #[inline(always)]
     fn backward_row<F: Real>(
         &self,
         n: usize,

@@ -52,6 +52,7 @@ impl Cell for LstmCell {
         Ok(vec![h, c])
     }
 
+    #[inline(always)]
     fn forward_row<F: Real>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
         // Equal-length slices, so the loop has no bounds checks and vectorises.
         let (xi, xf, xg, xo) = (
@@ -90,6 +91,7 @@ impl Cell for LstmCell {
     /// With `dh = ∂L/∂h_t`, `dC = ∂L/∂C_t` (from step t+1) + `dh ⊙ o ⊙ (1 − tanh²C_t)`:
     /// `do = dh ⊙ tanh C_t`, `di = dC ⊙ C~`, `dC~ = dC ⊙ i`, `df = dC ⊙ C_{t-1}`,
     /// `dC_{t-1} = dC ⊙ f`, then through the sigmoid / tanh derivatives.
+    #[inline(always)]
     fn backward_row<F: Real>(
         &self,
         n: usize,

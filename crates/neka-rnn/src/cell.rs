@@ -183,6 +183,7 @@ impl Cell for Elman {
         Ok(vec![h])
     }
 
+    #[inline(always)]
     fn forward_row<F: Real>(
         &self,
         hidden: usize,
@@ -209,6 +210,7 @@ impl Cell for Elman {
     /// `∂L/∂pre = ∂L/∂h_t ⊙ ψ'(pre)` with `tanh' = 1 − h_t²`, `relu' = [h_t > 0]`. Every path
     /// back to `h_{t-1}` goes through `W`: this product of `W^T diag(ψ')` over many steps is
     /// what vanishes (or explodes) in BPTT.
+    #[inline(always)]
     fn backward_row<F: Real>(
         &self,
         hidden: usize,

@@ -1,27 +1,33 @@
-//! The fused CPU kernel: a whole direction of one layer as ONE candle op, with BPTT written
-//! out by hand.
+//! The fused CPU kernel: the time loop of one layer (one or both directions) as ONE candle op,
+//! with BPTT written out by hand.
 //!
 //! Built from candle ops, a sequence of `T` steps is ~10·T graph nodes, and the backward pass
 //! of every `narrow` that picks `gx_t` out of the projected input allocates and adds a
 //! full-size `(B, T, G)` gradient — quadratic in `T`. This op instead takes
 //!
 //! ```text
-//! gx   (D, T, B, G)     the input projections x_t U^T (without b_ih), time-major, per direction
-//! w    (D, G, H[+2])    W = weight_hh, with bias_hh and bias_ih as two extra columns when
-//!                       there are biases (the kernel adds b_ih to gx and sums its gradient:
-//!                       cheaper than candle's broadcast-add backward, a strided reduction)
+//! gx   (B, T, D·G)      the input projections x_t U^T + b_ih of every step, both directions
+//!                       side by side (one GEMM for the layer, batch-major as the input is)
+//! w    (D, G, H[+1])    W = weight_hh, with bias_hh as an extra column when there are biases
 //! init (D, B, S0)       the initial state [h_0 | C_0]
 //! ```
 //!
 //! for `D = 1` direction (forward, or reversed with [`RecurrentOp::reverse`]) or `D = 2` (a
 //! bidirectional layer: direction 0 forward, 1 reversed; the two are independent, so forward
 //! *and* backward passes run them on two threads). Per direction it runs the recurrence with
-//! one GEMM per step (`rec = h_{t-1} W^T + b_hh`) and the cell's pointwise equations, and
-//! returns a compact `(D, T + S, B, H)` tensor: rows `0..T` hold each step's `h_t` (zero past
-//! a sequence's length), rows `T..T+S` the final state (`h_n`, and `C_n` for the LSTM).
-//! Gradients flow into all of it. What the backward pass needs besides (every step's state
-//! and gate activations — cuDNN calls this the reserve space) stays inside the op, so the
-//! graph never carries, slices or pads it.
+//! one GEMM per step (`rec = h_{t-1} W^T + b_hh`) and the cell's pointwise equations
+//! (vectorised for the CPU's widest SIMD, [`neka_common::cpu::vectorized`]), and returns one
+//! flat tensor of `B·T·D·H + D·S·B·H` values:
+//!
+//! ```text
+//! [ output (B, T, D·H): h_t of every step, directions side by side, zero past a length ]
+//! [ final states (D, S, B, H): h_n (and C_n for the LSTM)                              ]
+//! ```
+//!
+//! so the layer's output is a contiguous view the next layer (or the head) reads as it is: no
+//! transposes, stacks or concatenations around the op. Gradients flow into all of it. What
+//! the backward pass needs besides (every step's state and gate activations — cuDNN calls
+//! this the reserve space) stays inside the op, so the graph never carries, slices or pads it.
 //!
 //! The backward pass runs the steps in reverse (BPTT): per step the cell's pointwise backward
 //! and one GEMM `dh_{t-1} += drec_t W`; after the loop `dW = Σ_t drec_t^T h_{t-1}` is one GEMM
@@ -33,11 +39,12 @@
 
 use crate::cell::{Cell, Real};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
+use neka_common::cpu;
 use std::sync::{Arc, Mutex};
 
 /// Floats the kernel can run on.
-pub trait KernelFloat: WithDType + Real + Send + Sync {}
+pub trait KernelFloat: cpu::KernelFloat + Real {}
 impl KernelFloat for f32 {}
 impl KernelFloat for f64 {}
 
@@ -48,7 +55,7 @@ pub struct RecurrentOp<C: Cell> {
     pub hidden: usize,
     /// With one direction (`D = 1`): run `t = T−1 … 0`. Ignored for `D = 2`.
     pub reverse: bool,
-    /// `w` has bias_hh and bias_ih as its last two columns.
+    /// `w` has bias_hh as its last column.
     pub has_bias: bool,
     /// Per-row sequence lengths (`1..=T`); `None` = all `T`.
     pub lengths: Option<Arc<Vec<usize>>>,
@@ -74,12 +81,19 @@ impl<C: Cell> RecurrentOp<C> {
             reserve: Arc::new(Mutex::new(None)),
         }
     }
+
+    /// Values in the op's output for `(B, T, D)`: the `(B, T, D·H)` outputs, then the
+    /// `(D, S, B, H)` final states.
+    pub fn output_len(&self, b: usize, t: usize, dirs: usize) -> usize {
+        (b * t + self.cell.states() * b) * dirs * self.hidden
+    }
 }
 
+#[derive(Clone, Copy)]
 struct Dims {
     /// Directions (1 or 2).
     dirs: usize,
-    /// The GEMMs may use candle's thread pool (false while directions run on their own threads).
+    /// The GEMMs may use candle's thread pool (false while directions run on it).
     par: bool,
     t: usize,
     b: usize,
@@ -90,22 +104,45 @@ struct Dims {
     wcols: usize,
 }
 
+impl Dims {
+    /// Offset of the outputs' row `(r, t)`, direction `k`, in the flat output.
+    fn out_at(&self, r: usize, t: usize, k: usize) -> usize {
+        ((r * self.t + t) * self.dirs + k) * self.h
+    }
+    /// Offset of final state `s` of row `r`, direction `k`, in the flat output.
+    fn state_at(&self, k: usize, s: usize, r: usize) -> usize {
+        let states = self.s0 / self.h;
+        self.b * self.t * self.dirs * self.h + ((k * states + s) * self.b + r) * self.h
+    }
+    /// Offset of `gx` row `(r, t)`, direction `k`.
+    fn gx_at(&self, r: usize, t: usize, k: usize) -> usize {
+        ((r * self.t + t) * self.dirs + k) * self.g
+    }
+}
+
+/// A pointer the directions' threads write disjoint parts through.
+#[derive(Clone, Copy)]
+struct Shared<F>(*mut F);
+// SAFETY: used only for writes to disjoint (row, direction) blocks, joined before reading.
+unsafe impl<F> Send for Shared<F> {}
+unsafe impl<F> Sync for Shared<F> {}
+
 impl<C: Cell> RecurrentOp<C> {
     fn dims(&self, gx: &Shape, w: &Shape, init: &Shape) -> Result<Dims> {
-        let (dirs, t, b, g) = gx.dims4()?;
+        let (b, t, dg) = gx.dims3()?;
+        let dirs = w.dims().first().copied().unwrap_or(0);
         let h = self.hidden;
-        let gates = self.cell.gates();
-        let wcols = h + 2 * usize::from(self.has_bias);
+        let g = self.cell.gates() * h;
+        let wcols = h + usize::from(self.has_bias);
         let s0 = self.cell.states() * h;
         if !(1..=2).contains(&dirs)
-            || g != gates * h
+            || dg != dirs * g
             || w.dims() != [dirs, g, wcols]
             || init.dims() != [dirs, b, s0]
         {
             candle_core::bail!(
-                "{}: shape mismatch: gx {gx:?} (want (D ≤ 2, T, B, {})), w {w:?} (want (D, {g}, {wcols})), init {init:?} (want (D, {b}, {s0}))",
-                self.cell.name(),
-                gates * h
+                "{}: shape mismatch: gx {gx:?} (want (B, T, D·{g}) with D ≤ 2), w {w:?} (want (D, {g}, {wcols})), init {init:?} (want (D, {b}, {s0}))",
+                self.cell.name()
             )
         }
         if let Some(l) = &self.lengths {
@@ -129,67 +166,22 @@ impl<C: Cell> RecurrentOp<C> {
         })
     }
 
-    /// This op for direction `k` of `d.dirs`.
-    fn direction(&self, d: &Dims, k: usize) -> Self {
-        Self {
-            reverse: if d.dirs == 2 { k == 1 } else { self.reverse },
-            ..self.clone()
+    /// Whether direction `k` runs `t = T−1 … 0`.
+    fn reversed(&self, d: &Dims, k: usize) -> bool {
+        if d.dirs == 2 {
+            k == 1
+        } else {
+            self.reverse
         }
     }
 
-    /// Runs `f(0)`, …, `f(dirs − 1)`; two directions run on two threads when candle may use
-    /// more than one.
+    /// Runs `f(0)`, …, `f(dirs − 1)`; two directions run side by side on candle's CPU pool.
     fn per_direction<T: Send>(dirs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        if dirs == 2 && candle_core::utils::get_num_threads() > 1 {
-            std::thread::scope(|s| {
-                let rev = s.spawn(|| f(1));
-                let fwd = f(0);
-                vec![
-                    fwd,
-                    rev.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                ]
-            })
+        if dirs == 2 && cpu::threads() > 1 {
+            cpu::parallel(0..dirs, f)
         } else {
             (0..dirs).map(f).collect()
         }
-    }
-
-    /// Forward pass of all directions: the compact output `(D, T + S, B, H)` and the reserve
-    /// `(D, T + 1, B, sv)`.
-    fn forward_all<F: KernelFloat>(
-        &self,
-        d: &Dims,
-        gx: &[F],
-        w: &[F],
-        init: &[F],
-    ) -> (Vec<F>, Vec<F>) {
-        let (ng, nw, ni) = (d.t * d.b * d.g, d.g * d.wcols, d.b * d.s0);
-        let saved = Self::per_direction(d.dirs, |k| {
-            self.direction(d, k).forward(
-                d,
-                &gx[k * ng..(k + 1) * ng],
-                &w[k * nw..(k + 1) * nw],
-                &init[k * ni..(k + 1) * ni],
-            )
-        })
-        .concat();
-        let states = self.cell.states();
-        let (b, h, sv, s0) = (d.b, d.h, d.sv, d.s0);
-        let mut out = Vec::with_capacity(d.dirs * (d.t + states) * b * h);
-        for k in 0..d.dirs {
-            let sk = &saved[k * (d.t + 1) * b * sv..(k + 1) * (d.t + 1) * b * sv];
-            for row in sk[..d.t * b * sv].chunks_exact(sv) {
-                out.extend_from_slice(&row[..h]);
-            }
-            for s in 0..states {
-                for r in 0..b {
-                    let at = (d.t * b + r) * sv + s * h;
-                    out.extend_from_slice(&sk[at..at + h]);
-                }
-            }
-            debug_assert!(states * h == s0);
-        }
-        (out, saved)
     }
 
     fn len(&self, b: usize, t: usize) -> usize {
@@ -197,15 +189,54 @@ impl<C: Cell> RecurrentOp<C> {
     }
 
     /// Time steps in processing order.
-    fn order(&self, t: usize) -> Vec<usize> {
-        if self.reverse {
+    fn order(reverse: bool, t: usize) -> Vec<usize> {
+        if reverse {
             (0..t).rev().collect()
         } else {
             (0..t).collect()
         }
     }
 
-    fn forward<F: KernelFloat>(&self, d: &Dims, gx: &[F], w: &[F], init: &[F]) -> Vec<F> {
+    /// Forward pass of all directions: the flat output and the reserve `(D, T + 1, B, sv)`.
+    fn forward_all<F: KernelFloat>(
+        &self,
+        d: &Dims,
+        gx: &[F],
+        w: &[F],
+        init: &[F],
+    ) -> (Vec<F>, Vec<F>) {
+        let (nw, ni) = (d.g * d.wcols, d.b * d.s0);
+        let mut out = vec![F::zero(); self.output_len(d.b, d.t, d.dirs)];
+        let dst = Shared(out.as_mut_ptr());
+        let saved = Self::per_direction(d.dirs, |k| {
+            let dst = dst;
+            cpu::vectorized(|| {
+                self.forward(
+                    d,
+                    k,
+                    gx,
+                    &w[k * nw..(k + 1) * nw],
+                    &init[k * ni..(k + 1) * ni],
+                    dst,
+                )
+            })
+        })
+        .concat();
+        (out, saved)
+    }
+
+    /// Direction `k`: runs the recurrence, writes its outputs and final states through `out`
+    /// and returns its reserve `(T + 1, B, sv)`.
+    #[inline(always)]
+    fn forward<F: KernelFloat>(
+        &self,
+        d: &Dims,
+        k: usize,
+        gx: &[F],
+        w: &[F],
+        init: &[F],
+        out: Shared<F>,
+    ) -> Vec<F> {
         let Dims {
             t: steps,
             b,
@@ -218,42 +249,43 @@ impl<C: Cell> RecurrentOp<C> {
         let mut saved = vec![F::zero(); (steps + 1) * b * sv];
         let mut state = init.to_vec();
         let mut rec = vec![F::zero(); b * g];
-        let b_ih: Option<Vec<F>> = self
-            .has_bias
-            .then(|| (0..g).map(|j| w[j * d.wcols + h + 1]).collect());
-        let mut gxb = vec![F::zero(); g];
         let (wt, bias) = self.split_weights(d, w);
-        for t in self.order(steps) {
+        for t in Self::order(self.reversed(d, k), steps) {
             // rec = h_{t-1} W^T (+ b_hh)
             self.recurrent_matmul(d, &state, &wt, bias.as_deref(), &mut rec);
             for r in 0..b {
                 if t >= self.len(r, steps) {
                     continue;
                 }
-                let out = &mut saved[(t * b + r) * sv..(t * b + r + 1) * sv];
-                let gx_row = &gx[(t * b + r) * g..(t * b + r + 1) * g];
-                let gx_row = match &b_ih {
-                    Some(bias) => {
-                        for ((o, x), bi) in gxb.iter_mut().zip(gx_row).zip(bias) {
-                            *o = *x + *bi;
-                        }
-                        &gxb[..]
-                    }
-                    None => gx_row,
-                };
+                let row = &mut saved[(t * b + r) * sv..(t * b + r + 1) * sv];
+                let at = d.gx_at(r, t, k);
                 self.cell.forward_row(
                     h,
-                    gx_row,
+                    &gx[at..at + g],
                     &rec[r * g..(r + 1) * g],
                     &state[r * s0..(r + 1) * s0],
-                    out,
+                    row,
                 );
-                state[r * s0..(r + 1) * s0].copy_from_slice(&out[..s0]);
+                state[r * s0..(r + 1) * s0].copy_from_slice(&row[..s0]);
+                // SAFETY: row (r, t) of direction k: H values no other thread writes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add(d.out_at(r, t, k)), h);
+                }
             }
         }
         for r in 0..b {
             let last = (steps * b + r) * sv;
             saved[last..last + s0].copy_from_slice(&state[r * s0..(r + 1) * s0]);
+            for s in 0..s0 / h {
+                // SAFETY: final state s of row r, direction k: written by this thread only.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        state[r * s0 + s * h..].as_ptr(),
+                        out.0.add(d.state_at(k, s, r)),
+                        h,
+                    );
+                }
+            }
         }
         saved
     }
@@ -291,34 +323,34 @@ impl<C: Cell> RecurrentOp<C> {
         // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = wt
         // (h × g, row stride g); dst = rec (b × g).
         unsafe {
-            matmul(
+            gemm(
                 d.par,
-                b,
-                g,
-                h,
+                (b, g, h),
                 rec.as_mut_ptr(),
-                g as isize,
-                1,
+                (g, 1),
                 bias.is_some(),
                 state.as_ptr(),
-                s0 as isize,
-                1,
+                (s0, 1),
                 wt.as_ptr(),
-                g as isize,
-                1,
+                (g, 1),
             )
         }
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Direction `k`'s BPTT: writes `∂L/∂gx` of its rows through `dgx` and returns
+    /// (`∂L/∂w` `(G, wcols)`, `∂L/∂init` `(B, S0)`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn backward<F: KernelFloat>(
         &self,
         d: &Dims,
+        k: usize,
         w: &[F],
         init: &[F],
         saved: &[F],
         grad: &[F],
-    ) -> (Vec<F>, Vec<F>, Vec<F>) {
+        dgx_out: Shared<F>,
+    ) -> (Vec<F>, Vec<F>) {
         let Dims {
             t: steps,
             b,
@@ -329,15 +361,15 @@ impl<C: Cell> RecurrentOp<C> {
             wcols,
             ..
         } = *d;
-        let mut dgx = vec![F::zero(); steps * b * g];
+        let reverse = self.reversed(d, k);
         let mut drec = vec![F::zero(); steps * b * g];
         let mut hprev = vec![F::zero(); steps * b * h];
-        // ∂L/∂(final state) starts the recursion: compact grad rows T.. hold ∂L/∂h_n, ∂L/∂C_n.
+        // ∂L/∂(final state) starts the recursion.
         let states = s0 / h;
         let mut dstate = vec![F::zero(); b * s0];
         for s in 0..states {
             for r in 0..b {
-                let at = ((steps + s) * b + r) * h;
+                let at = d.state_at(k, s, r);
                 dstate[r * s0 + s * h..r * s0 + (s + 1) * h].copy_from_slice(&grad[at..at + h]);
             }
         }
@@ -346,7 +378,7 @@ impl<C: Cell> RecurrentOp<C> {
         let wm: Vec<F> = (0..g)
             .flat_map(|j| w[j * wcols..j * wcols + h].iter().copied())
             .collect();
-        let mut order = self.order(steps);
+        let mut order = Self::order(reverse, steps);
         order.reverse();
         for t in order {
             for r in 0..b {
@@ -356,27 +388,30 @@ impl<C: Cell> RecurrentOp<C> {
                 }
                 let at = (t * b + r) * sv;
                 // ∂L/∂h_t from the output, plus what flows back from step t+1.
-                let go = &grad[(t * b + r) * h..(t * b + r + 1) * h];
-                for k in 0..h {
-                    ds[k] = dstate[r * s0 + k] + go[k];
+                let go = &grad[d.out_at(r, t, k)..d.out_at(r, t, k) + h];
+                for ((a, &x), &y) in ds[..h].iter_mut().zip(&dstate[r * s0..]).zip(go) {
+                    *a = x + y;
                 }
                 ds[h..s0].copy_from_slice(&dstate[r * s0 + h..(r + 1) * s0]);
-                let first = if self.reverse { t + 1 == len } else { t == 0 };
+                let first = if reverse { t + 1 == len } else { t == 0 };
                 let prev = if first {
                     &init[r * s0..(r + 1) * s0]
                 } else {
-                    let tp = if self.reverse { t + 1 } else { t - 1 };
+                    let tp = if reverse { t + 1 } else { t - 1 };
                     let pat = (tp * b + r) * sv;
                     &saved[pat..pat + s0]
                 };
                 hprev[(t * b + r) * h..(t * b + r + 1) * h].copy_from_slice(&prev[..h]);
                 let gi = (t * b + r) * g;
+                // SAFETY: gx row (r, t) of direction k: G values no other thread touches.
+                let dgx =
+                    unsafe { std::slice::from_raw_parts_mut(dgx_out.0.add(d.gx_at(r, t, k)), g) };
                 self.cell.backward_row(
                     h,
                     &saved[at..at + sv],
                     prev,
                     &ds,
-                    &mut dgx[gi..gi + g],
+                    dgx,
                     &mut drec[gi..gi + g],
                     &mut dstate[r * s0..(r + 1) * s0],
                 );
@@ -385,21 +420,16 @@ impl<C: Cell> RecurrentOp<C> {
             // SAFETY: lhs = drec_t (B × G, stride G), rhs = wm (G × H, row stride H),
             // dst = dstate's h-part (B × H, stride s0 ≥ H).
             unsafe {
-                matmul(
+                gemm(
                     d.par,
-                    b,
-                    h,
-                    g,
+                    (b, h, g),
                     dstate.as_mut_ptr(),
-                    s0 as isize,
-                    1,
+                    (s0, 1),
                     true,
                     drec[t * b * g..].as_ptr(),
-                    g as isize,
-                    1,
+                    (g, 1),
                     wm.as_ptr(),
-                    h as isize,
-                    1,
+                    (h, 1),
                 )
             }
         }
@@ -409,94 +439,55 @@ impl<C: Cell> RecurrentOp<C> {
         // SAFETY: lhs = drec^T read as drec[k·G + m] (m < G, k < T·B), rhs = hprev (T·B × H),
         // dst = dw (G × H, row stride wcols).
         unsafe {
-            matmul(
+            gemm(
                 d.par,
-                g,
-                h,
-                rows,
+                (g, h, rows),
                 dw.as_mut_ptr(),
-                wcols as isize,
-                1,
+                (wcols, 1),
                 false,
                 drec.as_ptr(),
-                1,
-                g as isize,
+                (1, g),
                 hprev.as_ptr(),
-                h as isize,
-                1,
+                (h, 1),
             )
         }
         if self.has_bias {
-            // db_hh = Σ drec, db_ih = Σ dgx (rows of inactive steps are zero).
-            let (mut dbh, mut dbi) = (vec![F::zero(); g], vec![F::zero(); g]);
-            for k in 0..rows {
-                for j in 0..g {
-                    dbh[j] += drec[k * g + j];
-                    dbi[j] += dgx[k * g + j];
+            // db_hh = Σ drec (rows of inactive steps are zero).
+            let mut dbh = vec![F::zero(); g];
+            for row in drec.chunks_exact(g) {
+                for (a, &v) in dbh.iter_mut().zip(row) {
+                    *a += v;
                 }
             }
             for j in 0..g {
                 dw[j * wcols + h] = dbh[j];
-                dw[j * wcols + h + 1] = dbi[j];
             }
         }
-        (dgx, dw, dstate)
+        (dw, dstate)
     }
 }
 
-/// `dst (m × n) [+]= lhs (m × k) · rhs (k × n)`, all row-major with the given (row, column)
-/// strides, through the `gemm` crate candle itself uses on CPU.
+/// One GEMM (see [`cpu::matmul`]), split over candle's pool when `par` and large.
 ///
 /// # Safety
-/// Every `(row, col)` index in range must address memory inside the pointed-to buffers.
+/// As for [`cpu::matmul`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul<F: KernelFloat>(
+unsafe fn gemm<F: KernelFloat>(
     par: bool,
-    m: usize,
-    n: usize,
-    k: usize,
+    mnk: (usize, usize, usize),
     dst: *mut F,
-    dst_rs: isize,
-    dst_cs: isize,
+    dst_s: (usize, usize),
     accumulate: bool,
     lhs: *const F,
-    lhs_rs: isize,
-    lhs_cs: isize,
+    lhs_s: (usize, usize),
     rhs: *const F,
-    rhs_rs: isize,
-    rhs_cs: isize,
+    rhs_s: (usize, usize),
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = candle_core::utils::get_num_threads();
-    // Per-step products (B × G × H) are too small to split profitably across threads.
-    let parallelism = if par && threads > 1 && m * n * k >= 1 << 24 {
-        gemm::Parallelism::Rayon(threads)
+    if par {
+        cpu::par_matmul(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s)
     } else {
-        gemm::Parallelism::None
-    };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs,
-        dst_rs,
-        accumulate,
-        lhs,
-        lhs_cs,
-        lhs_rs,
-        rhs,
-        rhs_cs,
-        rhs_rs,
-        F::one(),
-        F::one(),
-        false,
-        false,
-        false,
-        parallelism,
-    )
+        cpu::matmul(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s)
+    }
 }
 
 fn contiguous<'a, F: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [F]> {
@@ -504,15 +495,6 @@ fn contiguous<'a, F: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [F]
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("recurrent kernel: inputs must be contiguous"),
-    }
-}
-
-fn cpu_slice<F: WithDType, R>(t: &Tensor, f: impl FnOnce(&[F]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(s) => f(contiguous::<F>(s, layout)?),
-        _ => candle_core::bail!("recurrent kernel: CPU tensors only"),
     }
 }
 
@@ -526,7 +508,6 @@ impl<C: Cell> RecurrentOp<C> {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let d = self.dims(gx.shape(), w.shape(), init.shape())?;
         let (nw, ni, nr) = (d.g * d.wcols, d.b * d.s0, (d.t + 1) * d.b * d.sv);
-        let ng = (d.t + self.cell.states()) * d.b * d.h;
         let reserve = self.reserve.lock().map_err(|_| {
             candle_core::Error::Msg("recurrent kernel: reserve lock poisoned".into())
         })?;
@@ -534,33 +515,40 @@ impl<C: Cell> RecurrentOp<C> {
             candle_core::bail!("recurrent kernel: backward before forward")
         };
         let res = reserve.as_slice::<F>()?;
-        if res.len() != d.dirs * nr {
-            candle_core::bail!("recurrent kernel: reserve does not match the inputs")
+        if res.len() != d.dirs * nr || grad.elem_count() != self.output_len(d.b, d.t, d.dirs) {
+            candle_core::bail!("recurrent kernel: reserve or gradient does not match the inputs")
         }
-        let parts = cpu_slice::<F, _>(w, |w| {
-            cpu_slice::<F, _>(init, |init| {
-                cpu_slice::<F, _>(grad, |grad| {
-                    Ok(Self::per_direction(d.dirs, |k| {
-                        self.direction(&d, k).backward(
-                            &d,
-                            &w[k * nw..(k + 1) * nw],
-                            &init[k * ni..(k + 1) * ni],
-                            &res[k * nr..(k + 1) * nr],
-                            &grad[k * ng..(k + 1) * ng],
-                        )
-                    }))
+        let what = "recurrent kernel";
+        let mut dgx = vec![F::zero(); d.b * d.t * d.dirs * d.g];
+        let out = Shared(dgx.as_mut_ptr());
+        let parts = cpu::with_slice::<F, _>(w, what, |w| {
+            cpu::with_slice::<F, _>(init, what, |init| {
+                cpu::with_slice::<F, _>(grad, what, |grad| {
+                    Self::per_direction(d.dirs, |k| {
+                        let out = out;
+                        cpu::vectorized(|| {
+                            self.backward(
+                                &d,
+                                k,
+                                &w[k * nw..(k + 1) * nw],
+                                &init[k * ni..(k + 1) * ni],
+                                &res[k * nr..(k + 1) * nr],
+                                grad,
+                                out,
+                            )
+                        })
+                    })
                 })
             })
-        })?;
-        let (mut dgx, mut dw, mut dinit) = (Vec::new(), Vec::new(), Vec::new());
-        for (a, b, c) in parts {
-            dgx.extend(a);
+        })???;
+        let (mut dw, mut dinit) = (Vec::new(), Vec::new());
+        for (b, c) in parts {
             dw.extend(b);
             dinit.extend(c);
         }
         let cpu = Device::Cpu;
         Ok((
-            Tensor::from_vec(dgx, (d.dirs, d.t, d.b, d.g), &cpu)?,
+            Tensor::from_vec(dgx, (d.b, d.t, d.dirs * d.g), &cpu)?,
             Tensor::from_vec(dw, (d.dirs, d.g, d.wcols), &cpu)?,
             Tensor::from_vec(dinit, (d.dirs, d.b, d.s0), &cpu)?,
         ))
@@ -582,7 +570,7 @@ impl<C: Cell> candle_core::CustomOp3 for RecurrentOp<C> {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(l1.shape(), l2.shape(), l3.shape())?;
-        let shape = Shape::from((d.dirs, d.t + self.cell.states(), d.b, d.h));
+        let shape = Shape::from(self.output_len(d.b, d.t, d.dirs));
         let (out, reserve) = match s1.dtype() {
             DType::F32 => {
                 let (out, res) = self.forward_all::<f32>(

@@ -280,9 +280,12 @@ impl<C: Cell> Recurrent<C> {
         let fused = x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && FUSED_CPU.with(|f| f.get());
-        let masks = match (&lengths, fused) {
-            (Some(l), false) => Some(step_masks(l, t, x.dtype(), x.device())?),
-            _ => None,
+        if fused {
+            return self.forward_fused(x, input, lengths, train);
+        }
+        let masks = match &lengths {
+            Some(l) => Some(step_masks(l, t, x.dtype(), x.device())?),
+            None => None,
         };
 
         // Time-major inside: (T, B, F).
@@ -291,13 +294,17 @@ impl<C: Cell> Recurrent<C> {
         let mut c_n = Vec::with_capacity(ld);
         for (l, dirs) in self.layers.iter().enumerate() {
             if l > 0 {
-                layer_in = self.dropout.forward_t(&layer_in, train)?;
+                // Dropout drawn batch-major, as the fused path draws it (same seed, same mask).
+                let bm = layer_in.transpose(0, 1)?.contiguous()?;
+                layer_in = self
+                    .dropout
+                    .forward_t(&bm, train)?
+                    .transpose(0, 1)?
+                    .contiguous()?;
             }
             let fl = layer_in.dim(2)?;
             let flat = layer_in.reshape((t * b, fl))?;
             let mut outs = Vec::with_capacity(dirs.len());
-            // Per direction: initial state and gx = x U^T + b_ih for all steps: (T, B, G).
-            let mut prepared = Vec::with_capacity(dirs.len());
             for (d, wts) in dirs.iter().enumerate() {
                 let k = l * cfg.directions() + d;
                 let mut init = vec![match input.h0 {
@@ -310,25 +317,13 @@ impl<C: Cell> Recurrent<C> {
                         None => Tensor::zeros((b, h), x.dtype(), x.device())?,
                     });
                 }
-                // gx = x U^T; the fused kernel adds b_ih itself.
+                // gx = x U^T + b_ih for all steps: (T, B, G).
                 let mut gx = flat.matmul(&wts.weight_ih.t()?)?;
-                if let (Some(bias), false) = (&wts.bias_ih, fused) {
+                if let Some(bias) = &wts.bias_ih {
                     gx = gx.broadcast_add(bias)?;
                 }
-                prepared.push((gx.reshape((t, b, ()))?, init));
-            }
-            let results = if fused {
-                // One op for the layer: both directions run on two threads, forward and BPTT.
-                self.run_fused(&prepared, dirs, lengths.clone())?
-            } else {
-                (0..dirs.len())
-                    .map(|d| {
-                        let (gx, init) = &prepared[d];
-                        self.run_steps(gx, &dirs[d], init.clone(), d == 1, masks.as_deref())
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            };
-            for (out, states) in results {
+                let gx = gx.reshape((t, b, ()))?;
+                let (out, states) = self.run_steps(&gx, wts, init, d == 1, masks.as_deref())?;
                 outs.push(out);
                 h_n.push(states[0].clone());
                 if let Some(c) = states.get(1) {
@@ -353,61 +348,99 @@ impl<C: Cell> Recurrent<C> {
         })
     }
 
-    /// The directions of one layer through the fused CPU kernel: per direction, `(T, B, H)`
-    /// outputs and the final states. `prepared[d]` = (gx `(T, B, G)`, initial states).
-    fn run_fused(
+    /// The fused CPU path, batch-major throughout. Per layer: the input projections of both
+    /// directions as one dense layer, `gx = x [U_→ ; U_←]^T + [b_ih,→ ; b_ih,←]` `(B, T, D·G)`
+    /// ([`neka_common::nn::linear_forward`]), then one [`RecurrentOp`] for the time loops of
+    /// both directions, whose output is the layer's `(B, T, D·H)` as it is.
+    fn forward_fused(
         &self,
-        prepared: &[(Tensor, Vec<Tensor>)],
-        dirs: &[DirectionWeights],
+        x: &Tensor,
+        input: SeqInput,
         lengths: Option<Arc<Vec<usize>>>,
-    ) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
-        let h = self.cfg.hidden_size;
-        let t = prepared[0].0.dim(0)?;
-        let stack = |ts: Vec<Tensor>| -> Result<Tensor> {
+        train: bool,
+    ) -> Result<RecurrentOutput> {
+        let (b, t, _) = x.dims3()?;
+        let cfg = &self.cfg;
+        let (h, nd, states) = (cfg.hidden_size, cfg.directions(), self.cell.states());
+        let cat = |ts: Vec<Tensor>, dim: usize| -> Result<Tensor> {
             if ts.len() == 1 {
-                ts[0].unsqueeze(0)
+                Ok(ts[0].clone())
             } else {
-                Tensor::stack(&ts, 0)
+                Tensor::cat(&ts, dim)
             }
         };
-        let gx = stack(prepared.iter().map(|(gx, _)| gx.clone()).collect())?;
-        let w = stack(
-            dirs.iter()
-                .map(|w| match (&w.bias_hh, &w.bias_ih) {
-                    (Some(bh), Some(bi)) => {
-                        Tensor::cat(&[&w.weight_hh, &bh.unsqueeze(1)?, &bi.unsqueeze(1)?], 1)
-                    }
-                    _ => Ok(w.weight_hh.clone()),
-                })
-                .collect::<Result<_>>()?,
-        )?;
-        let init = stack(
-            prepared
+        let mut layer_in = x.contiguous()?;
+        let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+        for (l, dirs) in self.layers.iter().enumerate() {
+            if l > 0 {
+                layer_in = self.dropout.forward_t(&layer_in, train)?;
+            }
+            let fl = layer_in.dim(2)?;
+            let w_ih = cat(dirs.iter().map(|w| w.weight_ih.clone()).collect(), 0)?;
+            let b_ih = dirs
                 .iter()
-                .map(|(_, init)| {
-                    if init.len() == 1 {
-                        Ok(init[0].clone())
-                    } else {
-                        Tensor::cat(init, 1)
-                    }
-                })
-                .collect::<Result<_>>()?,
-        )?;
-        let op = RecurrentOp::new(self.cell, h, false, dirs[0].bias_hh.is_some(), lengths);
-        // (D, T + S, B, H): h_t for every step, then the final state(s).
-        let res = gx
-            .contiguous()?
-            .apply_op3(&w.contiguous()?, &init.contiguous()?, op)?;
-        let outs = res.narrow(1, 0, t)?;
-        let last = res.narrow(1, t, self.cell.states())?;
-        (0..dirs.len())
-            .map(|d| {
-                let states = (0..self.cell.states())
-                    .map(|s| last.get(d)?.get(s))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((outs.get(d)?, states))
-            })
-            .collect()
+                .map(|w| w.bias_ih.clone())
+                .collect::<Option<Vec<_>>>()
+                .map(|bs| cat(bs, 0))
+                .transpose()?;
+            let gx = neka_common::nn::linear_forward(
+                &candle_nn::Linear::new(w_ih, b_ih),
+                &layer_in.reshape((b * t, fl))?,
+                false,
+            )?
+            .reshape((b, t, nd * self.cell.gates() * h))?;
+            // (D, G, H [+ 1]): W with b_hh as its last column.
+            let w = Tensor::stack(
+                &dirs
+                    .iter()
+                    .map(|w| match &w.bias_hh {
+                        Some(bh) => Tensor::cat(&[&w.weight_hh, &bh.unsqueeze(1)?], 1),
+                        None => Ok(w.weight_hh.clone()),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                0,
+            )?;
+            // (D, B, S0): [h_0 | C_0] of this layer's directions.
+            let init = {
+                let part = |s: Option<&Tensor>| match s {
+                    Some(s) => s.narrow(0, l * nd, nd),
+                    None => Tensor::zeros((nd, b, h), x.dtype(), x.device()),
+                };
+                let mut parts = vec![part(input.h0)?];
+                if states == 2 {
+                    parts.push(part(input.c0)?);
+                }
+                cat(parts, 2)?.contiguous()?
+            };
+            let op = RecurrentOp::new(
+                self.cell,
+                h,
+                false,
+                dirs[0].bias_hh.is_some(),
+                lengths.clone(),
+            );
+            let out = gx.apply_op3(&w, &init, op)?;
+            let n_out = b * t * nd * h;
+            layer_in = out.narrow(0, 0, n_out)?.reshape((b, t, nd * h))?;
+            let last = out
+                .narrow(0, n_out, nd * states * b * h)?
+                .reshape((nd, states, b, h))?;
+            for d in 0..nd {
+                h_n.push(last.get(d)?.get(0)?);
+                if states == 2 {
+                    c_n.push(last.get(d)?.get(1)?);
+                }
+            }
+        }
+        Ok(RecurrentOutput {
+            output: layer_in,
+            h_n: Tensor::stack(&h_n, 0)?,
+            c_n: if c_n.is_empty() {
+                None
+            } else {
+                Some(Tensor::stack(&c_n, 0)?)
+            },
+        })
     }
 
     /// One direction from candle ops, step by step (any device).
