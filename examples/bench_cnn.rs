@@ -45,6 +45,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let a = Args::parse();
     let device = a.device.device()?;
     let convs: Vec<&str> = match a.conv.as_str() {

@@ -67,6 +67,7 @@ fn candle_direction(lstm: &candle_nn::rnn::LSTM, x: &Tensor, reverse: bool) -> R
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let a = Args::parse();
     let dev = Device::Cpu;
     let tokens = (a.batch * a.steps) as f64;

@@ -50,6 +50,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let a = Args::parse();
     let dev = candle_core::Device::Cpu;
     let root = neka_common::data::vision::data_root(a.data_dir.as_deref()).ok_or_else(|| {

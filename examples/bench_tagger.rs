@@ -38,6 +38,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let a = Args::parse();
     let dev = candle_core::Device::Cpu;
     let bank = conllu::load_ewt(a.data_dir.as_deref())?;

@@ -114,6 +114,7 @@ struct SampleArgs {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         None => train(cli.train),

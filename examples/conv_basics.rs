@@ -24,6 +24,7 @@ fn show(name: &str, t: &Tensor) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let dev = Device::Cpu;
     println!("== 1-D convolution: (f*g)[n] = sum_m f[m] g[n-m]");
     let f = [3f32, 1., 2.];

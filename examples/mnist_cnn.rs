@@ -131,6 +131,7 @@ struct PredictArgs {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         None => train(cli.train),

@@ -163,6 +163,7 @@ struct TagArgs {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),

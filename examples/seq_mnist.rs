@@ -77,6 +77,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let a = Args::parse();
     let device = a.device.device()?;
     neka_common::rng::seed(a.seed);

@@ -180,6 +180,7 @@ struct RunArgs {
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),

@@ -193,6 +193,7 @@ fn train_config(
 }
 
 fn main() -> Result<()> {
+    neka::alloc::keep_freed_memory();
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;
     anyhow::ensure!(a.distractors >= 1, "--distractors must be at least 1");

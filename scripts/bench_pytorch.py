@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_pytorch.py tagger [--data-dir D] [--batch-size 32] [--iters 30]
     .venv/bin/python scripts/bench_pytorch.py seq2seq --model models/seq2seq-multi30k-de-en [--data-dir D]
         [--batch-size 64] [--iters 20] [--sentences 200] [--beam 5] [--beam-chunk 128] [--show 0]
+        [--pack-decoder]
 
 `cnn` mirrors `bench_cnn`: the same models (pytorch/examples' MNIST Net, LeNet-5), batch 64,
 AdamW 1e-3, random N(0, 1) input, labels i % 10, correct predictions counted every step (the
@@ -30,16 +31,23 @@ batches of 32 sorted by length, eval mode, no_grad, argmax, batch building insid
 
 `seq2seq` mirrors `bench_seq2seq --model DIR`: neka's encoder–decoder (BiLSTM encoder, tanh
 bridges, LSTM decoder, Luong "general" attention, s̃ = tanh(W_c [c ; s]), output = tied target
-embedding + out.bias) loaded from DIR/model.safetensors, neka's tokenizer and vocabularies.
-`train`: neka's first iters + 2 batches of 64 (same RNG port), 2 warm-ups, forward (full
-teacher forcing, decoder over the whole target at once) + label-smoothed (0.1) cross-entropy +
-correct count, backward, AdamW 1e-4, dropout 0.3. Decoding uses the weights as loaded (the
-training steps are undone first; neka decodes with its weights after its training steps, which
-can change a few outputs). `greedy`: the first `--sentences` val sentences sorted by length in
-batches of 128, batched greedy search; `beam`: beam search sentence by sentence with neka's
-rules (2k candidates, an <eos> outside the top k ignored, log p / len^α with α = 1, max length
-2·S + 10); `beam-batched` (PyTorch only): the same search over (sentences × beams) rows at once,
-finished sentences retired; it reports how many results equal the per-sentence beam's.
+embedding + out.bias, −1e9 on padded source positions) loaded from DIR/model.safetensors with
+`load_state_dict(strict=True)`, neka's tokenizer and vocabularies. The encoder runs on packed
+sources (unpacked when a batch has no padding, e.g. one sentence: the same result). `train`:
+neka's first iters + 2 batches of 64 (same RNG port), 2 warm-ups, forward (full teacher forcing,
+the decoder over the whole target in one call) + label-smoothed (0.1) cross-entropy + correct
+count + `loss.item()`, backward, AdamW 1e-4, dropout 0.3; the decoder reads the padded targets
+unpacked (same loss and gradients: it runs left to right and the steps past a target's end only
+feed ignored logits; `--pack-decoder` packs them as neka's lengths do, slower in PyTorch).
+Decoding uses the weights as loaded (the training steps are undone first; neka decodes with its
+weights after its training steps, which changes a few outputs). `greedy`: the first
+`--sentences` val sentences sorted by length in batches of 128, batched greedy search; `beam`:
+beam search sentence by sentence with neka's rules (2k candidates by total log p, ties by
+hypothesis then token; an <eos> outside the top k ignored; the best of finished + live by
+log p / len^α, α = 1; max length 2·S + 10); `beam-batched` (PyTorch only): the same search over
+(sentences × beams) rows at once in chunks of `--beam-chunk` sentences sorted by length,
+finished sentences retired; `same_as_beam` counts results identical to the per-sentence beam's.
+`--show N` prints the first N translations of each search to stderr.
 
 One JSON line per case; every line has `impl`, `threads` and `peak_rss_mb` (the process's
 peak so far). 2 threads, as neka uses on this machine. Run by hand (like the fixture scripts);
@@ -515,7 +523,7 @@ def bench_tagger(a) -> None:
             secs += time.perf_counter() - t0
             tokens += bt.tokens
     emit({"case": "train", "cell": "lstm", "parameters": params, "batch_size": a.batch_size,
-          "steps": a.iters, "tokens": tokens, "tokens_per_s": tokens / secs})
+          "steps": a.iters, "tokens": tokens, "tokens_per_s": tokens / secs if tokens else None})
 
     model.eval()
     t0 = time.perf_counter()
@@ -626,13 +634,17 @@ class Seq2Seq(nn.Module):
         self.combine = nn.Linear(2 * he + hd, e)
         self.out = Bias(c["tgt_vocab"])
         self.dropout = nn.Dropout(c["dropout"])
+        self.pack_decoder = False
 
     def encode(self, src: SourceBatch):
         s = src.ids.shape[1]
         x = self.dropout(self.src_embed(src.ids))
-        packed = pack_padded_sequence(x, src.lengths, batch_first=True, enforce_sorted=False)
-        out, (h_n, c_n) = self.encoder(packed)
-        outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=s)  # zero past lengths
+        if bool((src.lengths == s).all()):  # no padding (e.g. one sentence): nothing to pack
+            outputs, (h_n, c_n) = self.encoder(x)
+        else:
+            packed = pack_padded_sequence(x, src.lengths, batch_first=True, enforce_sorted=False)
+            out, (h_n, c_n) = self.encoder(packed)
+            outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=s)  # 0 past lengths
         h = torch.tanh(self.bridge_h(torch.cat([h_n[-2], h_n[-1]], 1))).unsqueeze(0)
         c = torch.tanh(self.bridge_c(torch.cat([c_n[-2], c_n[-1]], 1))).unsqueeze(0)
         keys = self.attention["w_a"](outputs)
@@ -650,8 +662,14 @@ class Seq2Seq(nn.Module):
         enc, state = self.encode(batch.src)
         t = batch.tgt_in.shape[1]
         emb = self.dropout(self.tgt_embed(batch.tgt_in))
-        packed = pack_padded_sequence(emb, batch.tgt_lengths, batch_first=True, enforce_sorted=False)
-        s, _ = pad_packed_sequence(self.decoder(packed, state)[0], batch_first=True, total_length=t)
+        if self.pack_decoder:  # neka's runner (lengths): outputs past a target's length are 0
+            packed = pack_padded_sequence(emb, batch.tgt_lengths, batch_first=True, enforce_sorted=False)
+            s, _ = pad_packed_sequence(self.decoder(packed, state)[0], batch_first=True, total_length=t)
+        else:
+            # The same loss and gradients: the decoder reads left to right and the steps past a
+            # target's length only feed logits that the loss ignores. PyTorch's packed LSTM is
+            # slower on CPU (a slice per step, and zero-filled gradients for each in backward).
+            s, _ = self.decoder(emb, state)
         return self.output(s, enc)[0]
 
     def decode_step(self, y, state, enc):
@@ -857,6 +875,7 @@ def bench_seq2seq(a) -> None:
     train, val = multi30k(root, "train"), multi30k(root, "val")
     tr = Translator(Path(a.model))
     model = tr.model
+    model.pack_decoder = a.pack_decoder
     torch.manual_seed(0)
 
     pairs = [(tr.encode_src(s), tr.encode_tgt(t)) for s, t in train]
@@ -871,7 +890,7 @@ def bench_seq2seq(a) -> None:
         logits = model.forward_parallel(bt)
         logits = logits.reshape(-1, logits.shape[-1])
         tgt = bt.tgt_out.view(-1)
-        loss = F.cross_entropy(logits, tgt, ignore_index=-100, label_smoothing=model_cfg_ls(tr))
+        loss = F.cross_entropy(logits, tgt, ignore_index=-100, label_smoothing=tr.cfg["label_smoothing"])
         (logits.argmax(1) == tgt).sum().item()  # correct count (padding is -100: never equal)
         loss.item()
         t1 = time.perf_counter()
@@ -886,8 +905,8 @@ def bench_seq2seq(a) -> None:
             secs[2] += t3 - t2
             tokens += bt.tgt_tokens
     emit({"case": "train", "attention": tr.cfg["attention"], "cell": tr.cfg["cell"],
-          "batch_size": a.batch_size, "steps": a.iters, "target_tokens_per_s": tokens / sum(secs),
-          "seconds_forward_backward_optimizer": secs})
+          "batch_size": a.batch_size, "steps": a.iters, "target_tokens_per_s": tokens / sum(secs) if tokens else None,
+          "seconds_forward_backward_optimizer": secs, "decoder_packed": a.pack_decoder})
 
     # Decoding with the weights as loaded (undo the training steps), eval mode.
     model.load_state_dict(loaded)
@@ -909,10 +928,6 @@ def bench_seq2seq(a) -> None:
         print(f"[{i}] src:    {' '.join(srcs[i])}\n    ref:    {' '.join(val[i][1])}", file=sys.stderr)
         for name in results:
             print(f"    {name + ':':<13} {' '.join(tr.decode_tgt(results[name][i].ids))}", file=sys.stderr)
-
-
-def model_cfg_ls(tr: Translator) -> float:
-    return float(tr.cfg.get("label_smoothing", 0.1))
 
 
 # -------------------------------------------------------------------------------------- main
@@ -951,6 +966,8 @@ def main() -> None:
     c.add_argument("--beam", type=int, default=5)
     c.add_argument("--beam-chunk", type=int, default=128, help="sentences per batch of beam-batched")
     c.add_argument("--show", type=int, default=0, help="print the first N translations to stderr")
+    c.add_argument("--pack-decoder", action="store_true",
+                   help="train the decoder on packed targets too (same loss; slower in PyTorch)")
 
     a = p.parse_args()
     torch.set_num_threads(a.threads)

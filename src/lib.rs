@@ -5,3 +5,35 @@ pub use neka_common as common;
 pub use neka_lstm as lstm;
 pub use neka_rnn as rnn;
 pub use neka_seq2seq as seq2seq;
+
+/// The allocator the examples run on: [mimalloc](https://github.com/microsoft/mimalloc).
+///
+/// ```ignore
+/// #[global_allocator]
+/// static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+///
+/// fn main() {
+///     neka::alloc::keep_freed_memory();
+///     // …
+/// }
+/// ```
+pub mod alloc {
+    /// mimalloc's `purge_delay` option (index 15 of `mi_option_e` in mimalloc 2 and 3).
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+    /// Tells mimalloc to keep memory it has freed for reuse instead of returning it to the OS
+    /// 10 ms later (`purge_delay = −1`; the same as `MIMALLOC_PURGE_DELAY=-1`).
+    ///
+    /// A training step frees and re-allocates the same tens of megabytes of activations,
+    /// gradients and reserve space every few milliseconds; returned memory comes back as fresh
+    /// pages the kernel must zero on first touch. On the bidirectional-LSTM benchmark that was
+    /// 3,700 page faults a run and ~20 % of its CPU time (`clear_page_erms`), 250 faults with
+    /// this set. Peak memory is unchanged (it is the same memory, reused); memory freed after
+    /// the peak stays mapped to the process until it exits.
+    ///
+    /// Only meaningful with mimalloc as the global allocator; call it first thing in `main`.
+    pub fn keep_freed_memory() {
+        // SAFETY: sets one integer option; called before other threads allocate.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    }
+}

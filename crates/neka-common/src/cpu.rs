@@ -114,40 +114,44 @@ pub fn with_slice<F: WithDType, R>(
     }
 }
 
-/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, else AVX2 + FMA,
-/// detected at run time), so the element-wise loops inlined into it use 16 or 8 lanes instead
-/// of baseline x86-64's 4. The results are the same bit for bit: Rust never contracts `a·b + c`
-/// into an FMA, and the loops' arithmetic is unchanged; only the lane count differs.
-///
-/// `f` and what it calls must be inlined into this call to benefit (`#[inline(always)]` on
-/// the loops); anything not inlined runs as compiled for the baseline.
-#[inline(always)]
-pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+/// A piece of work to run compiled for the widest vector instructions of the CPU it runs on
+/// ([`vectorized`]). Mark `run` `#[inline(always)]`, and the loops it calls too: they are then
+/// compiled once per instruction set, inside [`vectorized`]'s dispatch.
+pub trait Vectorized {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `job` compiled for the widest vector instructions this CPU has (AVX-512, else AVX2 +
+/// FMA, detected at run time), so the element-wise loops inlined into it use 16 or 8 lanes
+/// instead of baseline x86-64's 4. The results are the same bit for bit: Rust never contracts
+/// `a·b + c` into an FMA, and the loops' arithmetic is unchanged; only the lane count differs.
+pub fn vectorized<J: Vectorized>(job: J) -> J::Output {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { with_avx512(f) };
+            return unsafe { with_avx512(job) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return unsafe { with_avx2(f) };
+            return unsafe { with_avx2(job) };
         }
     }
-    f()
+    job.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn with_avx512<J: Vectorized>(job: J) -> J::Output {
+    job.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn with_avx2<J: Vectorized>(job: J) -> J::Output {
+    job.run()
 }
 
 /// [`matmul`] with the rows of `dst` (when `m ≥ n`) or its columns split over candle's CPU pool

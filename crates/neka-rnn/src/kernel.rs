@@ -209,16 +209,14 @@ impl<C: Cell> RecurrentOp<C> {
         let mut out = vec![F::zero(); self.output_len(d.b, d.t, d.dirs)];
         let dst = Shared(out.as_mut_ptr());
         let saved = Self::per_direction(d.dirs, |k| {
-            let dst = dst;
-            cpu::vectorized(|| {
-                self.forward(
-                    d,
-                    k,
-                    gx,
-                    &w[k * nw..(k + 1) * nw],
-                    &init[k * ni..(k + 1) * ni],
-                    dst,
-                )
+            cpu::vectorized(Forward {
+                op: self,
+                d,
+                k,
+                gx,
+                w: &w[k * nw..(k + 1) * nw],
+                init: &init[k * ni..(k + 1) * ni],
+                out: dst,
             })
         })
         .concat();
@@ -467,6 +465,48 @@ impl<C: Cell> RecurrentOp<C> {
     }
 }
 
+/// Direction `k`'s forward pass, compiled per instruction set ([`cpu::vectorized`]).
+struct Forward<'a, C: Cell, F> {
+    op: &'a RecurrentOp<C>,
+    d: &'a Dims,
+    k: usize,
+    gx: &'a [F],
+    w: &'a [F],
+    init: &'a [F],
+    out: Shared<F>,
+}
+
+impl<C: Cell, F: KernelFloat> cpu::Vectorized for Forward<'_, C, F> {
+    type Output = Vec<F>;
+    #[inline(always)]
+    fn run(self) -> Vec<F> {
+        self.op
+            .forward(self.d, self.k, self.gx, self.w, self.init, self.out)
+    }
+}
+
+/// Direction `k`'s backward pass, compiled per instruction set ([`cpu::vectorized`]).
+struct Backward<'a, C: Cell, F> {
+    op: &'a RecurrentOp<C>,
+    d: &'a Dims,
+    k: usize,
+    w: &'a [F],
+    init: &'a [F],
+    saved: &'a [F],
+    grad: &'a [F],
+    dgx: Shared<F>,
+}
+
+impl<C: Cell, F: KernelFloat> cpu::Vectorized for Backward<'_, C, F> {
+    type Output = (Vec<F>, Vec<F>);
+    #[inline(always)]
+    fn run(self) -> (Vec<F>, Vec<F>) {
+        self.op.backward(
+            self.d, self.k, self.w, self.init, self.saved, self.grad, self.dgx,
+        )
+    }
+}
+
 /// One GEMM (see [`cpu::matmul`]), split over candle's pool when `par` and large.
 ///
 /// # Safety
@@ -525,17 +565,15 @@ impl<C: Cell> RecurrentOp<C> {
             cpu::with_slice::<F, _>(init, what, |init| {
                 cpu::with_slice::<F, _>(grad, what, |grad| {
                     Self::per_direction(d.dirs, |k| {
-                        let out = out;
-                        cpu::vectorized(|| {
-                            self.backward(
-                                &d,
-                                k,
-                                &w[k * nw..(k + 1) * nw],
-                                &init[k * ni..(k + 1) * ni],
-                                &res[k * nr..(k + 1) * nr],
-                                grad,
-                                out,
-                            )
+                        cpu::vectorized(Backward {
+                            op: self,
+                            d: &d,
+                            k,
+                            w: &w[k * nw..(k + 1) * nw],
+                            init: &init[k * ni..(k + 1) * ni],
+                            saved: &res[k * nr..(k + 1) * nr],
+                            grad,
+                            dgx: out,
                         })
                     })
                 })
