@@ -8,8 +8,8 @@
 //! ```text
 //! gx   (B, T, D·G)      the input projections x_t U^T + b_ih of every step, both directions
 //!                       side by side (one GEMM for the layer, batch-major as the input is)
-//! w    (D, G, H[+1])    W = weight_hh, with bias_hh as an extra column when there are biases
-//! init (D, B, S0)       the initial state [h_0 | C_0]
+//! w    (D, G, H)        W = weight_hh, as stored (one direction: the parameter itself)
+//! aux  (D·B·S0 [+ D·G]) the initial states [h_0 | C_0] of every direction, then bias_hh
 //! ```
 //!
 //! for `D = 1` direction (forward, or reversed with [`RecurrentOp::reverse`]) or `D = 2` (a
@@ -55,7 +55,7 @@ pub struct RecurrentOp<C: Cell> {
     pub hidden: usize,
     /// With one direction (`D = 1`): run `t = T−1 … 0`. Ignored for `D = 2`.
     pub reverse: bool,
-    /// `w` has bias_hh as its last column.
+    /// `aux` ends with bias_hh.
     pub has_bias: bool,
     /// Per-row sequence lengths (`1..=T`); `None` = all `T`.
     pub lengths: Option<Arc<Vec<usize>>>,
@@ -101,7 +101,6 @@ struct Dims {
     h: usize,
     s0: usize,
     sv: usize,
-    wcols: usize,
 }
 
 impl Dims {
@@ -128,20 +127,20 @@ unsafe impl<F> Send for Shared<F> {}
 unsafe impl<F> Sync for Shared<F> {}
 
 impl<C: Cell> RecurrentOp<C> {
-    fn dims(&self, gx: &Shape, w: &Shape, init: &Shape) -> Result<Dims> {
+    fn dims(&self, gx: &Shape, w: &Shape, aux: &Shape) -> Result<Dims> {
         let (b, t, dg) = gx.dims3()?;
         let dirs = w.dims().first().copied().unwrap_or(0);
         let h = self.hidden;
         let g = self.cell.gates() * h;
-        let wcols = h + usize::from(self.has_bias);
         let s0 = self.cell.states() * h;
+        let naux = dirs * (b * s0 + if self.has_bias { g } else { 0 });
         if !(1..=2).contains(&dirs)
             || dg != dirs * g
-            || w.dims() != [dirs, g, wcols]
-            || init.dims() != [dirs, b, s0]
+            || w.dims() != [dirs, g, h]
+            || aux.dims() != [naux]
         {
             candle_core::bail!(
-                "{}: shape mismatch: gx {gx:?} (want (B, T, D·{g}) with D ≤ 2), w {w:?} (want (D, {g}, {wcols})), init {init:?} (want (D, {b}, {s0}))",
+                "{}: shape mismatch: gx {gx:?} (want (B, T, D·{g}) with D ≤ 2), w {w:?} (want (D, {g}, {h})), aux {aux:?} (want ({naux}))",
                 self.cell.name()
             )
         }
@@ -162,7 +161,6 @@ impl<C: Cell> RecurrentOp<C> {
             h,
             s0,
             sv: self.cell.saved() * h,
-            wcols,
         })
     }
 
@@ -197,15 +195,24 @@ impl<C: Cell> RecurrentOp<C> {
         }
     }
 
+    /// Direction `k`'s initial state `(B, S0)` and `b_hh` `(G)` in `aux`.
+    fn aux_parts<'a, F>(&self, d: &Dims, k: usize, aux: &'a [F]) -> (&'a [F], Option<&'a [F]>) {
+        let ni = d.b * d.s0;
+        let bias = self
+            .has_bias
+            .then(|| &aux[d.dirs * ni + k * d.g..d.dirs * ni + (k + 1) * d.g]);
+        (&aux[k * ni..(k + 1) * ni], bias)
+    }
+
     /// Forward pass of all directions: the flat output and the reserve `(D, T + 1, B, sv)`.
     fn forward_all<F: KernelFloat>(
         &self,
         d: &Dims,
         gx: &[F],
         w: &[F],
-        init: &[F],
+        aux: &[F],
     ) -> (Vec<F>, Vec<F>) {
-        let (nw, ni) = (d.g * d.wcols, d.b * d.s0);
+        let nw = d.g * d.h;
         let mut out = vec![F::zero(); self.output_len(d.b, d.t, d.dirs)];
         let dst = Shared(out.as_mut_ptr());
         let saved = Self::per_direction(d.dirs, |k| {
@@ -215,7 +222,7 @@ impl<C: Cell> RecurrentOp<C> {
                 k,
                 gx,
                 w: &w[k * nw..(k + 1) * nw],
-                init: &init[k * ni..(k + 1) * ni],
+                aux,
                 out: dst,
             })
         })
@@ -232,7 +239,7 @@ impl<C: Cell> RecurrentOp<C> {
         k: usize,
         gx: &[F],
         w: &[F],
-        init: &[F],
+        aux: &[F],
         out: Shared<F>,
     ) -> Vec<F> {
         let Dims {
@@ -244,13 +251,20 @@ impl<C: Cell> RecurrentOp<C> {
             sv,
             ..
         } = *d;
+        let (init, bias) = self.aux_parts(d, k, aux);
         let mut saved = vec![F::zero(); (steps + 1) * b * sv];
         let mut state = init.to_vec();
         let mut rec = vec![F::zero(); b * g];
-        let (wt, bias) = self.split_weights(d, w);
+        // W^T (H, G) contiguous for the GEMM once per sequence; a single step reads W as it is
+        // (the GEMM packs it either way).
+        let wt = (steps > 1).then(|| transpose(w, g, h));
+        let (rhs, rhs_s) = match &wt {
+            Some(wt) => (&wt[..], (g, 1)),
+            None => (w, (1, h)),
+        };
         for t in Self::order(self.reversed(d, k), steps) {
             // rec = h_{t-1} W^T (+ b_hh)
-            self.recurrent_matmul(d, &state, &wt, bias.as_deref(), &mut rec);
+            self.recurrent_matmul(d, &state, (rhs, rhs_s), bias, &mut rec);
             for r in 0..b {
                 if t >= self.len(r, steps) {
                     continue;
@@ -288,27 +302,13 @@ impl<C: Cell> RecurrentOp<C> {
         saved
     }
 
-    /// `W^T` as a contiguous `(H, G)` matrix, and `b_hh` if `w` carries it.
-    fn split_weights<F: KernelFloat>(&self, d: &Dims, w: &[F]) -> (Vec<F>, Option<Vec<F>>) {
-        let Dims { g, h, wcols, .. } = *d;
-        let mut wt = vec![F::zero(); h * g];
-        for j in 0..g {
-            for k in 0..h {
-                wt[k * g + j] = w[j * wcols + k];
-            }
-        }
-        let bias = self
-            .has_bias
-            .then(|| (0..g).map(|j| w[j * wcols + h]).collect());
-        (wt, bias)
-    }
-
-    /// `rec (B, G) = state_h (B, H) · W^T (+ b_hh)`, with `wt = W^T` contiguous `(H, G)`.
+    /// `rec (B, G) = state_h (B, H) · W^T (+ b_hh)`, with `W^T` `(H, G)` read with the
+    /// given (row, column) strides.
     fn recurrent_matmul<F: KernelFloat>(
         &self,
         d: &Dims,
         state: &[F],
-        wt: &[F],
+        (wt, wt_s): (&[F], (usize, usize)),
         bias: Option<&[F]>,
         rec: &mut [F],
     ) {
@@ -318,8 +318,8 @@ impl<C: Cell> RecurrentOp<C> {
                 row.copy_from_slice(bias);
             }
         }
-        // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = wt
-        // (h × g, row stride g); dst = rec (b × g).
+        // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = W^T
+        // (h × g) inside `wt` (g·h floats) with strides `wt_s`; dst = rec (b × g).
         unsafe {
             gemm(
                 d.par,
@@ -330,13 +330,13 @@ impl<C: Cell> RecurrentOp<C> {
                 state.as_ptr(),
                 (s0, 1),
                 wt.as_ptr(),
-                (g, 1),
+                wt_s,
             )
         }
     }
 
     /// Direction `k`'s BPTT: writes `∂L/∂gx` of its rows through `dgx` and returns
-    /// (`∂L/∂w` `(G, wcols)`, `∂L/∂init` `(B, S0)`).
+    /// (`∂L/∂W` `(G, H)`, `∂L/∂init` `(B, S0)`, `∂L/∂b_hh` `(G)` or empty).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn backward<F: KernelFloat>(
@@ -344,11 +344,11 @@ impl<C: Cell> RecurrentOp<C> {
         d: &Dims,
         k: usize,
         w: &[F],
-        init: &[F],
+        aux: &[F],
         saved: &[F],
         grad: &[F],
         dgx_out: Shared<F>,
-    ) -> (Vec<F>, Vec<F>) {
+    ) -> (Vec<F>, Vec<F>, Vec<F>) {
         let Dims {
             t: steps,
             b,
@@ -356,9 +356,9 @@ impl<C: Cell> RecurrentOp<C> {
             h,
             s0,
             sv,
-            wcols,
             ..
         } = *d;
+        let (init, _) = self.aux_parts(d, k, aux);
         let reverse = self.reversed(d, k);
         let mut drec = vec![F::zero(); steps * b * g];
         let mut hprev = vec![F::zero(); steps * b * h];
@@ -372,10 +372,6 @@ impl<C: Cell> RecurrentOp<C> {
             }
         }
         let mut ds = vec![F::zero(); s0];
-        // W (G × H) contiguous, without the bias column
-        let wm: Vec<F> = (0..g)
-            .flat_map(|j| w[j * wcols..j * wcols + h].iter().copied())
-            .collect();
         let mut order = Self::order(reverse, steps);
         order.reverse();
         for t in order {
@@ -426,22 +422,22 @@ impl<C: Cell> RecurrentOp<C> {
                     true,
                     drec[t * b * g..].as_ptr(),
                     (g, 1),
-                    wm.as_ptr(),
+                    w.as_ptr(),
                     (h, 1),
                 )
             }
         }
         // dW (G × H) = Σ_t drec_t^T h_{t-1}: one GEMM over all T·B rows; db_hh = Σ drec.
-        let mut dw = vec![F::zero(); g * wcols];
+        let mut dw = vec![F::zero(); g * h];
         let rows = steps * b;
         // SAFETY: lhs = drec^T read as drec[k·G + m] (m < G, k < T·B), rhs = hprev (T·B × H),
-        // dst = dw (G × H, row stride wcols).
+        // dst = dw (G × H).
         unsafe {
             gemm(
                 d.par,
                 (g, h, rows),
                 dw.as_mut_ptr(),
-                (wcols, 1),
+                (h, 1),
                 false,
                 drec.as_ptr(),
                 (1, g),
@@ -449,20 +445,33 @@ impl<C: Cell> RecurrentOp<C> {
                 (h, 1),
             )
         }
+        // db_hh = Σ drec (rows of inactive steps are zero).
+        let mut dbh = vec![F::zero(); if self.has_bias { g } else { 0 }];
         if self.has_bias {
-            // db_hh = Σ drec (rows of inactive steps are zero).
-            let mut dbh = vec![F::zero(); g];
             for row in drec.chunks_exact(g) {
                 for (a, &v) in dbh.iter_mut().zip(row) {
                     *a += v;
                 }
             }
-            for j in 0..g {
-                dw[j * wcols + h] = dbh[j];
+        }
+        (dw, dstate, dbh)
+    }
+}
+
+/// `(cols, rows)` transpose of a row-major `(rows, cols)` matrix, in cache-sized tiles.
+fn transpose<F: Copy + num_traits::Zero>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
+    const TILE: usize = 32;
+    let mut out = vec![F::zero(); rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = m[r * cols + c];
+                }
             }
         }
-        (dw, dstate)
     }
+    out
 }
 
 /// Direction `k`'s forward pass, compiled per instruction set ([`cpu::vectorized`]).
@@ -472,7 +481,7 @@ struct Forward<'a, C: Cell, F> {
     k: usize,
     gx: &'a [F],
     w: &'a [F],
-    init: &'a [F],
+    aux: &'a [F],
     out: Shared<F>,
 }
 
@@ -481,7 +490,7 @@ impl<C: Cell, F: KernelFloat> cpu::Vectorized for Forward<'_, C, F> {
     #[inline(always)]
     fn run(self) -> Vec<F> {
         self.op
-            .forward(self.d, self.k, self.gx, self.w, self.init, self.out)
+            .forward(self.d, self.k, self.gx, self.w, self.aux, self.out)
     }
 }
 
@@ -491,18 +500,18 @@ struct Backward<'a, C: Cell, F> {
     d: &'a Dims,
     k: usize,
     w: &'a [F],
-    init: &'a [F],
+    aux: &'a [F],
     saved: &'a [F],
     grad: &'a [F],
     dgx: Shared<F>,
 }
 
 impl<C: Cell, F: KernelFloat> cpu::Vectorized for Backward<'_, C, F> {
-    type Output = (Vec<F>, Vec<F>);
+    type Output = (Vec<F>, Vec<F>, Vec<F>);
     #[inline(always)]
-    fn run(self) -> (Vec<F>, Vec<F>) {
+    fn run(self) -> (Vec<F>, Vec<F>, Vec<F>) {
         self.op.backward(
-            self.d, self.k, self.w, self.init, self.saved, self.grad, self.dgx,
+            self.d, self.k, self.w, self.aux, self.saved, self.grad, self.dgx,
         )
     }
 }
@@ -543,11 +552,11 @@ impl<C: Cell> RecurrentOp<C> {
         &self,
         gx: &Tensor,
         w: &Tensor,
-        init: &Tensor,
+        aux: &Tensor,
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let d = self.dims(gx.shape(), w.shape(), init.shape())?;
-        let (nw, ni, nr) = (d.g * d.wcols, d.b * d.s0, (d.t + 1) * d.b * d.sv);
+        let d = self.dims(gx.shape(), w.shape(), aux.shape())?;
+        let (nw, nr) = (d.g * d.h, (d.t + 1) * d.b * d.sv);
         let reserve = self.reserve.lock().map_err(|_| {
             candle_core::Error::Msg("recurrent kernel: reserve lock poisoned".into())
         })?;
@@ -562,7 +571,7 @@ impl<C: Cell> RecurrentOp<C> {
         let mut dgx = vec![F::zero(); d.b * d.t * d.dirs * d.g];
         let out = Shared(dgx.as_mut_ptr());
         let parts = cpu::with_slice::<F, _>(w, what, |w| {
-            cpu::with_slice::<F, _>(init, what, |init| {
+            cpu::with_slice::<F, _>(aux, what, |aux| {
                 cpu::with_slice::<F, _>(grad, what, |grad| {
                     Self::per_direction(d.dirs, |k| {
                         cpu::vectorized(Backward {
@@ -570,7 +579,7 @@ impl<C: Cell> RecurrentOp<C> {
                             d: &d,
                             k,
                             w: &w[k * nw..(k + 1) * nw],
-                            init: &init[k * ni..(k + 1) * ni],
+                            aux,
                             saved: &res[k * nr..(k + 1) * nr],
                             grad,
                             dgx: out,
@@ -579,16 +588,20 @@ impl<C: Cell> RecurrentOp<C> {
                 })
             })
         })???;
-        let (mut dw, mut dinit) = (Vec::new(), Vec::new());
-        for (b, c) in parts {
-            dw.extend(b);
-            dinit.extend(c);
+        // ∂L/∂aux = [∂L/∂init of every direction | ∂L/∂b_hh of every direction]
+        let (mut dw, mut daux, mut dbias) = (Vec::new(), Vec::new(), Vec::new());
+        for (a, b, c) in parts {
+            dw.extend(a);
+            daux.extend(b);
+            dbias.extend(c);
         }
+        daux.extend(dbias);
         let cpu = Device::Cpu;
+        let n = daux.len();
         Ok((
             Tensor::from_vec(dgx, (d.b, d.t, d.dirs * d.g), &cpu)?,
-            Tensor::from_vec(dw, (d.dirs, d.g, d.wcols), &cpu)?,
-            Tensor::from_vec(dinit, (d.dirs, d.b, d.s0), &cpu)?,
+            Tensor::from_vec(dw, (d.dirs, d.g, d.h), &cpu)?,
+            Tensor::from_vec(daux, n, &cpu)?,
         ))
     }
 }
@@ -640,13 +653,13 @@ impl<C: Cell> candle_core::CustomOp3 for RecurrentOp<C> {
         &self,
         gx: &Tensor,
         w: &Tensor,
-        init: &Tensor,
+        aux: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (a, b, c) = match gx.dtype() {
-            DType::F32 => self.bwd_typed::<f32>(gx, w, init, grad)?,
-            DType::F64 => self.bwd_typed::<f64>(gx, w, init, grad)?,
+            DType::F32 => self.bwd_typed::<f32>(gx, w, aux, grad)?,
+            DType::F64 => self.bwd_typed::<f64>(gx, w, aux, grad)?,
             dt => candle_core::bail!("recurrent kernel: f32 or f64 only, got {dt:?}"),
         };
         Ok((Some(a), Some(b), Some(c)))

@@ -389,19 +389,13 @@ impl<C: Cell> Recurrent<C> {
                 false,
             )?
             .reshape((b, t, nd * self.cell.gates() * h))?;
-            // (D, G, H [+ 1]): W with b_hh as its last column.
-            let w = Tensor::stack(
-                &dirs
-                    .iter()
-                    .map(|w| match &w.bias_hh {
-                        Some(bh) => Tensor::cat(&[&w.weight_hh, &bh.unsqueeze(1)?], 1),
-                        None => Ok(w.weight_hh.clone()),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-                0,
-            )?;
-            // (D, B, S0): [h_0 | C_0] of this layer's directions.
-            let init = {
+            // (D, G, H): W of each direction (one direction: the parameter itself, no copy).
+            let w = match &dirs[..] {
+                [one] => one.weight_hh.unsqueeze(0)?,
+                _ => Tensor::stack(&dirs.iter().map(|w| &w.weight_hh).collect::<Vec<_>>(), 0)?,
+            };
+            // [h_0 | C_0] (D, B, S0) of this layer's directions, then b_hh of each, flat.
+            let aux = {
                 let part = |s: Option<&Tensor>| match s {
                     Some(s) => s.narrow(0, l * nd, nd),
                     None => Tensor::zeros((nd, b, h), x.dtype(), x.device()),
@@ -410,7 +404,9 @@ impl<C: Cell> Recurrent<C> {
                 if states == 2 {
                     parts.push(part(input.c0)?);
                 }
-                cat(parts, 2)?.contiguous()?
+                let mut flat = vec![cat(parts, 2)?.flatten_all()?];
+                flat.extend(dirs.iter().filter_map(|w| w.bias_hh.clone()));
+                cat(flat, 0)?
             };
             let op = RecurrentOp::new(
                 self.cell,
@@ -419,7 +415,7 @@ impl<C: Cell> Recurrent<C> {
                 dirs[0].bias_hh.is_some(),
                 lengths.clone(),
             );
-            let out = gx.apply_op3(&w, &init, op)?;
+            let out = gx.apply_op3(&w.contiguous()?, &aux.contiguous()?, op)?;
             let n_out = b * t * nd * h;
             layer_in = out.narrow(0, 0, n_out)?.reshape((b, t, nd * h))?;
             let last = out

@@ -5,10 +5,16 @@
 //! a hypothesis that emits `<eos>` is finished and scored `log p / len^α` (length
 //! normalisation, `α = length_penalty`); the search stops when `k` hypotheses are finished or
 //! at `max_len`. With `k = 1` it is greedy search.
+//!
+//! [`beam_search_batch`] runs the beams of many sentences as one `(Σ live beams)` batch per
+//! step: a sentence's finished search retires its rows, and the others go on. It returns what
+//! [`beam_search`] (one sentence at a time, kept as the readable reference) returns for every
+//! sentence, and costs far less: each decoder step reads the weights once for all sentences
+//! instead of once per sentence.
 
 use crate::data::{SourceBatch, BOS_ID, EOS_ID};
 use crate::model::{Encoded, Seq2Seq};
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 /// One translation.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,17 +82,17 @@ pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<
         state = next;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let best: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
-        let lp: Vec<Vec<f32>> = logp.to_vec2()?;
-        let att: Option<Vec<Vec<f32>>> = alpha.map(|a| a.to_vec2()).transpose()?;
+        let lp = Rows::new(&logp)?;
+        let att = alpha.as_ref().map(Rows::new).transpose()?;
         for i in 0..b {
             if done[i] {
                 continue;
             }
             let h = &mut hyps[i];
             h.ids.push(best[i]);
-            h.log_prob += lp[i][best[i] as usize] as f64;
+            h.log_prob += lp.row(i)[best[i] as usize] as f64;
             if let Some(a) = &att {
-                h.attention.push(a[i][..src.lengths[i]].to_vec());
+                h.attention.push(a.row(i)[..src.lengths[i]].to_vec());
             }
             done[i] = best[i] == EOS_ID || h.ids.len() >= cfg.max_len(src.lengths[i]);
         }
@@ -189,4 +195,181 @@ pub fn beam_search(model: &Seq2Seq, src: &[u32], cfg: &DecodeConfig) -> Result<H
         .map(|(_, h)| h)
         .expect("at least one hypothesis");
     Ok(best)
+}
+
+/// A `(rows, n)` tensor's rows as f32, copied to the host in one piece.
+struct Rows {
+    data: Vec<f32>,
+    n: usize,
+}
+
+impl Rows {
+    fn new(t: &Tensor) -> Result<Self> {
+        let (_, n) = t.dims2()?;
+        let t = t.to_dtype(DType::F32)?;
+        let data = if t.device().is_cpu() {
+            neka_common::cpu::with_slice::<f32, _>(&t, "decode", |s| s.to_vec())?
+        } else {
+            t.flatten_all()?.to_vec1()?
+        };
+        Ok(Self { data, n })
+    }
+    fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.n..(i + 1) * self.n]
+    }
+}
+
+/// `(score, row, token)` in search order: higher total log-probability first, ties broken by
+/// row (hypothesis), then token id (so `k = 1` picks what argmax picks).
+fn search_order(a: &(f64, usize, u32), b: &(f64, usize, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+}
+
+/// The `keep` best `(base + lp[v], row, v)` of one row in [`search_order`].
+fn row_best(base: f64, lp: &[f32], row: usize, keep: usize, out: &mut Vec<(f64, usize, u32)>) {
+    let start = out.len();
+    for (v, &p) in lp.iter().enumerate() {
+        let c = (base + p as f64, row, v as u32);
+        let n = out.len() - start;
+        if n == keep {
+            // Full: enter only if better than the worst kept (ties go to the lower id, kept).
+            if search_order(&c, &out[out.len() - 1]) != std::cmp::Ordering::Less {
+                continue;
+            }
+            out.pop();
+        }
+        let at = start + out[start..].partition_point(|x| search_order(x, &c).is_lt());
+        out.insert(at, c);
+    }
+}
+
+/// Beam search for many sentences at once (ids, no padding; any lengths): the same
+/// hypotheses as [`beam_search`] on each sentence, in input order.
+///
+/// Rows of the decoder batch are the live hypotheses of the unfinished sentences, sentence
+/// by sentence; each step extends all of them, and per sentence the same rules as
+/// [`beam_search`] pick the next beam (the `2k` best extensions over its rows; `<eos>` within
+/// the top `k` finishes a hypothesis). A sentence is done when `k` hypotheses have finished,
+/// no beam is left or it reached its length limit; its rows then leave the batch.
+pub fn beam_search_batch(
+    model: &Seq2Seq,
+    srcs: &[&[u32]],
+    cfg: &DecodeConfig,
+) -> Result<Vec<Hypothesis>> {
+    if srcs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dev = model.device();
+    let k = cfg.beam.max(1);
+    let batch = SourceBatch::new(srcs, &dev).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let (enc_all, mut state) = model.encode(&batch, false)?;
+    let empty = Hypothesis {
+        ids: Vec::new(),
+        log_prob: 0.0,
+        attention: Vec::new(),
+    };
+    let mut beams: Vec<Vec<Hypothesis>> = vec![vec![empty]; srcs.len()];
+    let mut finished: Vec<Vec<Hypothesis>> = vec![Vec::new(); srcs.len()];
+    // The sentence of every row, in row order (each live sentence's rows are contiguous).
+    let mut row_sent: Vec<u32> = (0..srcs.len() as u32).collect();
+    let mut enc: Option<(Vec<u32>, Encoded)> = None;
+    for step in 0.. {
+        // The encoding once per row; gathered again only when the rows' sentences change.
+        if enc.as_ref().is_none_or(|(r, _)| *r != row_sent) {
+            let rows = Tensor::from_vec(row_sent.clone(), row_sent.len(), &dev)?;
+            let e = Encoded {
+                outputs: enc_all.outputs.index_select(&rows, 0)?,
+                keys: enc_all
+                    .keys
+                    .as_ref()
+                    .map(|t| t.index_select(&rows, 0))
+                    .transpose()?,
+                mask_bias: enc_all.mask_bias.index_select(&rows, 0)?,
+            };
+            enc = Some((row_sent.clone(), e));
+        }
+        let enc = &enc.as_ref().expect("gathered above").1;
+        let last: Vec<u32> = row_sent
+            .iter()
+            .zip(live_rows(&row_sent))
+            .map(|(&s, i)| beams[s as usize][i].ids.last().copied().unwrap_or(BOS_ID))
+            .collect();
+        let y = Tensor::from_vec(last, row_sent.len(), &dev)?;
+        let (logits, alpha, next) = model.decode_step(&y, &state, enc, false)?;
+        let lp = Rows::new(&candle_nn::ops::log_softmax(&logits, D::Minus1)?)?;
+        let att = alpha.as_ref().map(Rows::new).transpose()?;
+        let (mut next_sent, mut parents) = (Vec::new(), Vec::new());
+        let mut r0 = 0;
+        while r0 < row_sent.len() {
+            let s = row_sent[r0] as usize;
+            let nb = beams[s].len();
+            let len = srcs[s].len();
+            let mut best = Vec::with_capacity(2 * k * nb);
+            for i in 0..nb {
+                row_best(beams[s][i].log_prob, lp.row(r0 + i), i, 2 * k, &mut best);
+            }
+            best.sort_by(search_order);
+            best.truncate(2 * k);
+            let mut next_beams = Vec::with_capacity(k);
+            for (rank, (score, i, v)) in best.into_iter().enumerate() {
+                if v == EOS_ID && rank >= k {
+                    continue; // an <eos> outside the top k does not end a hypothesis
+                }
+                let mut h = beams[s][i].clone();
+                h.ids.push(v);
+                h.log_prob = score;
+                if let Some(a) = &att {
+                    h.attention.push(a.row(r0 + i)[..len].to_vec());
+                }
+                if v == EOS_ID {
+                    finished[s].push(h);
+                } else {
+                    next_beams.push(h);
+                    parents.push((r0 + i) as u32);
+                    next_sent.push(s as u32);
+                    if next_beams.len() == k {
+                        break;
+                    }
+                }
+            }
+            let done =
+                finished[s].len() >= k || next_beams.is_empty() || step + 1 >= cfg.max_len(len);
+            if done {
+                // Retire the sentence's rows.
+                let keep = parents.len() - next_beams.len();
+                parents.truncate(keep);
+                next_sent.truncate(keep);
+                finished[s].append(&mut next_beams);
+            }
+            beams[s] = next_beams;
+            r0 += nb;
+        }
+        if parents.is_empty() {
+            break;
+        }
+        state = next.select(&Tensor::from_vec(parents.clone(), parents.len(), &dev)?)?;
+        row_sent = next_sent;
+    }
+    let norm = |h: &Hypothesis| h.log_prob / (h.ids.len().max(1) as f64).powf(cfg.length_penalty);
+    Ok(finished
+        .into_iter()
+        .map(|f| {
+            f.into_iter()
+                .map(|h| (norm(&h), h))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, h)| h)
+                .expect("at least one hypothesis")
+        })
+        .collect())
+}
+
+/// For each row, its index among its sentence's rows (rows of a sentence are contiguous).
+fn live_rows(row_sent: &[u32]) -> impl Iterator<Item = usize> + '_ {
+    row_sent.iter().enumerate().map(move |(r, &s)| {
+        let mut i = 0;
+        while i < r && row_sent[r - i - 1] == s {
+            i += 1;
+        }
+        i
+    })
 }

@@ -1,7 +1,7 @@
 //! A trained translator loaded from a model directory: weights, config and vocabularies.
 
 use crate::data::{Seq2SeqVocabs, SourceBatch};
-use crate::decode::{beam_search, greedy, DecodeConfig, Hypothesis};
+use crate::decode::{beam_search_batch, greedy, DecodeConfig, Hypothesis};
 use crate::model::{Config, Seq2Seq};
 use candle_core::Device;
 use candle_nn::VarMap;
@@ -54,7 +54,8 @@ impl Translator {
     }
 
     /// Translates tokenized sentences: batched greedy search for `beam ≤ 1`, else beam search
-    /// sentence by sentence. Empty sentences give empty translations.
+    /// batched across sentences ([`beam_search_batch`]). Empty sentences give empty
+    /// translations.
     pub fn translate_tokens<S: AsRef<str>>(
         &self,
         sentences: &[Vec<S>],
@@ -72,18 +73,19 @@ impl Translator {
         let mut out = vec![empty; ids.len()];
         let dev = self.model.device();
         let mut order: Vec<usize> = (0..ids.len()).filter(|&i| !ids[i].is_empty()).collect();
-        if cfg.beam <= 1 {
-            order.sort_by_key(|&i| ids[i].len());
-            for chunk in order.chunks(128) {
-                let srcs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-                let batch = SourceBatch::new(&srcs, &dev)?;
-                for (&i, h) in chunk.iter().zip(greedy(&self.model, &batch, cfg)?) {
-                    out[i] = h;
-                }
-            }
-        } else {
-            for i in order {
-                out[i] = beam_search(&self.model, &ids[i], cfg)?;
+        // Sentences of similar length together (little padding), in chunks: 128 sentences for
+        // greedy search, 64 sentences × k beams for beam search.
+        order.sort_by_key(|&i| ids[i].len());
+        let chunk = if cfg.beam <= 1 { 128 } else { 64 };
+        for chunk in order.chunks(chunk) {
+            let srcs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let hyps = if cfg.beam <= 1 {
+                greedy(&self.model, &SourceBatch::new(&srcs, &dev)?, cfg)?
+            } else {
+                beam_search_batch(&self.model, &srcs, cfg)?
+            };
+            for (&i, h) in chunk.iter().zip(hyps) {
+                out[i] = h;
             }
         }
         Ok(out)

@@ -8,7 +8,9 @@ use neka_common::data::Dataset;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
 use neka_common::train::{TrainConfig, TrainModel, Trainer};
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs, SourceBatch};
-use neka_seq2seq::{beam_search, greedy, AttentionKind, CellType, Config, DecodeConfig, Seq2Seq};
+use neka_seq2seq::{
+    beam_search, beam_search_batch, greedy, AttentionKind, CellType, Config, DecodeConfig, Seq2Seq,
+};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -61,6 +63,41 @@ const KINDS: [AttentionKind; 4] = [
     AttentionKind::Luong,
     AttentionKind::Dot,
 ];
+
+#[test]
+fn beam_search_batched_across_sentences_equals_one_sentence_at_a_time() {
+    let p = pairs(40);
+    let vocabs = Seq2SeqVocabs::build(&p, 1);
+    let ds = Seq2SeqDataset::new(&p, &vocabs, &Device::Cpu);
+    for kind in KINDS {
+        for cell in [CellType::Lstm, CellType::Gru] {
+            let (_vm, m) = model(kind, cell, &vocabs, 5);
+            // Different lengths (padding in the batch), in no particular order.
+            let srcs: Vec<&[u32]> = ds.pairs[..9].iter().map(|p| p.0.as_slice()).collect();
+            for beam in [2, 4] {
+                let cfg = DecodeConfig {
+                    beam,
+                    max_len_a: 0.5,
+                    max_len_b: 4,
+                    ..DecodeConfig::default()
+                };
+                let batched = beam_search_batch(&m, &srcs, &cfg).unwrap();
+                assert_eq!(batched.len(), srcs.len());
+                for (i, src) in srcs.iter().enumerate() {
+                    let one = beam_search(&m, src, &cfg).unwrap();
+                    let b = &batched[i];
+                    assert_eq!(b.ids, one.ids, "{kind} {cell:?} beam {beam} sentence {i}");
+                    assert!((b.log_prob - one.log_prob).abs() < 1e-4);
+                    assert_eq!(b.attention.len(), one.attention.len());
+                    for (x, y) in b.attention.iter().zip(&one.attention) {
+                        assert_eq!(x.len(), src.len());
+                        assert!(x.iter().zip(y).all(|(a, b)| (a - b).abs() < 1e-5));
+                    }
+                }
+            }
+        }
+    }
+}
 
 #[test]
 fn beam_one_is_greedy_and_attention_is_a_distribution_over_real_tokens() {
