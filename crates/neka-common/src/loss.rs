@@ -172,14 +172,44 @@ impl candle_core::CustomOp2 for FusedCrossEntropy {
 }
 
 /// Mean cross-entropy over the unmasked rows. `logits (N, C)` float, `targets (N)` u32
-/// (any value at masked rows, as long as it is `< C`), `mask (N)` 0/1 in the logits' dtype.
+/// (any value at masked rows, as long as it is `< C`), `mask (N)` 0/1 (any dtype).
 /// `label_smoothing` ε in `[0, 1)`. With an all-zero mask the loss is 0.
+///
+/// On CPU with f32/f64 logits it is one op ([`MaskedCrossEntropyOp`]) with the gradient
+/// written out; elsewhere it is [`masked_cross_entropy_candle`], the same formula from candle's
+/// ops. [`set_fused_cpu_cross_entropy`] switches both this and [`cross_entropy`].
 pub fn masked_cross_entropy(
     logits: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
     label_smoothing: f64,
 ) -> Result<Tensor> {
+    let (n, _) = check_masked(logits, targets, mask, label_smoothing)?;
+    if logits.device().is_cpu()
+        && matches!(logits.dtype(), DType::F32 | DType::F64)
+        && FUSED_CPU.load(Ordering::Relaxed)
+    {
+        let _ = n;
+        let op = MaskedCrossEntropyOp {
+            eps: label_smoothing,
+            lse: Default::default(),
+        };
+        logits.contiguous()?.apply_op3(
+            &targets.contiguous()?,
+            &mask.to_dtype(DType::F64)?.contiguous()?,
+            op,
+        )
+    } else {
+        masked_cross_entropy_candle(logits, targets, mask, label_smoothing)
+    }
+}
+
+fn check_masked(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    label_smoothing: f64,
+) -> Result<(usize, usize)> {
     let (n, c) = logits.dims2()?;
     if targets.dims() != [n] || mask.dims() != [n] {
         candle_core::bail!(
@@ -192,6 +222,18 @@ pub fn masked_cross_entropy(
     if !(0.0..1.0).contains(&label_smoothing) {
         candle_core::bail!("label smoothing must be in [0, 1), got {label_smoothing}")
     }
+    Ok((n, c))
+}
+
+/// [`masked_cross_entropy`] from candle's ops (`log_softmax`, `gather`, sums): the plain twin
+/// of the fused CPU op, and the path on GPUs.
+pub fn masked_cross_entropy_candle(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    label_smoothing: f64,
+) -> Result<Tensor> {
+    let (_, c) = check_masked(logits, targets, mask, label_smoothing)?;
     let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let mut nll = log_p.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
     if label_smoothing > 0.0 {
@@ -201,6 +243,258 @@ pub fn masked_cross_entropy(
     let mask = mask.to_dtype(log_p.dtype())?;
     let denom = mask.sum_all()?.maximum(1.0)?;
     (nll * &mask)?.sum_all()?.div(&denom)
+}
+
+/// [`masked_cross_entropy`] as one CPU op on `(logits (N, C), targets (N), mask (N) f64)`:
+///
+/// ```text
+/// lse_n = log Σ_c exp z_nc
+/// ℓ_n   = (1−ε) (lse_n − z_n,y_n) + ε (lse_n − (1/C) Σ_c z_nc)
+/// L     = Σ_n m_n ℓ_n / max(Σ_n m_n, 1)
+/// ∂L/∂z_nc = m_n (softmax(z_n)_c − (1−ε)[c = y_n] − ε/C) / max(Σ m, 1)
+/// ```
+///
+/// Rows are split over candle's CPU pool; the forward pass keeps each row's `lse` for the
+/// backward pass, which is then one exponential per logit. Masked rows cost nothing.
+#[derive(Debug, Clone)]
+pub struct MaskedCrossEntropyOp {
+    pub eps: f64,
+    lse: std::sync::Arc<std::sync::Mutex<Option<Vec<f64>>>>,
+}
+
+/// One row's `(lse, Σ z)`.
+#[inline(always)]
+fn lse_and_sum<F: crate::cpu::KernelFloat>(row: &[F]) -> (f64, f64) {
+    let m = row
+        .iter()
+        .fold(F::neg_infinity(), |a, &v| num_traits::Float::max(a, v));
+    let (mut acc, mut sum) = ([F::zero(); 16], [F::zero(); 16]);
+    let chunks = row.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for ((a, s), &v) in acc.iter_mut().zip(sum.iter_mut()).zip(c) {
+            *a += (v - m).exp_fast();
+            *s += v;
+        }
+    }
+    let e = rest.iter().fold(F::zero(), |a, &v| a + (v - m).exp_fast());
+    let z = rest.iter().fold(F::zero(), |a, &v| a + v);
+    let e = acc.iter().fold(e, |a, &v| a + v);
+    let z = sum.iter().fold(z, |a, &v| a + v);
+    let m = m.to_f64();
+    (m + e.to_f64().ln(), z.to_f64())
+}
+
+struct CeForward<'a, F> {
+    z: &'a [F],
+    c: usize,
+    rows: std::ops::Range<usize>,
+    mask: &'a [f64],
+}
+
+impl<F: crate::cpu::KernelFloat> crate::cpu::Vectorized for CeForward<'_, F> {
+    type Output = Vec<(f64, f64)>;
+    /// Per row: `(lse, Σ z)` (zeros for masked rows).
+    #[inline(always)]
+    fn run(self) -> Vec<(f64, f64)> {
+        self.rows
+            .map(|n| {
+                if self.mask[n] == 0.0 {
+                    (0.0, 0.0)
+                } else {
+                    lse_and_sum(&self.z[n * self.c..(n + 1) * self.c])
+                }
+            })
+            .collect()
+    }
+}
+
+struct CeBackward<'a, F> {
+    z: &'a [F],
+    dz: &'a mut [F],
+    c: usize,
+    first: usize,
+    lse: &'a [f64],
+    mask: &'a [f64],
+    targets: &'a [usize],
+    eps: f64,
+    scale: f64,
+}
+
+impl<F: crate::cpu::KernelFloat> crate::cpu::Vectorized for CeBackward<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let c = self.c;
+        for (i, drow) in self.dz.chunks_mut(c).enumerate() {
+            let n = self.first + i;
+            let w = self.mask[n] * self.scale;
+            if w == 0.0 {
+                drow.iter_mut().for_each(|d| *d = F::zero());
+                continue;
+            }
+            let row = &self.z[n * c..(n + 1) * c];
+            let lse = F::from(self.lse[n]).unwrap_or_else(F::nan);
+            let wf = F::from(w).unwrap_or_else(F::nan);
+            let off = F::from(w * self.eps / c as f64).unwrap_or_else(F::nan);
+            for (d, &v) in drow.iter_mut().zip(row) {
+                *d = (v - lse).exp_fast() * wf - off;
+            }
+            let y = self.targets[n];
+            drow[y] = drow[y] - F::from(w * (1.0 - self.eps)).unwrap_or_else(F::nan);
+        }
+    }
+}
+
+impl MaskedCrossEntropyOp {
+    fn forward<F: crate::cpu::KernelFloat>(
+        &self,
+        z: &[F],
+        c: usize,
+        t: &[usize],
+        mask: &[f64],
+    ) -> Result<F> {
+        if let Some(&y) = t.iter().find(|&&y| y >= c) {
+            candle_core::bail!("masked_cross_entropy: target {y} is not a class index below {c}")
+        }
+        let n = t.len();
+        let per = n.div_ceil(crate::cpu::threads()).max(1);
+        let parts = crate::cpu::parallel((0..n).step_by(per), |r0| {
+            crate::cpu::vectorized(CeForward {
+                z,
+                c,
+                rows: r0..(r0 + per).min(n),
+                mask,
+            })
+        });
+        let rows: Vec<(f64, f64)> = parts.concat();
+        let (mut total, mut denom) = (0f64, 0f64);
+        for (k, &(lse, zsum)) in rows.iter().enumerate() {
+            if mask[k] == 0.0 {
+                continue;
+            }
+            let zy = z[k * c + t[k]].to_f64();
+            let l = (1.0 - self.eps) * (lse - zy) + self.eps * (lse - zsum / c as f64);
+            total += mask[k] * l;
+            denom += mask[k];
+        }
+        *self
+            .lse
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: lock poisoned".into()))? =
+            Some(rows.into_iter().map(|r| r.0).collect());
+        Ok(F::from(total / denom.max(1.0)).unwrap_or_else(F::nan))
+    }
+
+    fn backward<F: crate::cpu::KernelFloat>(
+        &self,
+        z: &[F],
+        c: usize,
+        t: &[usize],
+        mask: &[f64],
+        g: f64,
+    ) -> Result<Vec<F>> {
+        let guard = self
+            .lse
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: lock poisoned".into()))?;
+        let Some(lse) = guard.as_ref() else {
+            candle_core::bail!("masked_cross_entropy: backward before forward")
+        };
+        let denom = mask.iter().sum::<f64>().max(1.0);
+        let mut dz = vec![F::zero(); z.len()];
+        let n = t.len();
+        let per = n.div_ceil(crate::cpu::threads()).max(1);
+        crate::cpu::parallel(dz.chunks_mut(per * c).enumerate(), |(i, block)| {
+            crate::cpu::vectorized(CeBackward {
+                z,
+                dz: block,
+                c,
+                first: i * per,
+                lse,
+                mask,
+                targets: t,
+                eps: self.eps,
+                scale: g / denom,
+            })
+        });
+        Ok(dz)
+    }
+}
+
+fn f64s(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F64(v), Some((a, b))) => Ok(v[a..b].to_vec()),
+        _ => candle_core::bail!("masked_cross_entropy: mask must be contiguous f64"),
+    }
+}
+
+impl candle_core::CustomOp3 for MaskedCrossEntropyOp {
+    fn name(&self) -> &'static str {
+        "neka-masked-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c) = l1.shape().dims2()?;
+        let t = targets_of(s2, l2)?;
+        let mask = f64s(s3, l3)?;
+        let Some((a, b)) = l1.contiguous_offsets() else {
+            candle_core::bail!("masked_cross_entropy: logits must be contiguous")
+        };
+        let out = match s1 {
+            CpuStorage::F32(v) => CpuStorage::F32(vec![self.forward(&v[a..b], c, &t, &mask)?]),
+            CpuStorage::F64(v) => CpuStorage::F64(vec![self.forward(&v[a..b], c, &t, &mask)?]),
+            _ => candle_core::bail!(
+                "masked_cross_entropy: f32 or f64 logits, got {:?}",
+                s1.dtype()
+            ),
+        };
+        Ok((out, Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = logits.dims2()?;
+        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let (zs, zl) = logits.storage_and_layout();
+        let (ts, tl) = targets.storage_and_layout();
+        let (ms, ml) = mask.storage_and_layout();
+        let (Storage::Cpu(zs), Storage::Cpu(ts), Storage::Cpu(ms)) = (&*zs, &*ts, &*ms) else {
+            candle_core::bail!("masked_cross_entropy: CPU tensors only")
+        };
+        let t = targets_of(ts, tl)?;
+        let m = f64s(ms, ml)?;
+        let Some((a, b)) = zl.contiguous_offsets() else {
+            candle_core::bail!("masked_cross_entropy: logits must be contiguous")
+        };
+        let dz = match zs {
+            CpuStorage::F32(v) => {
+                Tensor::from_vec(self.backward(&v[a..b], c, &t, &m, g)?, (n, c), &Device::Cpu)?
+            }
+            CpuStorage::F64(v) => {
+                Tensor::from_vec(self.backward(&v[a..b], c, &t, &m, g)?, (n, c), &Device::Cpu)?
+            }
+            _ => candle_core::bail!(
+                "masked_cross_entropy: f32 or f64 logits, got {:?}",
+                zs.dtype()
+            ),
+        };
+        Ok((Some(dz), None, None))
+    }
 }
 
 /// Number of unmasked rows whose argmax equals the target.
@@ -241,6 +535,36 @@ mod tests {
         assert_eq!(gz[2], [0.0; 3]);
         assert!(gz[0].iter().any(|x| *x != 0.0));
         assert_eq!(masked_correct(&z, &y, &m)?, 2.0);
+        Ok(())
+    }
+
+    #[test]
+    fn fused_masked_cross_entropy_equals_the_candle_twin_with_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, c) = (37, 53);
+        let z = Var::from_tensor(&(Tensor::randn(0f64, 3., (n, c), &dev)?))?;
+        let y: Vec<u32> = (0..n as u32).map(|i| (i * 7) % c as u32).collect();
+        let y = Tensor::new(y.as_slice(), &dev)?;
+        let m: Vec<f32> = (0..n).map(|i| f32::from(u8::from(i % 5 != 3))).collect();
+        let m = Tensor::new(m.as_slice(), &dev)?;
+        for eps in [0.0, 0.1] {
+            let a = masked_cross_entropy(z.as_tensor(), &y, &m, eps)?;
+            let b = masked_cross_entropy_candle(z.as_tensor(), &y, &m, eps)?;
+            let (va, vb) = (a.to_scalar::<f64>()?, b.to_scalar::<f64>()?);
+            assert!((va - vb).abs() < 1e-12, "eps {eps}: {va} vs {vb}");
+            let ga = (a * 3.0)?.backward()?.get(z.as_tensor()).unwrap().clone();
+            let gb = (b * 3.0)?.backward()?.get(z.as_tensor()).unwrap().clone();
+            let err = (ga - gb)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(err < 1e-12, "eps {eps}: gradient differs by {err}");
+        }
+        // f32 with the fast exponential: close to the f64 value.
+        let z32 = z.as_tensor().to_dtype(DType::F32)?;
+        let a = masked_cross_entropy(&z32, &y, &m, 0.1)?.to_scalar::<f32>()? as f64;
+        let b = masked_cross_entropy_candle(z.as_tensor(), &y, &m, 0.1)?.to_scalar::<f64>()?;
+        assert!((a - b).abs() < 1e-5 * b.abs(), "{a} vs {b}");
+        // Bad targets are errors, not panics.
+        let bad = Tensor::new(&[c as u32; 37], &dev)?;
+        assert!(masked_cross_entropy(z.as_tensor(), &bad, &m, 0.0).is_err());
         Ok(())
     }
 

@@ -49,14 +49,23 @@ pub fn set_fused_cpu_linear(on: bool) {
 
 /// `y = x Wᵀ + b`, then `max(0, y)` if `relu`, for a candle [`candle_nn::Linear`].
 ///
-/// On CPU with a 2-D f32/f64 input this is one op ([`LinearOp`]) whose GEMMs run on candle's
-/// CPU pool with the weight in its stored `(out, in)` layout; elsewhere (other devices, 3-D
-/// inputs, half precision) it is `lin.forward(x)` (+ `relu`), the plain twin. Through candle's
+/// `xs` is `(…, in)`: leading dimensions are flattened into rows and restored after.
+/// On CPU with f32/f64 inputs this is one op ([`LinearOp`]) whose GEMMs run on candle's
+/// CPU pool with the weight in its stored `(out, in)` layout; elsewhere (other devices,
+/// half precision) it is `lin.forward(x)` (+ `relu`), the plain twin. Through candle's
 /// ops the layer is a transpose, a matmul and a broadcast add: the weight gradient is formed
 /// transposed and copied back with a strided add, and the matmuls run on a second (rayon)
 /// pool next to candle's own. This is the one place that picks between the two.
 pub fn linear_forward(lin: &candle_nn::Linear, xs: &Tensor, relu: bool) -> Result<Tensor> {
     let w = lin.weight();
+    if xs.rank() > 2 {
+        let mut dims = xs.dims().to_vec();
+        let i = dims.pop().unwrap_or(0);
+        let rows: usize = dims.iter().product();
+        let y = linear_forward(lin, &xs.reshape((rows, i))?, relu)?;
+        dims.push(y.dim(1)?);
+        return y.reshape(dims);
+    }
     let fast = xs.device().is_cpu()
         && xs.rank() == 2
         && matches!(xs.dtype(), DType::F32 | DType::F64)

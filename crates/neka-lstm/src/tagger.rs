@@ -294,7 +294,7 @@ impl Tagger {
         };
         let h = self.net.encoder.encode(&x, input, train)?.output;
         let h = self.dropout.forward_t(&h, train)?;
-        self.net.fc.forward(&h)
+        neka_common::nn::linear_forward(&self.net.fc, &h, false)
     }
 
     /// The most likely tag id of every real token, sentence by sentence.

@@ -12,7 +12,7 @@
 
 use crate::runner::{SeqInput, SequenceEncoder};
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 /// `ŷ = V · [final hidden state(s) of the last layer]` → `(B, classes)` logits.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl<E: SequenceEncoder> ManyToOne<E> {
     pub fn forward_seq(&self, x: &Tensor, input: SeqInput, train: bool) -> Result<Tensor> {
         let out = self.encoder.encode(x, input, train)?;
         let summary = out.last_hidden(self.encoder.config().directions())?;
-        self.fc.forward(&summary)
+        neka_common::nn::linear_forward(&self.fc, &summary, false)
     }
 }
 
@@ -69,7 +69,7 @@ impl<E: SequenceEncoder> ManyToMany<E> {
         train: bool,
     ) -> Result<(Tensor, crate::RecurrentOutput)> {
         let out = self.encoder.encode(x, input, train)?;
-        let logits = self.fc.forward(&out.output)?;
+        let logits = neka_common::nn::linear_forward(&self.fc, &out.output, false)?;
         Ok((logits, out))
     }
 }

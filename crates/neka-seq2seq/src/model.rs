@@ -26,7 +26,7 @@ use crate::data::{Seq2SeqBatch, SourceBatch, BOS_ID};
 use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use neka_common::loss::{masked_correct, masked_cross_entropy};
-use neka_common::nn::{linear, Dropout};
+use neka_common::nn::{linear, linear_forward, Dropout};
 use neka_common::train::{StepOutput, TrainModel};
 use neka_lstm::{AnyRecurrent, CellType, RecurrentConfig, SeqInput, SequenceEncoder};
 use serde::{Deserialize, Serialize};
@@ -306,7 +306,11 @@ impl Seq2Seq {
         let keys = match self.cfg.attention {
             AttentionKind::None => None,
             AttentionKind::Dot => Some(outputs.clone()),
-            _ => Some(self.w_k.as_ref().expect("keys layer").forward(&outputs)?),
+            _ => Some(linear_forward(
+                self.w_k.as_ref().expect("keys layer"),
+                &outputs,
+                false,
+            )?),
         };
         let mask_bias = ((&src.mask - 1.0)? * 1e9)?.unsqueeze(1)?;
         Ok((
@@ -334,11 +338,13 @@ impl Seq2Seq {
     /// `s̃ = tanh(W_c [c ; s])` (or `s` without attention) → dropout → logits.
     fn output(&self, s: &Tensor, ctx: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let h = match (&self.combine, ctx) {
-            (Some(w_c), Some(ctx)) => w_c.forward(&Tensor::cat(&[ctx, s], D::Minus1)?)?.tanh()?,
-            (Some(w_c), None) => w_c.forward(s)?.tanh()?,
+            (Some(w_c), Some(ctx)) => {
+                linear_forward(w_c, &Tensor::cat(&[ctx, s], D::Minus1)?, false)?.tanh()?
+            }
+            (Some(w_c), None) => linear_forward(w_c, s, false)?.tanh()?,
             (None, _) => s.clone(),
         };
-        self.out.forward(&self.dropout.forward_t(&h, train)?)
+        linear_forward(&self.out, &self.dropout.forward_t(&h, train)?, false)
     }
 
     /// One decoder step: previous tokens `y (B)` → logits `(B, V)`, attention `(B, S)` (if
