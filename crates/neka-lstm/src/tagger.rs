@@ -153,8 +153,11 @@ impl LoadedTagger {
             .collect();
         let mut out = vec![Vec::new(); sentences.len()];
         let dev = self.tagger.word_embed.embeddings().device();
-        let order: Vec<usize> = (0..enc.len()).filter(|&i| !enc[i].is_empty()).collect();
-        for chunk in order.chunks(256) {
+        // Sentences of similar length together (little padding), 64 at a time: memory stays
+        // bounded by the longest chunk, not the longest sentence times the file.
+        let mut order: Vec<usize> = (0..enc.len()).filter(|&i| !enc[i].is_empty()).collect();
+        order.sort_by_key(|&i| enc[i].len());
+        for chunk in order.chunks(64) {
             let batch = TagBatch::new(&chunk.iter().map(|&i| &enc[i]).collect::<Vec<_>>(), dev)?;
             for (&i, ids) in chunk.iter().zip(self.tagger.predict(&batch)?) {
                 out[i] = ids

@@ -59,6 +59,10 @@ pub struct RecurrentOp<C: Cell> {
     pub has_bias: bool,
     /// Per-row sequence lengths (`1..=T`); `None` = all `T`.
     pub lengths: Option<Arc<Vec<usize>>>,
+    /// Keep the reserve space for a backward pass (training). Without it (inference) the
+    /// forward pass holds one step's activations instead of all `T`; a backward pass that
+    /// comes anyway recomputes them first (right, only slower).
+    pub keep_reserve: bool,
     /// The reserve space of the last forward pass, `(D, T + 1, B, saved·H)`, for `bwd`.
     pub reserve: Arc<Mutex<Option<CpuStorage>>>,
 }
@@ -78,8 +82,15 @@ impl<C: Cell> RecurrentOp<C> {
             reverse,
             has_bias,
             lengths,
+            keep_reserve: true,
             reserve: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Sets [`RecurrentOp::keep_reserve`].
+    pub fn keep_reserve(mut self, on: bool) -> Self {
+        self.keep_reserve = on;
+        self
     }
 
     /// Values in the op's output for `(B, T, D)`: the `(B, T, D·H)` outputs, then the
@@ -101,6 +112,8 @@ struct Dims {
     h: usize,
     s0: usize,
     sv: usize,
+    /// Keep every step's activations (the reserve) rather than the current step's.
+    keep: bool,
 }
 
 impl Dims {
@@ -161,6 +174,7 @@ impl<C: Cell> RecurrentOp<C> {
             h,
             s0,
             sv: self.cell.saved() * h,
+            keep: self.keep_reserve,
         })
     }
 
@@ -252,7 +266,9 @@ impl<C: Cell> RecurrentOp<C> {
             ..
         } = *d;
         let (init, bias) = self.aux_parts(d, k, aux);
-        let mut saved = vec![F::zero(); (steps + 1) * b * sv];
+        // The reserve (T + 1, B, sv), or one step's (B, sv) in inference.
+        let mut saved = vec![F::zero(); if d.keep { (steps + 1) * b * sv } else { b * sv }];
+        let slot = |t: usize, r: usize| if d.keep { (t * b + r) * sv } else { r * sv };
         let mut state = init.to_vec();
         let mut rec = vec![F::zero(); b * g];
         // W^T (H, G) contiguous for the GEMM once per sequence; a single step reads W as it is
@@ -269,7 +285,7 @@ impl<C: Cell> RecurrentOp<C> {
                 if t >= self.len(r, steps) {
                     continue;
                 }
-                let row = &mut saved[(t * b + r) * sv..(t * b + r + 1) * sv];
+                let row = &mut saved[slot(t, r)..slot(t, r) + sv];
                 let at = d.gx_at(r, t, k);
                 self.cell.forward_row(
                     h,
@@ -286,8 +302,10 @@ impl<C: Cell> RecurrentOp<C> {
             }
         }
         for r in 0..b {
-            let last = (steps * b + r) * sv;
-            saved[last..last + s0].copy_from_slice(&state[r * s0..(r + 1) * s0]);
+            if d.keep {
+                let last = (steps * b + r) * sv;
+                saved[last..last + s0].copy_from_slice(&state[r * s0..(r + 1) * s0]);
+            }
             for s in 0..s0 / h {
                 // SAFETY: final state s of row r, direction k: written by this thread only.
                 unsafe {
@@ -555,11 +573,22 @@ impl<C: Cell> RecurrentOp<C> {
         aux: &Tensor,
         grad: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let d = self.dims(gx.shape(), w.shape(), aux.shape())?;
+        let mut d = self.dims(gx.shape(), w.shape(), aux.shape())?;
+        d.keep = true;
         let (nw, nr) = (d.g * d.h, (d.t + 1) * d.b * d.sv);
-        let reserve = self.reserve.lock().map_err(|_| {
+        let mut reserve = self.reserve.lock().map_err(|_| {
             candle_core::Error::Msg("recurrent kernel: reserve lock poisoned".into())
         })?;
+        if reserve.is_none() {
+            // Run without a reserve (inference): recompute it.
+            let what = "recurrent kernel";
+            let res = cpu::with_slice::<F, _>(gx, what, |gx| {
+                cpu::with_slice::<F, _>(w, what, |w| {
+                    cpu::with_slice::<F, _>(aux, what, |aux| self.forward_all(&d, gx, w, aux).1)
+                })
+            })???;
+            *reserve = Some(F::to_cpu_storage_owned(res));
+        }
         let Some(reserve) = reserve.as_ref() else {
             candle_core::bail!("recurrent kernel: backward before forward")
         };
@@ -645,7 +674,7 @@ impl<C: Cell> candle_core::CustomOp3 for RecurrentOp<C> {
         };
         *self.reserve.lock().map_err(|_| {
             candle_core::Error::Msg("recurrent kernel: reserve lock poisoned".into())
-        })? = Some(reserve);
+        })? = d.keep.then_some(reserve);
         Ok((out, shape))
     }
 

@@ -408,13 +408,16 @@ impl<C: Cell> Recurrent<C> {
                 flat.extend(dirs.iter().filter_map(|w| w.bias_hh.clone()));
                 cat(flat, 0)?
             };
+            // Training keeps the reserve for BPTT; inference holds one step (a backward pass
+            // after an inference forward still works: the op recomputes the reserve).
             let op = RecurrentOp::new(
                 self.cell,
                 h,
                 false,
                 dirs[0].bias_hh.is_some(),
                 lengths.clone(),
-            );
+            )
+            .keep_reserve(train);
             let out = gx.apply_op3(&w.contiguous()?, &aux.contiguous()?, op)?;
             let n_out = b * t * nd * h;
             layer_in = out.narrow(0, 0, n_out)?.reshape((b, t, nd * h))?;
