@@ -60,7 +60,7 @@ impl DecodeConfig {
 pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<Vec<Hypothesis>> {
     let dev = src.ids.device();
     let b = src.lengths.len();
-    let (enc, mut state) = model.encode(src, false)?;
+    let (enc_all, mut state) = model.encode(src, false)?;
     let mut y = model.bos(b, dev)?;
     let mut hyps = vec![
         Hypothesis {
@@ -70,36 +70,61 @@ pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<
         };
         b
     ];
-    let mut done = vec![false; b];
-    let limit = src
-        .lengths
-        .iter()
-        .map(|&l| cfg.max_len(l))
-        .max()
-        .unwrap_or(1);
-    for _ in 0..limit {
+    // `rows[r]`: the sentence decoder row r belongs to. Finished sentences leave the batch
+    // once an eighth of the rows are finished (each regrouping copies the encoder outputs).
+    let mut rows: Vec<usize> = (0..b).collect();
+    let mut enc = enc_all.clone();
+    loop {
         let (logits, alpha, next) = model.decode_step(&y, &state, &enc, false)?;
         state = next;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let best: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
         let lp = Rows::new(&logp)?;
         let att = alpha.as_ref().map(Rows::new).transpose()?;
-        for i in 0..b {
-            if done[i] {
-                continue;
-            }
+        let mut live = Vec::with_capacity(rows.len());
+        for (r, &i) in rows.iter().enumerate() {
             let h = &mut hyps[i];
-            h.ids.push(best[i]);
-            h.log_prob += lp.row(i)[best[i] as usize] as f64;
-            if let Some(a) = &att {
-                h.attention.push(a.row(i)[..src.lengths[i]].to_vec());
+            if h.ids.last() == Some(&EOS_ID) || h.ids.len() >= cfg.max_len(src.lengths[i]) {
+                continue; // finished earlier, still in the batch
             }
-            done[i] = best[i] == EOS_ID || h.ids.len() >= cfg.max_len(src.lengths[i]);
+            h.ids.push(best[r]);
+            h.log_prob += lp.row(r)[best[r] as usize] as f64;
+            if let Some(a) = &att {
+                h.attention.push(a.row(r)[..src.lengths[i]].to_vec());
+            }
+            if best[r] != EOS_ID && h.ids.len() < cfg.max_len(src.lengths[i]) {
+                live.push(r);
+            }
         }
-        if done.iter().all(|&d| d) {
+        if live.is_empty() {
             break;
         }
-        y = Tensor::from_vec(best, b, dev)?;
+        let mut best = best;
+        if 8 * (rows.len() - live.len()) >= rows.len() {
+            let idx = Tensor::from_vec(
+                live.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                live.len(),
+                dev,
+            )?;
+            state = state.select(&idx)?;
+            best = live.iter().map(|&r| best[r]).collect();
+            rows = live.iter().map(|&r| rows[r]).collect();
+            let sent = Tensor::from_vec(
+                rows.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                rows.len(),
+                dev,
+            )?;
+            enc = Encoded {
+                outputs: enc_all.outputs.index_select(&sent, 0)?,
+                keys: enc_all
+                    .keys
+                    .as_ref()
+                    .map(|t| t.index_select(&sent, 0))
+                    .transpose()?,
+                mask_bias: enc_all.mask_bias.index_select(&sent, 0)?,
+            };
+        }
+        y = Tensor::from_vec(best, rows.len(), dev)?;
     }
     Ok(hyps)
 }
