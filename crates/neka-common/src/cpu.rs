@@ -202,12 +202,18 @@ pub unsafe fn par_matmul<F: KernelFloat>(
     // SAFETY: the blocks below write disjoint parts of dst and only read lhs/rhs.
     unsafe impl<F> Send for P<F> {}
     unsafe impl<F> Sync for P<F> {}
+    impl<F> P<F> {
+        /// The three pointers (a method, so closures capture the whole `Sync` struct).
+        fn get(&self) -> (*mut F, *const F, *const F) {
+            (self.0, self.1, self.2)
+        }
+    }
     let p = P(dst, lhs, rhs);
     let split_rows = m >= n;
     let len = if split_rows { m } else { n };
     let per = len.div_ceil(t).max(1);
     parallel((0..len).step_by(per), |start| {
-        let p = p;
+        let (d, l, r) = p.get();
         let cnt = per.min(len - start);
         // SAFETY: block `start..start + cnt` of dst's rows (or columns) and the matching rows
         // of lhs (or columns of rhs) lie inside the buffers the caller vouched for.
@@ -215,23 +221,23 @@ pub unsafe fn par_matmul<F: KernelFloat>(
             if split_rows {
                 matmul(
                     (cnt, n, k),
-                    p.0.add(start * dst_rs),
+                    d.add(start * dst_rs),
                     (dst_rs, dst_cs),
                     accumulate,
-                    p.1.add(start * lhs_rs),
+                    l.add(start * lhs_rs),
                     (lhs_rs, lhs_cs),
-                    p.2,
+                    r,
                     (rhs_rs, rhs_cs),
                 )
             } else {
                 matmul(
                     (m, cnt, k),
-                    p.0.add(start * dst_cs),
+                    d.add(start * dst_cs),
                     (dst_rs, dst_cs),
                     accumulate,
-                    p.1,
+                    l,
                     (lhs_rs, lhs_cs),
-                    p.2.add(start * rhs_cs),
+                    r.add(start * rhs_cs),
                     (rhs_rs, rhs_cs),
                 )
             }

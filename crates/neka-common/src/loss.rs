@@ -341,7 +341,7 @@ impl<F: crate::cpu::KernelFloat> crate::cpu::Vectorized for CeBackward<'_, F> {
                 *d = (v - lse).exp_fast() * wf - off;
             }
             let y = self.targets[n];
-            drow[y] = drow[y] - F::from(w * (1.0 - self.eps)).unwrap_or_else(F::nan);
+            drow[y] -= F::from(w * (1.0 - self.eps)).unwrap_or_else(F::nan);
         }
     }
 }

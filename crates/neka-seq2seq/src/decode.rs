@@ -330,8 +330,8 @@ pub fn beam_search_batch(
             let nb = beams[s].len();
             let len = srcs[s].len();
             let mut best = Vec::with_capacity(2 * k * nb);
-            for i in 0..nb {
-                row_best(beams[s][i].log_prob, lp.row(r0 + i), i, 2 * k, &mut best);
+            for (i, h) in beams[s].iter().enumerate() {
+                row_best(h.log_prob, lp.row(r0 + i), i, 2 * k, &mut best);
             }
             best.sort_by(search_order);
             best.truncate(2 * k);
