@@ -12,8 +12,8 @@
 # lstm: `bench_lstm --neka-only` vs `bench_pytorch.py lstm` (neka `neka` ↔ PyTorch `train`,
 # `neka-forward-only` ↔ `forward-only`). tagger: `bench_tagger` vs `bench_pytorch.py tagger`.
 # seq2seq: `bench_seq2seq --model $S2S_MODEL` vs `bench_pytorch.py seq2seq --model $S2S_MODEL`
-# (S2S_MODEL defaults to models/seq2seq-multi30k-de-en; PyTorch also runs `beam-batched`, shown
-# against neka's per-sentence `beam`). tagger and seq2seq read the data root from NEKA_DATA_DIR.
+# (S2S_MODEL defaults to models/seq2seq-multi30k-de-en; both run `beam` one sentence at a time
+# and `beam-batched` across sentences). tagger and seq2seq read the data root from NEKA_DATA_DIR.
 # ARGS go to both sides (the flags have the same names and defaults), e.g. `lstm 3 --iters 20`.
 # Rows are matched by `case`; the peak RSS row is each process's peak (neka's measured around
 # its process, PyTorch's the last `peak_rss_mb` it printed).
@@ -95,10 +95,11 @@ PAIRS = {
     "seq2seq": [
         ("training, target tokens/s", "train", "train", "target_tokens_per_s"),
         ("greedy, sentences/s", "greedy", "greedy", "sentences_per_s"),
-        ("beam, sentences/s", "beam", "beam", "sentences_per_s"),
-        ("beam, sentences/s (PyTorch batched across sentences)", "beam", "beam-batched", "sentences_per_s"),
+        ("beam 5, one sentence at a time, sentences/s", "beam", "beam", "sentences_per_s"),
+        ("beam 5, batched across sentences, sentences/s", "beam-batched", "beam-batched", "sentences_per_s"),
         ("greedy, output tokens", "greedy", "greedy", "output_tokens"),
         ("beam, output tokens", "beam", "beam", "output_tokens"),
+        ("beam batched, output tokens", "beam-batched", "beam-batched", "output_tokens"),
     ],
 }[suite]
 def med(impl, case, key):

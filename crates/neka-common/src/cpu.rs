@@ -265,3 +265,91 @@ pub fn exp_f32(x: f32) -> f32 {
     let y = p * r * r + r + 1.0;
     y * f32::from_bits((k.wrapping_add(127) << 23) as u32)
 }
+
+/// Up to this many rows, [`matmul_nt_rows`] replaces the GEMM of a dense layer or a recurrent
+/// step: with so few rows the GEMM spends its time packing the weight, on every call.
+pub const FEW_ROWS: usize = 8;
+
+/// `dst (m × n) [+]= lhs (m × k) · rhsᵀ` for `rhs (n × k)` row-major (a weight in its stored
+/// `(out, in)` layout): each output one dot product of a weight row with an input row, the
+/// weight read once and never repacked. For few rows (`m ≤` [`FEW_ROWS`]: decoding steps,
+/// single sentences), where a GEMM would repack the whole weight for a handful of rows.
+/// `lhs` rows are `lhs_rs` apart, `dst` rows `n`. With `par` the output columns are split over
+/// candle's pool (never pass `par` from inside [`parallel`]).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_nt_rows<F: KernelFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [F],
+    accumulate: bool,
+    lhs: &[F],
+    lhs_rs: usize,
+    rhs: &[F],
+    par: bool,
+) {
+    struct Job<'a, F> {
+        cols: std::ops::Range<usize>,
+        m: usize,
+        k: usize,
+        lhs: &'a [F],
+        lhs_rs: usize,
+        rhs: &'a [F],
+    }
+    impl<F: KernelFloat> Vectorized for Job<'_, F> {
+        type Output = Vec<F>;
+        /// `(cols, m)` dot products, column-major.
+        #[inline(always)]
+        fn run(self) -> Vec<F> {
+            let mut out = Vec::with_capacity(self.cols.len() * self.m);
+            for j in self.cols {
+                let w = &self.rhs[j * self.k..(j + 1) * self.k];
+                for r in 0..self.m {
+                    let x = &self.lhs[r * self.lhs_rs..r * self.lhs_rs + self.k];
+                    let mut acc = [F::zero(); 16];
+                    let (wc, xc) = (w.chunks_exact(16), x.chunks_exact(16));
+                    let tail = wc
+                        .remainder()
+                        .iter()
+                        .zip(xc.remainder())
+                        .fold(F::zero(), |a, (&p, &q)| a + p * q);
+                    for (a16, b16) in wc.zip(xc) {
+                        for ((s, &p), &q) in acc.iter_mut().zip(a16).zip(b16) {
+                            *s += p * q;
+                        }
+                    }
+                    out.push(acc.iter().fold(tail, |a, &v| a + v));
+                }
+            }
+            out
+        }
+    }
+    let job = |cols: std::ops::Range<usize>| {
+        vectorized(Job {
+            cols,
+            m,
+            k,
+            lhs,
+            lhs_rs,
+            rhs,
+        })
+    };
+    let t = threads();
+    let (starts, per) = if par && t > 1 && m * n * k >= 1 << 16 {
+        let per = n.div_ceil(t).max(1);
+        ((0..n).step_by(per).collect::<Vec<_>>(), per)
+    } else {
+        (vec![0], n.max(1))
+    };
+    let blocks = if starts.len() > 1 {
+        parallel(starts.into_iter(), |s| (s, job(s..(s + per).min(n))))
+    } else {
+        vec![(0, job(0..n))]
+    };
+    for (s, vals) in blocks {
+        for (c, col) in vals.chunks(m.max(1)).enumerate() {
+            for (r, &v) in col.iter().enumerate() {
+                let d = &mut dst[r * n + s + c];
+                *d = if accumulate { *d + v } else { v };
+            }
+        }
+    }
+}

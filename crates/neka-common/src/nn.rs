@@ -122,31 +122,43 @@ impl LinearOp {
         bias: &[F],
     ) -> Vec<F> {
         let mut y = vec![F::zero(); b * o];
-        let per = b.div_ceil(cpu::threads()).max(1);
-        cpu::parallel(y.chunks_mut(per * o).zip(x.chunks(per * i)), |(yb, xb)| {
-            let rows = yb.len() / o.max(1);
-            for row in yb.chunks_mut(o) {
+        if b <= cpu::FEW_ROWS {
+            // A handful of rows (decoding): dot products over W as stored, columns split over
+            // the pool, instead of a GEMM that repacks all of W for them.
+            for row in y.chunks_mut(o) {
                 row.copy_from_slice(bias);
             }
-            // SAFETY: yb is rows×o, xb rows×i, Wᵀ is i×o (W is o×i row-major).
-            unsafe {
-                cpu::matmul(
-                    (rows, o, i),
-                    yb.as_mut_ptr(),
-                    (o, 1),
-                    true,
-                    xb.as_ptr(),
-                    (i, 1),
-                    w.as_ptr(),
-                    (1, i),
-                );
-            }
+            cpu::matmul_nt_rows((b, o, i), &mut y, true, x, i, w, true);
             if self.relu {
                 let zero = F::zero();
-                yb.iter_mut()
+                y.iter_mut()
                     .for_each(|v| *v = if *v < zero { zero } else { *v });
             }
-        });
+            return y;
+        }
+        for row in y.chunks_mut(o) {
+            row.copy_from_slice(bias);
+        }
+        // SAFETY: y is b×o, x b×i, Wᵀ is i×o (W is o×i row-major). Split over the pool by
+        // rows or, when there are more outputs than rows, by output columns (each thread then
+        // packs only its part of W).
+        unsafe {
+            cpu::par_matmul(
+                (b, o, i),
+                y.as_mut_ptr(),
+                (o, 1),
+                true,
+                x.as_ptr(),
+                (i, 1),
+                w.as_ptr(),
+                (1, i),
+            );
+        }
+        if self.relu {
+            let zero = F::zero();
+            y.iter_mut()
+                .for_each(|v| *v = if *v < zero { zero } else { *v });
+        }
         y
     }
 

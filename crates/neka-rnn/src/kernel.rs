@@ -336,6 +336,11 @@ impl<C: Cell> RecurrentOp<C> {
                 row.copy_from_slice(bias);
             }
         }
+        if wt_s == (1, h) && b <= cpu::FEW_ROWS {
+            // One step of a few rows (decoding): dot products with W's rows as stored.
+            cpu::matmul_nt_rows((b, g, h), rec, bias.is_some(), state, s0, wt, d.par);
+            return;
+        }
         // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = W^T
         // (h × g) inside `wt` (g·h floats) with strides `wt_s`; dst = rec (b × g).
         unsafe {
