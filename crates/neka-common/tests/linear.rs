@@ -116,17 +116,25 @@ fn fused_linear_finite_differences() -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Other devices, ranks and dtypes take candle's `Linear` (here: a 3-D input and bf16).
+/// N-D inputs are flattened into rows and take the CPU op (same values as candle's `Linear`,
+/// same shape); other dtypes (here bf16) take candle's `Linear` itself.
 #[test]
-fn fused_linear_falls_back_to_candle_elsewhere() -> candle_core::Result<()> {
+fn fused_linear_flattens_leading_dims_and_falls_back_for_other_dtypes() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &dev);
     let lin = linear(6, 4, true, vb)?;
     let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &dev)?;
-    assert_eq!(
-        max_diff(&linear_forward(&lin, &x, false)?, &lin.forward(&x)?),
-        0.0
+    let y = linear_forward(&lin, &x, false)?;
+    assert_eq!(y.dims(), [2, 3, 4]);
+    assert!(max_diff(&y, &lin.forward(&x)?) < 1e-6);
+    let lin16 = candle_nn::Linear::new(
+        lin.weight().to_dtype(DType::BF16)?,
+        lin.bias().map(|b| b.to_dtype(DType::BF16)).transpose()?,
     );
+    let x16 = x.to_dtype(DType::BF16)?;
+    let a = linear_forward(&lin16, &x16, false)?.to_dtype(DType::F32)?;
+    let b = lin16.forward(&x16)?.to_dtype(DType::F32)?;
+    assert_eq!(max_diff(&a, &b), 0.0);
     Ok(())
 }
