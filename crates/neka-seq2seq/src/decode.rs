@@ -14,7 +14,7 @@
 
 use crate::data::{SourceBatch, BOS_ID, EOS_ID};
 use crate::model::{Encoded, Seq2Seq};
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor};
 
 /// One translation.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,9 +77,8 @@ pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<
     loop {
         let (logits, alpha, next) = model.decode_step(&y, &state, &enc, false)?;
         state = next;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let best: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
-        let lp = Rows::new(&logp)?;
+        let lp = Rows::log_softmax(&logits)?;
+        let best: Vec<u32> = (0..lp.len()).map(|r| lp.argmax(r)).collect();
         let att = alpha.as_ref().map(Rows::new).transpose()?;
         let mut live = Vec::with_capacity(rows.len());
         for (r, &i) in rows.iter().enumerate() {
@@ -163,7 +162,8 @@ pub fn beam_search(model: &Seq2Seq, src: &[u32], cfg: &DecodeConfig) -> Result<H
             .collect();
         let y = Tensor::from_vec(last, n, &dev)?;
         let (logits, alpha, next) = model.decode_step(&y, &state, &enc, false)?;
-        let lp: Vec<Vec<f32>> = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2()?;
+        let lp = Rows::log_softmax(&logits)?;
+        let lp: Vec<&[f32]> = (0..lp.len()).map(|r| lp.row(r)).collect();
         let att: Option<Vec<Vec<f32>>> = alpha.map(|a| a.to_vec2()).transpose()?;
         // The 2k best (hypothesis, token) extensions by total log-probability; ties broken by
         // hypothesis, then token id (so k = 1 picks what argmax picks).
@@ -241,6 +241,57 @@ impl Rows {
     }
     fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.n..(i + 1) * self.n]
+    }
+    fn len(&self) -> usize {
+        self.data.len() / self.n.max(1)
+    }
+    /// The first index of row `i`'s maximum (NaN never wins).
+    fn argmax(&self, i: usize) -> u32 {
+        let row = self.row(i);
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        best as u32
+    }
+
+    /// `log softmax` of `logits (rows, V)` along V, on the host: rows split over candle's CPU
+    /// pool, the exponentials vectorised (what every search step needs from the logits, in
+    /// one pass instead of candle's several ops and a copy).
+    fn log_softmax(logits: &Tensor) -> Result<Self> {
+        struct Job<'a>(&'a mut [f32], usize);
+        impl neka_common::cpu::Vectorized for Job<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn run(self) {
+                for row in self.0.chunks_mut(self.1) {
+                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                    let mut acc = [0f32; 16];
+                    let chunks = row.chunks_exact(16);
+                    let tail: f32 = chunks
+                        .remainder()
+                        .iter()
+                        .map(|&v| neka_common::cpu::exp_f32(v - m))
+                        .sum();
+                    for c in chunks {
+                        for (a, &v) in acc.iter_mut().zip(c) {
+                            *a += neka_common::cpu::exp_f32(v - m);
+                        }
+                    }
+                    let lse = m + (tail + acc.iter().sum::<f32>()).ln();
+                    row.iter_mut().for_each(|v| *v -= lse);
+                }
+            }
+        }
+        let mut rows = Self::new(logits)?;
+        let n = rows.n.max(1);
+        let per = rows.len().div_ceil(neka_common::cpu::threads()).max(1);
+        neka_common::cpu::parallel(rows.data.chunks_mut(per * n), |block| {
+            neka_common::cpu::vectorized(Job(block, n))
+        });
+        Ok(rows)
     }
 }
 
@@ -321,20 +372,36 @@ pub fn beam_search_batch(
             .collect();
         let y = Tensor::from_vec(last, row_sent.len(), &dev)?;
         let (logits, alpha, next) = model.decode_step(&y, &state, enc, false)?;
-        let lp = Rows::new(&candle_nn::ops::log_softmax(&logits, D::Minus1)?)?;
+        let lp = Rows::log_softmax(&logits)?;
         let att = alpha.as_ref().map(Rows::new).transpose()?;
         let (mut next_sent, mut parents) = (Vec::new(), Vec::new());
+        // Per sentence (its first row), the 2k best extensions, sentences split over the pool.
+        let mut groups = Vec::new();
         let mut r0 = 0;
         while r0 < row_sent.len() {
+            groups.push(r0);
+            r0 += beams[row_sent[r0] as usize].len();
+        }
+        let per = groups.len().div_ceil(neka_common::cpu::threads()).max(1);
+        let bests: Vec<Vec<(f64, usize, u32)>> =
+            neka_common::cpu::parallel(groups.chunks(per), |gs| {
+                gs.iter()
+                    .map(|&r0| {
+                        let hs = &beams[row_sent[r0] as usize];
+                        let mut best = Vec::with_capacity(2 * k * hs.len());
+                        for (i, h) in hs.iter().enumerate() {
+                            row_best(h.log_prob, lp.row(r0 + i), i, 2 * k, &mut best);
+                        }
+                        best.sort_by(search_order);
+                        best.truncate(2 * k);
+                        best
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .concat();
+        for (&r0, best) in groups.iter().zip(bests) {
             let s = row_sent[r0] as usize;
-            let nb = beams[s].len();
             let len = srcs[s].len();
-            let mut best = Vec::with_capacity(2 * k * nb);
-            for (i, h) in beams[s].iter().enumerate() {
-                row_best(h.log_prob, lp.row(r0 + i), i, 2 * k, &mut best);
-            }
-            best.sort_by(search_order);
-            best.truncate(2 * k);
             let mut next_beams = Vec::with_capacity(k);
             for (rank, (score, i, v)) in best.into_iter().enumerate() {
                 if v == EOS_ID && rank >= k {
@@ -367,7 +434,6 @@ pub fn beam_search_batch(
                 finished[s].append(&mut next_beams);
             }
             beams[s] = next_beams;
-            r0 += nb;
         }
         if parents.is_empty() {
             break;
