@@ -121,13 +121,14 @@ impl LinearOp {
         w: &[F],
         bias: &[F],
     ) -> Vec<F> {
-        let mut y = vec![F::zero(); b * o];
+        // y starts as the bias in every row (the GEMM's initial value): no zero-fill first.
+        let mut y = Vec::with_capacity(b * o);
+        for _ in 0..b {
+            y.extend_from_slice(bias);
+        }
         if b <= cpu::FEW_ROWS {
             // A handful of rows (decoding): dot products over W as stored, columns split over
             // the pool, instead of a GEMM that repacks all of W for them.
-            for row in y.chunks_mut(o) {
-                row.copy_from_slice(bias);
-            }
             cpu::matmul_nt_rows((b, o, i), &mut y, true, x, i, w, true);
             if self.relu {
                 let zero = F::zero();
@@ -135,9 +136,6 @@ impl LinearOp {
                     .for_each(|v| *v = if *v < zero { zero } else { *v });
             }
             return y;
-        }
-        for row in y.chunks_mut(o) {
-            row.copy_from_slice(bias);
         }
         // SAFETY: y is b×o, x b×i, Wᵀ is i×o (W is o×i row-major). Split over the pool by
         // rows or, when there are more outputs than rows, by output columns (each thread then
@@ -169,6 +167,13 @@ impl LinearOp {
         (x, w, y, dy): (&[F], &[F], &[F], &[F]),
         want_dx: bool,
     ) -> (Option<Vec<F>>, Vec<F>, Vec<F>) {
+        if b == 0 {
+            return (
+                want_dx.then(Vec::new),
+                vec![F::zero(); o * i],
+                vec![F::zero(); o],
+            );
+        }
         let dz: std::borrow::Cow<[F]> = if self.relu {
             dy.iter()
                 .zip(y)
@@ -182,24 +187,33 @@ impl LinearOp {
             db.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
         }
         let t = cpu::threads();
-        let mut dw = vec![F::zero(); o * i];
+        // Written whole by the GEMMs (no zero-fill first): dW = dzᵀ x.
+        let mut dw: Vec<F> = Vec::with_capacity(o * i);
         let per_o = o.div_ceil(t).max(1);
-        cpu::parallel(dw.chunks_mut(per_o * i).enumerate(), |(j, dwb)| {
-            let rows = dwb.len() / i.max(1);
-            // SAFETY: dwb is rows×i; dzᵀ rows o0.. are rows×b (dz is b×o row-major); x is b×i.
-            unsafe {
-                cpu::matmul(
-                    (rows, i, b),
-                    dwb.as_mut_ptr(),
-                    (i, 1),
-                    false,
-                    dz.as_ptr().add(j * per_o),
-                    (1, o),
-                    x.as_ptr(),
-                    (i, 1),
-                );
-            }
-        });
+        cpu::parallel(
+            dw.spare_capacity_mut()[..o * i]
+                .chunks_mut(per_o * i)
+                .enumerate(),
+            |(j, dwb)| {
+                let rows = dwb.len() / i.max(1);
+                let dwb: *mut F = dwb.as_mut_ptr().cast();
+                // SAFETY: dwb is rows×i; dzᵀ rows o0.. are rows×b (dz is b×o row-major); x is b×i.
+                unsafe {
+                    cpu::matmul(
+                        (rows, i, b),
+                        dwb,
+                        (i, 1),
+                        false,
+                        dz.as_ptr().add(j * per_o),
+                        (1, o),
+                        x.as_ptr(),
+                        (i, 1),
+                    );
+                }
+            },
+        );
+        // SAFETY: the GEMMs above wrote all o·i values (b ≥ 1, checked above).
+        unsafe { dw.set_len(o * i) };
         let dx = want_dx.then(|| {
             let mut dx = vec![F::zero(); b * i];
             let per = b.div_ceil(t).max(1);
