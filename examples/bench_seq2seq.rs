@@ -11,15 +11,13 @@
 //! same sentences (it rarely emits `<eos>`, so every search runs to its length limit).
 
 use anyhow::Result;
-use candle_core::DType;
-use candle_nn::VarMap;
 use clap::Parser;
 use neka_common::data::parallel::{multi30k_files, read_parallel, ParallelConfig};
 use neka_common::data::Dataset;
 use neka_common::optim::{Optimizer, OptimizerConfig};
 use neka_common::train::TrainModel;
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs};
-use neka_seq2seq::{AttentionKind, CellType, Config, DecodeConfig, Seq2Seq, Translator};
+use neka_seq2seq::{AttentionKind, CellType, Config, DecodeConfig, Translator};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -61,30 +59,21 @@ fn main() -> Result<()> {
     let (vs, vt) = multi30k_files(&root, "val", "de", "en")?;
     let train = read_parallel(&ts, &tt, ParallelConfig::default())?;
     let val = read_parallel(&vs, &vt, ParallelConfig::default())?;
-    let translator = match &a.model {
-        Some(dir) => Translator::load(dir, &dev)?,
-        None => {
-            let vocabs = Seq2SeqVocabs::build(&train.pairs, 2);
-            let cfg = Config {
-                cell: a.cell,
-                attention: a.attention,
-                src_vocab: vocabs.src.len(),
-                tgt_vocab: vocabs.tgt.len(),
-                ..Config::default()
-            };
-            let varmap = VarMap::new();
-            let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &dev);
-            let model = Seq2Seq::new(cfg, vb)?;
-            let info =
-                neka_common::checkpoint::CheckpointInfo::new("seq2seq", &cfg, "multi30k-de-en")?;
-            Translator {
-                model,
-                vocabs,
-                info,
-                varmap,
+    let load = || -> Result<Translator> {
+        Ok(match &a.model {
+            Some(dir) => Translator::load(dir, &dev)?,
+            None => {
+                let cfg = Config {
+                    cell: a.cell,
+                    attention: a.attention,
+                    ..Config::default()
+                };
+                let vocabs = Seq2SeqVocabs::build(&train.pairs, 2);
+                Translator::fresh(cfg, vocabs, "multi30k-de-en", &dev)?
             }
-        }
+        })
     };
+    let translator = load()?;
     let cfg = *translator.model.config();
     let case = |v: serde_json::Value| println!("{v}");
 
@@ -119,10 +108,7 @@ fn main() -> Result<()> {
     );
 
     // Decoding real validation sentences, with the weights as loaded (training moved them).
-    let translator = match &a.model {
-        Some(dir) => Translator::load(dir, &dev)?,
-        None => translator,
-    };
+    let translator = load()?;
     let srcs: Vec<Vec<String>> = val
         .pairs
         .iter()

@@ -113,15 +113,7 @@ pub fn greedy(model: &Seq2Seq, src: &SourceBatch, cfg: &DecodeConfig) -> Result<
                 rows.len(),
                 dev,
             )?;
-            enc = Encoded {
-                outputs: enc_all.outputs.index_select(&sent, 0)?,
-                keys: enc_all
-                    .keys
-                    .as_ref()
-                    .map(|t| t.index_select(&sent, 0))
-                    .transpose()?,
-                mask_bias: enc_all.mask_bias.index_select(&sent, 0)?,
-            };
+            enc = enc_all.select(&sent)?;
         }
         y = Tensor::from_vec(best, rows.len(), dev)?;
     }
@@ -147,15 +139,7 @@ pub fn beam_search(model: &Seq2Seq, src: &[u32], cfg: &DecodeConfig) -> Result<H
         let n = beams.len();
         // The sentence's encoding, once per live hypothesis.
         let rows = Tensor::zeros(n, candle_core::DType::U32, &dev)?;
-        let enc = Encoded {
-            outputs: enc1.outputs.index_select(&rows, 0)?,
-            keys: enc1
-                .keys
-                .as_ref()
-                .map(|t| t.index_select(&rows, 0))
-                .transpose()?,
-            mask_bias: enc1.mask_bias.index_select(&rows, 0)?,
-        };
+        let enc = enc1.select(&rows)?;
         let last: Vec<u32> = beams
             .iter()
             .map(|h| h.ids.last().copied().unwrap_or(BOS_ID))
@@ -353,15 +337,7 @@ pub fn beam_search_batch(
         // The encoding once per row; gathered again only when the rows' sentences change.
         if enc.as_ref().is_none_or(|(r, _)| *r != row_sent) {
             let rows = Tensor::from_vec(row_sent.clone(), row_sent.len(), &dev)?;
-            let e = Encoded {
-                outputs: enc_all.outputs.index_select(&rows, 0)?,
-                keys: enc_all
-                    .keys
-                    .as_ref()
-                    .map(|t| t.index_select(&rows, 0))
-                    .transpose()?,
-                mask_bias: enc_all.mask_bias.index_select(&rows, 0)?,
-            };
+            let e = enc_all.select(&rows)?;
             enc = Some((row_sent.clone(), e));
         }
         let enc = &enc.as_ref().expect("gathered above").1;

@@ -133,6 +133,21 @@ pub struct Encoded {
     pub mask_bias: Tensor,
 }
 
+impl Encoded {
+    /// Rows `idx` of the encoding (one per decoder row in batched searches).
+    pub fn select(&self, idx: &Tensor) -> Result<Self> {
+        Ok(Self {
+            outputs: self.outputs.index_select(idx, 0)?,
+            keys: self
+                .keys
+                .as_ref()
+                .map(|t| t.index_select(idx, 0))
+                .transpose()?,
+            mask_bias: self.mask_bias.index_select(idx, 0)?,
+        })
+    }
+}
+
 /// The decoder's recurrent state: `s (1, B, Hd)` and, for the LSTM, `C (1, B, Hd)`.
 #[derive(Debug, Clone)]
 pub struct DecoderState {

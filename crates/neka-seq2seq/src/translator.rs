@@ -21,6 +21,31 @@ pub struct Translator {
 }
 
 impl Translator {
+    /// A new, seeded, untrained model of `cfg`'s shape (vocabulary sizes taken from `vocabs`)
+    /// for the dataset named `dataset`.
+    pub fn fresh(
+        cfg: Config,
+        vocabs: Seq2SeqVocabs,
+        dataset: &str,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let cfg = Config {
+            src_vocab: vocabs.src.len(),
+            tgt_vocab: vocabs.tgt.len(),
+            ..cfg
+        };
+        let varmap = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&varmap, candle_core::DType::F32, device);
+        let model = Seq2Seq::new(cfg, vb)?;
+        let info = CheckpointInfo::new(MODEL_NAME, &cfg, dataset)?;
+        Ok(Self {
+            model,
+            vocabs,
+            info,
+            varmap,
+        })
+    }
+
     /// Loads `model.safetensors`, `config.json`, `src_vocab.json` and `tgt_vocab.json` from
     /// `dir`, strictly.
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
