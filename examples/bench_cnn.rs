@@ -116,7 +116,18 @@ fn main() -> Result<()> {
                 infer_batches += 1;
             }
             let infer_ips = (infer_batches * 1000) as f64 / t.elapsed().as_secs_f64();
-            let conv_name = if device.is_cpu() { *conv } else { "candle" };
+            let conv_name = match device.location() {
+                candle_core::DeviceLocation::Cpu => conv.to_string(),
+                loc => format!(
+                    "{:?}",
+                    neka_cnn::conv::conv_path_at(
+                        &neka_cnn::Conv2dConfig::new(1, 1, 3),
+                        loc,
+                        DType::F32
+                    )
+                )
+                .to_lowercase(),
+            };
             println!(
                 "{}",
                 serde_json::json!({

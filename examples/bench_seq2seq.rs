@@ -3,7 +3,7 @@
 //! sentences (`beam-batched`, what `translate` uses). One JSON line per case.
 //!
 //! ```text
-//! cargo run --release --example bench_seq2seq -- [--model DIR] [--data-dir D] [--attention luong] [--iters 20]
+//! cargo run --release --example bench_seq2seq -- [--model DIR] [--data-dir D] [--attention luong] [--iters 20] [--device cpu]
 //! ```
 //!
 //! With `--model` the trained model decodes real Multi30k validation sentences (so it stops at
@@ -46,12 +46,14 @@ struct Args {
     sentences: usize,
     #[arg(long, default_value_t = 5)]
     beam: usize,
+    #[arg(long, default_value = "cpu")]
+    device: neka_common::device::DeviceRequest,
 }
 
 fn main() -> Result<()> {
     neka::alloc::keep_freed_memory();
     let a = Args::parse();
-    let dev = candle_core::Device::Cpu;
+    let dev = a.device.device()?;
     let root = neka_common::data::vision::data_root(a.data_dir.as_deref()).ok_or_else(|| {
         anyhow::anyhow!("pass --data-dir DIR (or set NEKA_DATA_DIR) with DIR/multi30k/")
     })?;
@@ -90,8 +92,10 @@ fn main() -> Result<()> {
         let _ = out.loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = out.loss.backward()?;
+        dev.synchronize()?;
         let t2 = Instant::now();
         opt.step(&grads)?;
+        dev.synchronize()?;
         let t3 = Instant::now();
         if i >= 2 {
             secs[0] += (t1 - t0).as_secs_f64();
@@ -102,7 +106,7 @@ fn main() -> Result<()> {
     }
     let total: f64 = secs.iter().sum();
     case(
-        serde_json::json!({"case": "train", "attention": cfg.attention.to_string(), "cell": cfg.cell,
+        serde_json::json!({"case": "train", "device": a.device.to_string(), "attention": cfg.attention.to_string(), "cell": cfg.cell,
         "batch_size": a.batch_size, "steps": a.iters, "target_tokens_per_s": tokens as f64 / total,
         "seconds_forward_backward_optimizer": secs}),
     );
@@ -136,9 +140,11 @@ fn main() -> Result<()> {
         };
         let s = t0.elapsed().as_secs_f64();
         let out_tokens: usize = hyps.iter().map(|h| h.ids.len()).sum();
-        case(serde_json::json!({"case": name, "beam": beam,
+        case(
+            serde_json::json!({"case": name, "device": a.device.to_string(), "beam": beam,
             "trained": a.model.is_some(), "sentences": srcs.len(), "sentences_per_s": srcs.len() as f64 / s,
-            "output_tokens": out_tokens}));
+            "output_tokens": out_tokens}),
+        );
     }
     Ok(())
 }

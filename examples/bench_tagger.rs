@@ -3,7 +3,7 @@
 //! length. One JSON line per case.
 //!
 //! ```text
-//! cargo run --release --example bench_tagger -- [--data-dir D] [--cell lstm] [--iters 30]
+//! cargo run --release --example bench_tagger -- [--data-dir D] [--cell lstm] [--iters 30] [--device cpu]
 //! ```
 
 use anyhow::Result;
@@ -35,12 +35,14 @@ struct Args {
     /// Training steps to time (after 2 warm-up steps).
     #[arg(long, default_value_t = 30)]
     iters: usize,
+    #[arg(long, default_value = "cpu")]
+    device: neka_common::device::DeviceRequest,
 }
 
 fn main() -> Result<()> {
     neka::alloc::keep_freed_memory();
     let a = Args::parse();
-    let dev = candle_core::Device::Cpu;
+    let dev = a.device.device()?;
     let bank = conllu::load_ewt(a.data_dir.as_deref())?;
     let vocabs = TaggingVocabs::build(&bank.train, TaggingVocabConfig::default());
     let train = TaggingDataset::new(&bank.train, &vocabs, &dev)?;
@@ -68,6 +70,7 @@ fn main() -> Result<()> {
         let out = model.step(&batch, true)?;
         let grads = out.loss.backward()?;
         opt.step(&grads)?;
+        dev.synchronize()?;
         if i >= 2 {
             secs += t0.elapsed().as_secs_f64();
             tokens += batch.tokens();
@@ -75,7 +78,7 @@ fn main() -> Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"case": "train", "cell": a.cell, "parameters": params,
+        serde_json::json!({"case": "train", "device": a.device.to_string(), "cell": a.cell, "parameters": params,
             "batch_size": a.batch_size, "steps": a.iters, "tokens": tokens,
             "tokens_per_s": tokens as f64 / secs})
     );
@@ -91,7 +94,7 @@ fn main() -> Result<()> {
     let s = t0.elapsed().as_secs_f64();
     println!(
         "{}",
-        serde_json::json!({"case": "inference", "cell": a.cell, "batch_size": a.batch_size,
+        serde_json::json!({"case": "inference", "device": a.device.to_string(), "cell": a.cell, "batch_size": a.batch_size,
             "sentences": dev_set.len(), "tokens": tokens, "tokens_per_s": tokens as f64 / s})
     );
     Ok(())

@@ -79,8 +79,17 @@ def peak_rss_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    """Waits for the device (timings on CUDA end when the work has run, not when it is queued)."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def impl_keys() -> dict:
-    return {"impl": f"pytorch {torch.__version__}", "threads": torch.get_num_threads()}
+    return {"impl": f"pytorch {torch.__version__}", "threads": torch.get_num_threads(), "device": DEVICE}
 
 
 def emit(row: dict) -> None:
@@ -129,7 +138,7 @@ def bench_cnn(name: str, steps: int, infer_batches: int, min_seconds: float) -> 
         infer_ips = nb * 1000 / (time.perf_counter() - t)
     return {
         "model": name,
-        "device": "cpu",
+        "device": DEVICE,
         "impl": f"pytorch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "train_batch": 64,
@@ -148,9 +157,11 @@ def bench_cnn(name: str, steps: int, infer_batches: int, min_seconds: float) -> 
 def mean_seconds(iters: int, f) -> float:
     for _ in range(2):
         f()
+    sync()
     t = time.perf_counter()
     for _ in range(iters):
         f()
+    sync()
     return (time.perf_counter() - t) / iters
 
 
@@ -485,12 +496,12 @@ class Tagger(nn.Module):
             words = words.masked_fill(drop, 1)  # <unk>
         x = self.word_embed(words)
         c = self.char_embed(bt.chars)
-        packed = pack_padded_sequence(c, bt.char_lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(c, bt.char_lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.char_rnn(packed)  # (2, N, Hc), in the words' order
         per_word = torch.cat([h_n[-2], h_n[-1]], dim=1)
         per_token = per_word.index_select(0, bt.word_index).view(b, t, -1)
         x = self.dropout(torch.cat([x, per_token], dim=-1))
-        packed = pack_padded_sequence(x, bt.lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, bt.lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=t)
         return self.fc(self.dropout(h))
 
@@ -519,6 +530,7 @@ def bench_tagger(a) -> None:
         (logits.argmax(1) == tags).logical_and(bt.mask.view(-1)).sum().item()
         loss.backward()
         opt.step()
+        sync()
         if i >= 2:
             secs += time.perf_counter() - t0
             tokens += bt.tokens
@@ -642,7 +654,7 @@ class Seq2Seq(nn.Module):
         if bool((src.lengths == s).all()):  # no padding (e.g. one sentence): nothing to pack
             outputs, (h_n, c_n) = self.encoder(x)
         else:
-            packed = pack_padded_sequence(x, src.lengths, batch_first=True, enforce_sorted=False)
+            packed = pack_padded_sequence(x, src.lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, (h_n, c_n) = self.encoder(packed)
             outputs, _ = pad_packed_sequence(out, batch_first=True, total_length=s)  # 0 past lengths
         h = torch.tanh(self.bridge_h(torch.cat([h_n[-2], h_n[-1]], 1))).unsqueeze(0)
@@ -663,7 +675,7 @@ class Seq2Seq(nn.Module):
         t = batch.tgt_in.shape[1]
         emb = self.dropout(self.tgt_embed(batch.tgt_in))
         if self.pack_decoder:  # neka's runner (lengths): outputs past a target's length are 0
-            packed = pack_padded_sequence(emb, batch.tgt_lengths, batch_first=True, enforce_sorted=False)
+            packed = pack_padded_sequence(emb, batch.tgt_lengths.cpu(), batch_first=True, enforce_sorted=False)
             s, _ = pad_packed_sequence(self.decoder(packed, state)[0], batch_first=True, total_length=t)
         else:
             # The same loss and gradients: the decoder reads left to right and the steps past a
@@ -895,9 +907,11 @@ def bench_seq2seq(a) -> None:
         loss.item()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         t3 = time.perf_counter()
         if i >= 2:
             secs[0] += t1 - t0
@@ -936,6 +950,7 @@ def bench_seq2seq(a) -> None:
 def main() -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=int, default=2)
+    common.add_argument("--device", default="cpu", help="cpu or cuda[:N] (every tensor is made there)")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="suite", required=True)
 
@@ -971,6 +986,9 @@ def main() -> None:
 
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    global DEVICE
+    DEVICE = a.device
+    torch.set_default_device(a.device)
     if a.suite == "cnn":
         for name in [a.model] if a.model else list(MODELS):
             print(json.dumps(bench_cnn(name, a.steps, a.infer_batches, a.min_seconds)), flush=True)

@@ -2,9 +2,10 @@
 //! by `scripts/make_parity_fixtures.py`) and, when `NEKA_PARITY_DIR` is set, every
 //! `*.safetensors` in that folder too. Each is checked with the fused CPU kernel and with the
 //! candle-op path other devices use: outputs and final states within 1e-5, gradients of
-//! `sum(output * grad_output)` within 1e-4.
+//! `sum(output * grad_output)` within 1e-4. With `NEKA_TEST_DEVICE=cuda:0` (a `--features cuda`
+//! build) they run on the GPU, through the candle-op path, with the same tolerances.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 use neka_lstm::{AnyRecurrent, CellType, RecurrentConfig, SeqInput, SequenceEncoder};
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ fn meta<'a>(m: &'a HashMap<String, String>, key: &str) -> Result<&'a str, String
 
 /// Returns (max error of outputs/states, max error of gradients).
 fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
-    let dev = Device::Cpu;
+    let dev = neka_common::device::test_device().map_err(|e| e.to_string())?;
     let (t, md) = neka_common::checkpoint::load_tensors(path, &dev).map_err(|e| e.to_string())?;
     let get = |k: &str| t.get(k).ok_or_else(|| format!("no tensor `{k}`"));
     let parse = |k: &str| -> Result<usize, String> {
@@ -176,6 +177,7 @@ fn recurrent_layers_match_pytorch() {
         );
         files.extend(extra);
     }
+    let dev = neka_common::device::device_name(&neka_common::device::test_device().unwrap());
     let mut failures = Vec::new();
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy();
@@ -184,7 +186,7 @@ fn recurrent_layers_match_pytorch() {
         });
         match result {
             Ok((o, g)) => println!(
-                "parity {name}: ok (max err {o:.1e} outputs/states, {g:.1e} gradients; fused kernel and candle ops)"
+                "parity {name} on {dev}: ok (max err {o:.1e} outputs/states, {g:.1e} gradients; fused kernel and candle ops)"
             ),
             Err(e) => {
                 println!("parity {name}: FAILED: {e}");

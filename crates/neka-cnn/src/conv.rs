@@ -19,7 +19,7 @@ use crate::arith;
 pub use crate::kernel::{cpu_impl, set_cpu_impl, CpuImpl};
 use crate::pool::{Pool2d, PoolKind};
 use crate::{kernel, Error, Result};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, DeviceLocation, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -270,48 +270,63 @@ impl Conv2d {
     /// The convolution as im2col + one matrix product, built from differentiable candle ops:
     ///
     /// ```text
-    /// cols[b, (c,m,n), (i,j)] = x_padded[b, c, i + d·m, j + d·n]      (B, C·kh·kw, H'·W')
-    /// y[b] = W.reshape(C_out, C·kh·kw) · cols[b] + bias                (B, C_out, H'·W')
+    /// cols[b, (c,m,n), (i,j)] = x_padded[b, c, s·i + d·m, s·j + d·n]   (B, C·kh·kw, H'·W')
+    /// y[b, g] = W_g.reshape(C_out/G, C/G·kh·kw) · cols[b, g] + bias    (B, C_out, H'·W')
     /// ```
     ///
-    /// Selected by [`CpuImpl::Im2col`] (stride 1, one group). Same result as candle's `conv2d`
-    /// (tested); its backward pass is matrix products and slices instead of candle's CPU
-    /// `conv_transpose2d` loop. neka's kernel ([`Conv2d::forward_kernel`], the default) does the
+    /// (group `g` of `G` sees its own `C/G` input channels). Any stride, dilation, padding and
+    /// groups; the same result as candle's `conv2d` (tested). Its backward pass is matrix
+    /// products and slices, which is why it is the path on Metal, where candle 0.11's
+    /// `conv2d` weight gradient is wrong (see [`conv_path_at`]). On CPU it is selected by
+    /// [`CpuImpl::Im2col`]; neka's kernel ([`Conv2d::forward_kernel`], the default) does the
     /// same arithmetic without the full-batch temporaries.
     pub fn forward_im2col(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (ph, pw) = self
             .cfg
             .resolved_padding()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let xs = if ph + pw > 0 {
-            xs.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?
+        let (kh, kw) = self.cfg.kernel_size;
+        let (s, d, g) = (self.cfg.stride, self.cfg.dilation, self.cfg.groups);
+        let (_, _, h, w) = xs.dims4()?;
+        let (oh, ow) = self
+            .cfg
+            .output_size((h, w))
+            .ok_or_else(|| candle_core::Error::Msg(format!("conv2d: input {h}x{w} too small")))?;
+        // Padding, plus up to s−1 zero rows/columns so every window start row `d·m` has
+        // `s·oh` rows below it: the stride is then a reshape that keeps every s-th row.
+        let extra_h = (d * (kh - 1) + s * oh).saturating_sub(h + 2 * ph);
+        let extra_w = (d * (kw - 1) + s * ow).saturating_sub(w + 2 * pw);
+        let xs = if ph + pw + extra_h + extra_w > 0 {
+            xs.pad_with_zeros(2, ph, ph + extra_h)?
+                .pad_with_zeros(3, pw, pw + extra_w)?
         } else {
             xs.clone()
         };
-        let (b, c, h, w) = xs.dims4()?;
-        let (kh, kw) = self.cfg.kernel_size;
-        let d = self.cfg.dilation;
-        let (oh, ow) = (
-            h + 1 - arith::effective_kernel(kh, d),
-            w + 1 - arith::effective_kernel(kw, d),
-        );
+        let (b, c, _, wp) = xs.dims4()?;
         let mut patches = Vec::with_capacity(kh * kw);
         for m in 0..kh {
-            let rows = xs.narrow(2, d * m, oh)?;
+            let mut rows = xs.narrow(2, d * m, s * oh)?;
+            if s > 1 {
+                rows = rows
+                    .reshape((b, c, oh, s, wp))?
+                    .narrow(3, 0, 1)?
+                    .squeeze(3)?;
+            }
             for n in 0..kw {
-                patches.push(rows.narrow(3, d * n, ow)?);
+                let mut p = rows.narrow(3, d * n, s * ow)?;
+                if s > 1 {
+                    p = p.reshape((b, c, oh, ow, s))?.narrow(4, 0, 1)?.squeeze(4)?;
+                }
+                patches.push(p);
             }
         }
-        let cols = Tensor::stack(&patches, 2)?.reshape((b, c * kh * kw, oh * ow))?;
-        let wmat = self
-            .inner
-            .weight()
-            .reshape((self.cfg.out_channels, c * kh * kw))?;
-        let ys = wmat
-            .broadcast_matmul(&cols)?
-            .reshape((b, self.cfg.out_channels, oh, ow))?;
+        let (co, k) = (self.cfg.out_channels, c / g * kh * kw);
+        // (B, C, kh·kw, H', W') → (B, G, C/G·kh·kw, H'·W'): group g's rows are one block.
+        let cols = Tensor::stack(&patches, 2)?.reshape((b, g, k, oh * ow))?;
+        let wmat = self.inner.weight().reshape((1, g, co / g, k))?;
+        let ys = wmat.broadcast_matmul(&cols)?.reshape((b, co, oh, ow))?;
         match self.inner.bias() {
-            Some(bias) => ys.broadcast_add(&bias.reshape((1, self.cfg.out_channels, 1, 1))?),
+            Some(bias) => ys.broadcast_add(&bias.reshape((1, co, 1, 1))?),
             None => Ok(ys),
         }
     }
@@ -333,20 +348,38 @@ pub fn use_im2col_on_cpu(on: bool) {
     set_cpu_impl(if on { CpuImpl::Im2col } else { CpuImpl::Candle });
 }
 
-/// The one place that picks a convolution's implementation for an input.
-///
-/// neka's kernel and the im2col path are CPU-only: a CUDA or Metal tensor always takes
-/// candle's `conv2d` (cuDNN with `--features cudnn`). On CPU, [`CpuImpl::Kernels`] takes neka's
-/// kernel for one group and f32/f64, candle's op otherwise (groups > 1, half precision);
-/// [`CpuImpl::Im2col`] takes the im2col graph for stride 1, one group.
+/// The one place that picks a convolution's implementation for an input: [`conv_path_at`]
+/// for its device and dtype.
 pub fn conv_path(cfg: &Conv2dConfig, xs: &Tensor) -> CpuImpl {
-    if !xs.device().is_cpu() || cfg.groups != 1 {
-        return CpuImpl::Candle;
-    }
-    match cpu_impl() {
-        CpuImpl::Kernels if matches!(xs.dtype(), DType::F32 | DType::F64) => CpuImpl::Kernels,
-        CpuImpl::Im2col if cfg.stride == 1 => CpuImpl::Im2col,
-        _ => CpuImpl::Candle,
+    conv_path_at(cfg, xs.device().location(), xs.dtype())
+}
+
+/// The implementation a convolution runs on a device:
+///
+/// - **CUDA**: candle's `conv2d` (cuDNN with `--features cudnn`); neka's kernel is CPU-only.
+/// - **Metal**: the im2col graph ([`Conv2d::forward_im2col`]), never candle's `conv2d`.
+///   candle 0.11's Metal `conv2d` reads a non-contiguous kernel wrongly (it copies the kernel
+///   contiguous, then multiplies with the original buffer at the original offset:
+///   huggingface/candle#3836, and #3839 for the gradient), and candle's backward pass always
+///   hands `conv2d` such a kernel (`grad.transpose(0, 1)`) to form the weight gradient, so
+///   training would silently diverge. The im2col graph's gradient is matrix products and
+///   slices, which are right on Metal.
+/// - **CPU**: [`CpuImpl::Kernels`] takes neka's kernel for one group and f32/f64, candle's op
+///   otherwise (groups > 1, half precision); [`CpuImpl::Im2col`] and [`CpuImpl::Candle`] take
+///   what they name (see [`set_cpu_impl`]).
+pub fn conv_path_at(cfg: &Conv2dConfig, location: DeviceLocation, dtype: DType) -> CpuImpl {
+    match location {
+        DeviceLocation::Cuda { .. } => CpuImpl::Candle,
+        DeviceLocation::Metal { .. } => CpuImpl::Im2col,
+        DeviceLocation::Cpu => match cpu_impl() {
+            CpuImpl::Kernels
+                if cfg.groups == 1 && neka_common::cpu::kernel_applies(location, dtype) =>
+            {
+                CpuImpl::Kernels
+            }
+            CpuImpl::Kernels => CpuImpl::Candle,
+            other => other,
+        },
     }
 }
 

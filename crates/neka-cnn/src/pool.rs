@@ -8,7 +8,7 @@
 use crate::arith;
 use crate::kernel::{self, CpuImpl, MaxPool2dOp};
 use crate::{Error, Result};
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, DeviceLocation, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 /// Max or average.
@@ -114,9 +114,14 @@ impl Pool2d {
     /// neka's max-pool kernel applies: a CPU f32/f64 tensor under [`CpuImpl::Kernels`].
     /// The one place that picks the pooling implementation.
     pub fn uses_kernel(&self, xs: &Tensor) -> bool {
+        self.uses_kernel_at(xs.device().location(), xs.dtype())
+    }
+
+    /// [`Pool2d::uses_kernel`] for a device and dtype: never on CUDA or Metal
+    /// ([`neka_common::cpu::kernel_applies`]), which take [`Pool2d::forward_candle`].
+    pub fn uses_kernel_at(&self, location: DeviceLocation, dtype: DType) -> bool {
         self.kind == PoolKind::Max
-            && xs.device().is_cpu()
-            && matches!(xs.dtype(), DType::F32 | DType::F64)
+            && neka_common::cpu::kernel_applies(location, dtype)
             && kernel::cpu_impl() == CpuImpl::Kernels
     }
 

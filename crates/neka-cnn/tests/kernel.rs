@@ -134,6 +134,81 @@ fn conv_kernel_matches_candle_conv2d() -> R {
     Ok(())
 }
 
+/// The im2col graph (the Metal path, and `CpuImpl::Im2col`) equals candle's `conv2d` in the
+/// output and in the gradients of input, weight and bias: every stride, dilation, padding
+/// and kernel shape above, and grouped convolutions.
+#[test]
+fn im2col_matches_candle_conv2d() -> R {
+    let dev = Device::Cpu;
+    let mut cases = configs();
+    cases.push((
+        Conv2dConfig::new(4, 6, 3)
+            .groups(2)
+            .padding(Padding::uniform(1)),
+        3,
+        (7, 9),
+    ));
+    cases.push((
+        Conv2dConfig::new(6, 3, 3)
+            .groups(3)
+            .stride(2)
+            .padding(Padding::uniform(1)),
+        2,
+        (9, 9),
+    ));
+    for (cfg, batch, (h, w)) in cases {
+        neka_common::rng::seed(7);
+        let vm = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &dev);
+        let conv = conv2d(cfg, vb)?;
+        let x = Var::randn(0f32, 1.0, (batch, cfg.in_channels, h, w), &dev)?;
+        let a = conv.forward_im2col(x.as_tensor())?;
+        let b = conv.forward_candle(x.as_tensor())?;
+        assert!(
+            rel_diff(&a, &b) < 1e-5,
+            "{cfg:?}: forward {}",
+            rel_diff(&a, &b)
+        );
+        let g = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
+        let ga = (&a * &g)?.sum_all()?.backward()?;
+        let gb = (&b * &g)?.sum_all()?.backward()?;
+        let mut params = vec![("x", x.as_tensor().clone()), ("w", conv.weight().clone())];
+        params.extend(conv.bias().cloned().map(|b| ("b", b)));
+        for (n, p) in &params {
+            let (da, db) = (ga.get(p).unwrap(), gb.get(p).unwrap());
+            assert!(
+                rel_diff(da, db) < 1e-5,
+                "{cfg:?}: d{n} differs by {}",
+                rel_diff(da, db)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A CUDA or Metal tensor never reaches a CPU kernel: CUDA takes candle's `conv2d` (cuDNN),
+/// Metal the im2col graph (candle#3836 / #3839), and pooling takes candle's ops on both.
+#[test]
+fn gpu_devices_never_take_the_cpu_kernels() {
+    use candle_core::DeviceLocation;
+    use neka_cnn::conv::conv_path_at;
+    use neka_cnn::CpuImpl;
+    let cuda = DeviceLocation::Cuda { gpu_id: 0 };
+    let metal = DeviceLocation::Metal { gpu_id: 0 };
+    for cfg in [
+        Conv2dConfig::new(1, 32, 3),
+        Conv2dConfig::new(4, 4, 3).groups(2),
+    ] {
+        for dt in [DType::F32, DType::F64, DType::BF16] {
+            assert_eq!(conv_path_at(&cfg, cuda, dt), CpuImpl::Candle);
+            assert_eq!(conv_path_at(&cfg, metal, dt), CpuImpl::Im2col);
+        }
+    }
+    let pool = Pool2d::max(2);
+    assert!(!pool.uses_kernel_at(cuda, DType::F32));
+    assert!(!pool.uses_kernel_at(metal, DType::F32));
+}
+
 /// conv → ReLU → max-pool fused in one op equals the three layers one after the other, on the
 /// kernels and on candle's ops, in values and in the gradients of input, weight and bias
 /// (MnistNet's and LeNet-5's blocks, odd map sizes, a 3×3 pool).

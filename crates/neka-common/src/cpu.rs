@@ -1,7 +1,11 @@
 //! Building blocks of neka's CPU kernels: the float trait, one GEMM call, a vectorising sum,
 //! and parallel work on candle's own CPU thread pool.
+//!
+//! Every op with a CPU kernel here (dense layer, losses, AdamW, recurrent layers, convolution,
+//! pooling) keeps its plain candle-op twin, and picks between them in one path function that
+//! starts from [`kernel_applies`]: a CUDA or Metal tensor never reaches a CPU kernel.
 
-use candle_core::WithDType;
+use candle_core::{DType, DeviceLocation, WithDType};
 use std::sync::Mutex;
 
 /// Floats the kernels run on (f32, and f64 for finite-difference checks).
@@ -23,6 +27,22 @@ impl KernelFloat for f64 {
     fn exp_fast(self) -> f64 {
         self.exp()
     }
+}
+
+/// Whether neka's CPU kernels may run on a tensor at `location` with `dtype`: the CPU, f32 or
+/// f64. Anything else (CUDA, Metal, half precision) takes the candle-op twin, which is what
+/// candle's CUDA and Metal backends (cuBLAS, cuDNN, MPS) are for.
+///
+/// ```
+/// use candle_core::{DType, DeviceLocation};
+/// use neka_common::cpu::kernel_applies;
+/// assert!(kernel_applies(DeviceLocation::Cpu, DType::F32));
+/// assert!(!kernel_applies(DeviceLocation::Cuda { gpu_id: 0 }, DType::F32));
+/// assert!(!kernel_applies(DeviceLocation::Metal { gpu_id: 0 }, DType::F32));
+/// assert!(!kernel_applies(DeviceLocation::Cpu, DType::BF16));
+/// ```
+pub fn kernel_applies(location: DeviceLocation, dtype: DType) -> bool {
+    matches!(location, DeviceLocation::Cpu) && matches!(dtype, DType::F32 | DType::F64)
 }
 
 /// `Σ xs` with 16 independent partial sums, so it vectorises (a plain fold is one serial chain

@@ -80,6 +80,8 @@ impl DeviceRequest {
                          `--features cuda` (and a CUDA toolkit), or use --device cpu"
                     )));
                 }
+                #[cfg(feature = "cuda")]
+                check_cuda_ordinal(n, cuda_device_count())?;
                 Device::new_cuda(n)
                     .map_err(|e| Error::Device(format!("--device cuda:{n}: cannot open it: {e}")))
             }
@@ -95,6 +97,53 @@ impl DeviceRequest {
                     .map_err(|e| Error::Device(format!("--device metal: cannot open it: {e}")))
             }
         }
+    }
+}
+
+/// The number of CUDA devices the driver sees, or why it cannot say.
+#[cfg(feature = "cuda")]
+fn cuda_device_count() -> std::result::Result<usize, String> {
+    candle_core::cuda_backend::cudarc::driver::CudaContext::device_count()
+        .map(|n| n.max(0) as usize)
+        .map_err(|e| e.to_string())
+}
+
+/// `--device cuda:n` against what the driver reports: an error naming the devices there are,
+/// instead of the driver's bare `CUDA_ERROR_INVALID_DEVICE`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn check_cuda_ordinal(n: usize, count: std::result::Result<usize, String>) -> Result<()> {
+    match count {
+        Err(e) => Err(Error::Device(format!(
+            "--device cuda:{n}: the CUDA driver could not be initialised ({e}); is an NVIDIA \
+             driver installed and a GPU visible (nvidia-smi)? Or use --device cpu"
+        ))),
+        Ok(0) => Err(Error::Device(format!(
+            "--device cuda:{n}: the CUDA driver sees no GPU on this machine; use --device cpu"
+        ))),
+        Ok(count) if n >= count => Err(Error::Device(format!(
+            "--device cuda:{n}: this machine has {count} CUDA device{} ({}); use one of those \
+             or --device cpu",
+            if count == 1 { "" } else { "s" },
+            if count == 1 {
+                "cuda:0".to_string()
+            } else {
+                format!("cuda:0 … cuda:{}", count - 1)
+            }
+        ))),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The device the device-taking tests run on: `NEKA_TEST_DEVICE`, parsed like `--device`
+/// (`cpu` when unset). `NEKA_TEST_DEVICE=cuda:0 cargo test --features cuda` runs the parity
+/// fixtures and the device tests on the GPU with the CPU's tolerances (`scripts/gpu_check.sh`).
+pub fn test_device() -> Result<Device> {
+    match std::env::var("NEKA_TEST_DEVICE") {
+        Ok(s) if !s.trim().is_empty() => s
+            .parse::<DeviceRequest>()
+            .map_err(|e| Error::config("NEKA_TEST_DEVICE", e.to_string()))?
+            .device(),
+        _ => Ok(Device::Cpu),
     }
 }
 
@@ -135,6 +184,27 @@ mod tests {
     fn cuda_in_a_cpu_build_names_the_feature() {
         let err = DeviceRequest::Cuda(0).device().unwrap_err().to_string();
         assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_cuda_ordinal_names_the_devices_there_are() {
+        let err = check_cuda_ordinal(7, Ok(1)).unwrap_err().to_string();
+        assert!(
+            err.contains("cuda:7") && err.contains("1 CUDA device (cuda:0)"),
+            "{err}"
+        );
+        let err = check_cuda_ordinal(2, Ok(2)).unwrap_err().to_string();
+        assert!(err.contains("cuda:0 … cuda:1"), "{err}");
+        let err = check_cuda_ordinal(0, Ok(0)).unwrap_err().to_string();
+        assert!(err.contains("no GPU"), "{err}");
+        let err = check_cuda_ordinal(0, Err("CUDA_ERROR_NO_DEVICE".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CUDA_ERROR_NO_DEVICE") && err.contains("nvidia-smi"),
+            "{err}"
+        );
+        assert!(check_cuda_ordinal(1, Ok(2)).is_ok());
     }
 
     #[test]

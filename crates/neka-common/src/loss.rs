@@ -11,7 +11,9 @@
 //! Logits at masked positions get zero gradient and do not change the loss.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, D};
+use candle_core::{
+    CpuStorage, DType, Device, DeviceLocation, Layout, Result, Shape, Storage, Tensor, D,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static FUSED_CPU: AtomicBool = AtomicBool::new(true);
@@ -20,6 +22,12 @@ static FUSED_CPU: AtomicBool = AtomicBool::new(true);
 /// ops everywhere), for the whole process: benchmarks and comparisons.
 pub fn set_fused_cpu_cross_entropy(on: bool) {
     FUSED_CPU.store(on, Ordering::Relaxed);
+}
+
+/// The one place that picks the losses' path: `true` for the fused CPU ops
+/// ([`crate::cpu::kernel_applies`] and the switch on), `false` for candle's ops (CUDA, Metal).
+pub fn loss_uses_kernel(location: DeviceLocation, dtype: DType) -> bool {
+    crate::cpu::kernel_applies(location, dtype) && FUSED_CPU.load(Ordering::Relaxed)
 }
 
 /// Mean cross-entropy of `logits (N, C)` against class indices `targets (N)` (u32 or i64):
@@ -33,10 +41,7 @@ pub fn set_fused_cpu_cross_entropy(on: bool) {
 /// `log_softmax` + `gather` + `mean`, each with its own backward and temporaries); elsewhere
 /// it is [`cross_entropy_candle`]. This is the one place that picks between them.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if logits.device().is_cpu()
-        && matches!(logits.dtype(), DType::F32 | DType::F64)
-        && FUSED_CPU.load(Ordering::Relaxed)
-    {
+    if loss_uses_kernel(logits.device().location(), logits.dtype()) {
         let (n, _) = logits.dims2()?;
         if targets.dims() != [n] {
             candle_core::bail!(
@@ -185,10 +190,7 @@ pub fn masked_cross_entropy(
     label_smoothing: f64,
 ) -> Result<Tensor> {
     let (n, _) = check_masked(logits, targets, mask, label_smoothing)?;
-    if logits.device().is_cpu()
-        && matches!(logits.dtype(), DType::F32 | DType::F64)
-        && FUSED_CPU.load(Ordering::Relaxed)
-    {
+    if loss_uses_kernel(logits.device().location(), logits.dtype()) {
         let _ = n;
         let op = MaskedCrossEntropyOp {
             eps: label_smoothing,
@@ -512,6 +514,18 @@ pub fn masked_correct(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Resul
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn gpu_logits_never_take_the_fused_cpu_losses() {
+        for loc in [
+            DeviceLocation::Cuda { gpu_id: 0 },
+            DeviceLocation::Metal { gpu_id: 1 },
+        ] {
+            assert!(!loss_uses_kernel(loc, DType::F32));
+            assert!(!loss_uses_kernel(loc, DType::F64));
+        }
+        assert!(!loss_uses_kernel(DeviceLocation::Cpu, DType::BF16));
+    }
 
     #[test]
     fn padding_does_not_change_loss_or_get_gradient() -> Result<()> {

@@ -7,7 +7,9 @@
 
 use crate::cpu::{self, KernelFloat};
 use crate::rng;
-use candle_core::{CpuStorage, DType, Device, Layout, Module, ModuleT, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, DType, Device, DeviceLocation, Layout, Module, ModuleT, Result, Shape, Tensor,
+};
 use candle_nn::{Init, VarBuilder};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,6 +49,15 @@ pub fn set_fused_cpu_linear(on: bool) {
     FUSED_LINEAR.store(on, Ordering::Relaxed);
 }
 
+/// The one place that picks [`linear_forward`]'s path: `true` for neka's CPU op
+/// ([`crate::cpu::kernel_applies`], weights of the input's dtype, the switch on), `false` for
+/// candle's ops (every CUDA / Metal tensor).
+pub fn linear_uses_kernel(location: DeviceLocation, dtype: DType, weight_dtype: DType) -> bool {
+    crate::cpu::kernel_applies(location, dtype)
+        && weight_dtype == dtype
+        && FUSED_LINEAR.load(Ordering::Relaxed)
+}
+
 /// `y = x Wᵀ + b`, then `max(0, y)` if `relu`, for a candle [`candle_nn::Linear`].
 ///
 /// `xs` is `(…, in)`: leading dimensions are flattened into rows and restored after.
@@ -66,12 +77,7 @@ pub fn linear_forward(lin: &candle_nn::Linear, xs: &Tensor, relu: bool) -> Resul
         dims.push(y.dim(1)?);
         return y.reshape(dims);
     }
-    let fast = xs.device().is_cpu()
-        && xs.rank() == 2
-        && matches!(xs.dtype(), DType::F32 | DType::F64)
-        && w.dtype() == xs.dtype()
-        && FUSED_LINEAR.load(Ordering::Relaxed);
-    if !fast {
+    if !linear_uses_kernel(xs.device().location(), xs.dtype(), w.dtype()) {
         let y = lin.forward(xs)?;
         return if relu { y.relu() } else { Ok(y) };
     }
@@ -386,6 +392,28 @@ impl Module for Relu {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+
+    #[test]
+    fn gpu_tensors_never_take_the_cpu_dense_op() {
+        for loc in [
+            DeviceLocation::Cuda { gpu_id: 0 },
+            DeviceLocation::Metal { gpu_id: 0 },
+        ] {
+            for dt in [DType::F32, DType::F64, DType::BF16] {
+                assert!(!linear_uses_kernel(loc, dt, dt), "{loc:?} {dt:?}");
+            }
+        }
+        assert!(!linear_uses_kernel(
+            DeviceLocation::Cpu,
+            DType::F16,
+            DType::F16
+        ));
+        assert!(!linear_uses_kernel(
+            DeviceLocation::Cpu,
+            DType::F32,
+            DType::BF16
+        ));
+    }
 
     #[test]
     fn dropout_is_seeded_scaled_and_off_in_eval() -> Result<()> {

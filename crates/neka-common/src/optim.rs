@@ -451,7 +451,7 @@ impl LrSchedule {
 /// parameter-sized temporaries per step, which for MnistNet's 1.2 M weights costs more than
 /// the update itself.
 mod fused {
-    use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
+    use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     pub(super) static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -466,14 +466,16 @@ mod fused {
         pub t: i32,
     }
 
-    /// CPU, one float dtype, one shape, contiguous: the in-place path applies.
+    /// The one place that picks AdamW's path: CPU, one float dtype, one shape, contiguous
+    /// ([`crate::cpu::kernel_applies`] for every tensor) takes the in-place update; CUDA and
+    /// Metal parameters take the tensor ops.
     pub(super) fn applies(theta: &Tensor, g: &Tensor, st: &[Tensor]) -> bool {
+        let kernel = |t: &Tensor| crate::cpu::kernel_applies(t.device().location(), t.dtype());
         ENABLED.load(Ordering::Relaxed)
-            && matches!(theta.dtype(), DType::F32 | DType::F64)
-            && theta.device().is_cpu()
-            && std::iter::once(g).chain(st).all(|t| {
-                t.dtype() == theta.dtype() && t.device().is_cpu() && t.dims() == theta.dims()
-            })
+            && kernel(theta)
+            && std::iter::once(g)
+                .chain(st)
+                .all(|t| kernel(t) && t.dtype() == theta.dtype() && t.dims() == theta.dims())
             && std::iter::once(theta).chain(st).all(|t| t.is_contiguous())
     }
 

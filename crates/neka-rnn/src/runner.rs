@@ -14,7 +14,7 @@
 
 use crate::cell::Cell;
 use crate::kernel::RecurrentOp;
-use candle_core::{DType, Device, ModuleT, Result, Tensor, D};
+use candle_core::{DType, Device, DeviceLocation, ModuleT, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use neka_common::nn::Dropout;
 use serde::{Deserialize, Serialize};
@@ -164,6 +164,13 @@ pub fn use_fused_cpu_kernel(on: bool) {
     FUSED_CPU.with(|f| f.set(on));
 }
 
+/// The one place that picks the recurrent layers' path: `true` for the fused CPU kernel
+/// ([`neka_common::cpu::kernel_applies`] and [`use_fused_cpu_kernel`] on for this thread),
+/// `false` for the time loop of candle ops (every CUDA / Metal input).
+pub fn uses_fused_kernel(location: DeviceLocation, dtype: DType) -> bool {
+    neka_common::cpu::kernel_applies(location, dtype) && FUSED_CPU.with(|f| f.get())
+}
+
 /// A multi-layer, optionally bidirectional recurrent network of cell `C`.
 #[derive(Debug, Clone)]
 pub struct Recurrent<C: Cell> {
@@ -277,10 +284,7 @@ impl<C: Cell> Recurrent<C> {
         if input.c0.is_some() && self.cell.states() < 2 {
             candle_core::bail!("{}: c0 is only for the LSTM", self.cell.name())
         }
-        let fused = x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && FUSED_CPU.with(|f| f.get());
-        if fused {
+        if uses_fused_kernel(x.device().location(), x.dtype()) {
             return self.forward_fused(x, input, lengths, train);
         }
         let masks = match &lengths {
@@ -523,5 +527,26 @@ impl<C: Cell> ModuleT for Recurrent<C> {
     /// `(B, T, F) → (B, T, D·H)`, zero initial state.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Ok(self.forward_seq(x, SeqInput::default(), train)?.output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_inputs_never_take_the_fused_cpu_kernel() {
+        for loc in [
+            DeviceLocation::Cuda { gpu_id: 0 },
+            DeviceLocation::Metal { gpu_id: 0 },
+        ] {
+            assert!(!uses_fused_kernel(loc, DType::F32));
+            assert!(!uses_fused_kernel(loc, DType::F64));
+        }
+        assert!(!uses_fused_kernel(DeviceLocation::Cpu, DType::BF16));
+        assert!(uses_fused_kernel(DeviceLocation::Cpu, DType::F32));
+        use_fused_cpu_kernel(false);
+        assert!(!uses_fused_kernel(DeviceLocation::Cpu, DType::F32));
+        use_fused_cpu_kernel(true);
     }
 }

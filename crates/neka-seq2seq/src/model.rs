@@ -477,7 +477,6 @@ impl Seq2Seq {
     ) -> Result<Tensor> {
         let (enc, state) = self.encode(&batch.src, train)?;
         let (b, t) = batch.tgt_in.dims2()?;
-        let gold: Vec<Vec<u32>> = batch.tgt_in.to_vec2()?;
         let mut state = state;
         let mut y = batch.tgt_in.narrow(1, 0, 1)?.squeeze(1)?;
         let mut all = Vec::with_capacity(t);
@@ -485,20 +484,22 @@ impl Seq2Seq {
             let (logits, _, next) = self.decode_step(&y, &state, &enc, train)?;
             state = next;
             if step + 1 < t {
-                let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-                let ys: Vec<u32> = neka_common::rng::with_rng(|r| {
-                    use rand::Rng;
-                    (0..b)
-                        .map(|i| {
-                            if ratio >= 1.0 || r.random::<f64>() < ratio {
-                                gold[i][step + 1]
-                            } else {
-                                pred[i]
-                            }
-                        })
-                        .collect()
-                });
-                y = Tensor::from_vec(ys, b, batch.tgt_in.device())?;
+                let gold = batch.tgt_in.narrow(1, step + 1, 1)?.squeeze(1)?;
+                y = if ratio >= 1.0 {
+                    gold
+                } else {
+                    // The coin flips are drawn on the host (the seeded stream) and sent as a
+                    // mask; the choice itself stays on the device, so no prediction is read
+                    // back per step.
+                    let keep: Vec<u8> = neka_common::rng::with_rng(|r| {
+                        use rand::Rng;
+                        (0..b)
+                            .map(|_| u8::from(r.random::<f64>() < ratio))
+                            .collect()
+                    });
+                    let pred = logits.argmax(D::Minus1)?.to_dtype(gold.dtype())?;
+                    Tensor::from_vec(keep, b, gold.device())?.where_cond(&gold, &pred)?
+                };
             }
             all.push(logits);
         }
