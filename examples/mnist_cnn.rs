@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 // and page-faults them back in on every step. mimalloc caches them (≈1.4× faster training here).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand};
 use neka_cnn::pipeline::LoadedModel;
 use neka_cnn::CnnModel;
@@ -43,6 +43,8 @@ enum Command {
     Eval(EvalArgs),
     /// Classify image files (PNG/JPEG, any size) and print the top 3 classes.
     Predict(PredictArgs),
+    /// Draw conv1's learned filters and the feature maps of one image after each layer.
+    Inspect(InspectArgs),
 }
 
 #[derive(Args)]
@@ -130,6 +132,28 @@ struct PredictArgs {
     images: Vec<PathBuf>,
 }
 
+#[derive(Args)]
+struct InspectArgs {
+    #[arg(long, default_value = "models/mnist-cnn")]
+    model: PathBuf,
+    #[arg(long)]
+    model_id: Option<String>,
+    /// An image file (PNG/JPEG); without one, test image --index of the model's dataset.
+    image: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Folder for conv1_filters.png and feature_maps.png.
+    #[arg(long, default_value = "runs/mnist_cnn/inspect")]
+    out: PathBuf,
+    /// Feature maps shown per layer.
+    #[arg(long, default_value_t = 8)]
+    maps: usize,
+    #[arg(long, default_value = "auto")]
+    device: DeviceRequest,
+}
+
 fn main() -> Result<()> {
     neka::alloc::keep_freed_memory();
     let cli = Cli::parse();
@@ -137,6 +161,7 @@ fn main() -> Result<()> {
         None => train(cli.train),
         Some(Command::Eval(a)) => eval(a),
         Some(Command::Predict(a)) => predict(a),
+        Some(Command::Inspect(a)) => inspect(a),
     }
 }
 
@@ -279,29 +304,6 @@ fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads an image as the model's input: grayscale, resized to the model's size, inverted
-/// when the background is light (MNIST digits are white on black), normalised.
-fn load_image(path: &Path, size: u32, norm: &neka_common::data::Normalize) -> Result<Tensor> {
-    let img = image::open(path)
-        .with_context(|| format!("{}: cannot read as an image", path.display()))?;
-    let gray = image::imageops::resize(
-        &img.to_luma8(),
-        size,
-        size,
-        image::imageops::FilterType::Triangle,
-    );
-    let mut px: Vec<u8> = gray.into_raw();
-    let mean = px.iter().map(|&p| p as f64).sum::<f64>() / px.len().max(1) as f64;
-    if mean > 127.0 {
-        px.iter_mut().for_each(|p| *p = 255 - *p);
-    }
-    Ok(Tensor::from_vec(
-        norm.apply(&px),
-        (1, 1, size as usize, size as usize),
-        &Device::Cpu,
-    )?)
-}
-
 fn predict(a: PredictArgs) -> Result<()> {
     let device = a.device.device()?;
     let dir = model_dir(&a.model, a.model_id.as_deref())?;
@@ -316,7 +318,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     let classes = &loaded.info.classes;
     let mut failed = false;
     for path in &a.images {
-        let x = match load_image(path, size, &norm) {
+        let x = match neka_cnn::inspect::load_image(path, size, &norm) {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -343,5 +345,60 @@ fn predict(a: PredictArgs) -> Result<()> {
     if failed {
         bail!("some images could not be read");
     }
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let loaded = LoadedModel::load(
+        &model_dir(&a.model, a.model_id.as_deref())?,
+        &a.device.device()?,
+    )?;
+    let norm = loaded.normalize()?;
+    let (x, what) = match &a.image {
+        Some(p) => (
+            neka_cnn::inspect::load_image(p, 28, &norm)?,
+            p.display().to_string(),
+        ),
+        None => {
+            let kind: VisionDatasetKind = loaded.info.dataset.parse()?;
+            let test = vision::load(kind, a.data_dir.as_deref())?
+                .test
+                .to_dataset(&norm, &Device::Cpu)?;
+            let b = neka_common::data::Dataset::batch(&test, &[a.index])?;
+            let label = loaded.info.classes[b.y.to_vec1::<u32>()?[0] as usize].clone();
+            (
+                b.x,
+                format!("{kind} test image {} (label {label})", a.index),
+            )
+        }
+    };
+    let probs: Vec<f32> = loaded.probabilities(&x)?.flatten_all()?.to_vec1()?;
+    let best = (0..probs.len())
+        .max_by(|&i, &j| probs[i].total_cmp(&probs[j]))
+        .unwrap_or(0);
+    let title = format!(
+        "{what}: predicted {} ({:.1} %)",
+        loaded.info.classes[best],
+        100.0 * probs[best]
+    );
+    let (filters, maps) = (
+        a.out.join("conv1_filters.png"),
+        a.out.join("feature_maps.png"),
+    );
+    let w = loaded.model.conv1().weight().dims4()?;
+    neka_cnn::inspect::plot_filters(
+        &loaded.model,
+        &filters,
+        &format!(
+            "{}: conv1's {} learned {}x{} filters",
+            loaded.info.model, w.0, w.2, w.3
+        ),
+    )?;
+    neka_cnn::inspect::plot_feature_maps(&loaded.model, &x, a.maps, &maps, &title)?;
+    println!(
+        "{title}\nwrote {} and {}",
+        filters.display(),
+        maps.display()
+    );
     Ok(())
 }

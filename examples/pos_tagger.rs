@@ -46,6 +46,22 @@ enum Command {
     Eval(EvalArgs),
     /// Tag sentences (arguments, or lines on stdin) and print word/TAG pairs.
     Tag(TagArgs),
+    /// Draw the sentence LSTM's forget / input / output gates and cell state over a sentence.
+    Gates(GatesArgs),
+}
+
+#[derive(Args)]
+struct GatesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The sentence.
+    sentence: String,
+    /// Folder for lstm_gates.png and lstm_cell_state.png.
+    #[arg(long, default_value = "runs/pos_tagger/gates")]
+    out: PathBuf,
+    /// Units drawn one by one (those whose forget gate varies most).
+    #[arg(long, default_value_t = 2)]
+    units: usize,
 }
 
 #[derive(Args)]
@@ -168,6 +184,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
         Command::Tag(a) => tag(a),
+        Command::Gates(a) => gates(a),
     }
 }
 
@@ -434,5 +451,25 @@ fn tag(a: TagArgs) -> Result<()> {
             .collect();
         println!("{}", pairs.join(" "));
     }
+    Ok(())
+}
+
+fn gates(a: GatesArgs) -> Result<()> {
+    let loaded = load(&a.model)?;
+    let words = tokenize(&a.sentence);
+    let trace = loaded.gate_trace(&words)?;
+    let tags = loaded.tag(std::slice::from_ref(&words))?.remove(0);
+    let labels: Vec<String> = words
+        .iter()
+        .zip(&tags)
+        .map(|(w, t)| format!("{w}/{t}"))
+        .collect();
+    let units = trace.busiest_units(a.units);
+    let title = "The tagger's sentence LSTM (layer 1, left to right): its gates per token";
+    trace.plot(&labels, &units, &a.out, title)?;
+    println!(
+        "units {units:?}; wrote lstm_gates.png and lstm_cell_state.png in {}",
+        a.out.display()
+    );
     Ok(())
 }

@@ -184,24 +184,22 @@ run() {
 
   local rcs="{"; for k in "${!RC[@]}"; do rcs+="\"$k\": ${RC[$k]},"; done; rcs="${rcs%,}}"
   python3 - "$OUT" "$DEV" "$FEATURES" "$build_s" "$tests_s" "$(( $(date +%s) - T0 ))" "$rcs" <<'PY'
-import json, re, sys
+import json, os, re, sys
 out, dev, feats, build_s, tests_s, total_s, rcs = sys.argv[1:]
 rows = [json.loads(l) for l in open(f"{out}/bench.jsonl") if l.strip()]
-tests = open(f"{out}/tests.log", errors="replace").read() if __import__("os").path.exists(f"{out}/tests.log") else ""
-train = open(f"{out}/train.log", errors="replace").read() if __import__("os").path.exists(f"{out}/train.log") else ""
+read = lambda name: open(f"{out}/{name}", errors="replace").read() if os.path.exists(f"{out}/{name}") else ""
+tests, train = read("tests.log"), read("train.log")
 passed = re.findall(r"test result: (\w+)\. (\d+) passed; (\d+) failed", tests)
 epoch = [json.loads(l[len("metrics: "):]) for l in train.splitlines() if l.startswith("metrics: ")]
 final = [json.loads(l) for l in train.splitlines() if l.startswith("{") and "accuracy" in l]
 key = lambda r: (r.get("bench", "").replace("bench_", ""), r.get("model") or r.get("case"))
-metric = lambda r: next((r[k] for k in ("train_images_per_sec", "tokens_per_s", "target_tokens_per_s", "sentences_per_s") if k in r), None)
 table = []
 for r in rows:
     if r.get("impl") != "neka":
         continue
     peer = [p for p in rows if p.get("impl", "").startswith("pytorch") and key(p) == key(r)]
-    pairs = [("train_images_per_sec", "infer_images_per_sec")] if "train_images_per_sec" in r else [(None,)]
-    for k in (["train_images_per_sec", "infer_images_per_sec"] if "train_images_per_sec" in r else [next((k for k in ("tokens_per_s", "target_tokens_per_s", "sentences_per_s") if k in r), None)]):
-        if k is None: continue
+    keys = ["train_images_per_sec", "infer_images_per_sec", "tokens_per_s", "target_tokens_per_s", "sentences_per_s"]
+    for k in [k for k in keys if k in r]:
         p = peer[0].get(k) if peer else None
         table.append({"bench": key(r)[0], "case": key(r)[1], "metric": k, "neka": r[k], "pytorch": p,
                       "ratio": round(r[k] / p, 3) if p else None})

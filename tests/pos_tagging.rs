@@ -145,3 +145,59 @@ fn padding_changes_nothing_and_save_load_tags_identically() {
         );
     }
 }
+
+/// `pos_tagger gates` reads the gates of the sentence LSTM's first layer: its step-by-step
+/// trace reproduces that layer's forward-direction output, and the gates obey the equations.
+#[test]
+fn gate_trace_is_the_first_lstm_layer() {
+    let sents = sample();
+    let vocabs = TaggingVocabs::build(&sents, TaggingVocabConfig::default());
+    neka_common::rng::seed(4);
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+    let cfg = Config {
+        num_layers: 1,
+        ..small(CellType::Lstm, &vocabs)
+    };
+    let model = Tagger::new(cfg, vb).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let info =
+        neka_common::checkpoint::CheckpointInfo::new(tagger::MODEL_NAME, model.config(), "fixture")
+            .unwrap();
+    neka_common::checkpoint::save_model(dir.path(), &vm, &info).unwrap();
+    vocabs.save(dir.path()).unwrap();
+    let loaded = LoadedTagger::load(dir.path(), &Device::Cpu).unwrap();
+    let words = &sents[1].forms;
+    let trace = loaded.gate_trace(words).unwrap();
+    assert_eq!(trace.hidden.len(), words.len());
+
+    // The same layer through the runner, with the loaded weights.
+    let batch = TagBatch::new(&[&vocabs.encode_words(words)], &Device::Cpu).unwrap();
+    let x = loaded.tagger.features(&batch, false).unwrap();
+    let vb = candle_nn::VarBuilder::from_varmap(&loaded.varmap, DType::F32, &Device::Cpu);
+    let h = cfg.hidden_size;
+    let rcfg = neka_lstm::RecurrentConfig::new(x.dim(2).unwrap(), h).bidirectional(true);
+    let lstm = neka_lstm::Lstm::new(rcfg, vb.pp("rnn")).unwrap();
+    let out = neka_lstm::SequenceEncoder::encode(&lstm, &x, Default::default(), false).unwrap();
+    let want: Vec<Vec<f32>> = out
+        .output
+        .squeeze(0)
+        .unwrap()
+        .narrow(1, 0, h)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (t, (got, want)) in trace.hidden.iter().zip(&want).enumerate() {
+        for u in 0..h {
+            assert!(
+                (got[u] - want[u]).abs() < 1e-5,
+                "h[{t}][{u}]: {} vs {}",
+                got[u],
+                want[u]
+            );
+            assert!((0.0..=1.0).contains(&trace.forget[t][u]));
+        }
+    }
+    let e = loaded.gate_trace::<&str>(&[]).unwrap_err().to_string();
+    assert!(e.contains("non-empty sentence"), "{e}");
+}

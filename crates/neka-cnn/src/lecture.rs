@@ -74,6 +74,11 @@ pub fn correlate_2d(
         .collect()
 }
 
+/// The notes' 1-D example: `f = [3, 1, 2]` …
+pub const LECTURE_F: [f32; 3] = [3., 1., 2.];
+/// … and `g = [3, 2, 1]` (`f ∗ g = [9, 9, 11, 5, 2]`).
+pub const LECTURE_G: [f32; 3] = [3., 2., 1.];
+
 /// The lecture's 5×5 input.
 pub const LECTURE_INPUT: [[f32; 5]; 5] = [
     [3., 3., 2., 1., 0.],
@@ -89,6 +94,226 @@ pub const LECTURE_KERNEL: [[f32; 3]; 3] = [[0., 1., 2.], [2., 2., 0.], [0., 1., 
 /// A fixed-size array as nested `Vec`s.
 pub fn to_rows<const R: usize, const C: usize>(a: &[[f32; C]; R]) -> Vec<Vec<f32>> {
     a.iter().map(|r| r.to_vec()).collect()
+}
+
+/// One row of the notes' 1-D table: for output index `n`, the flipped kernel shifted by `n`
+/// under `f`, and the products that make `(f∗g)[n]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvStep1d {
+    pub n: usize,
+    /// `g[n−m]` for every `m` of [`ConvTable1d::ms`] (0 where `n−m` is outside `g`).
+    pub g_shifted: Vec<f32>,
+    /// `(m, f[m], g[n−m])` for the `m` where `g[n−m]` exists, in increasing `m`; `f[m]` is 0
+    /// outside `f`, as in the notes.
+    pub terms: Vec<(isize, f32, f32)>,
+    /// `Σ f[m]·g[n−m]` over `terms`.
+    pub sum: f32,
+}
+
+impl ConvStep1d {
+    /// The sum as the notes write it: `(0*1) + (0*2) + (3*3) = 9` with `times = "*"`.
+    pub fn terms_text(&self, times: &str) -> String {
+        let products: Vec<String> = self
+            .terms
+            .iter()
+            .map(|(_, f, g)| format!("({f}{times}{g})"))
+            .collect();
+        format!("{} = {}", products.join(" + "), self.sum)
+    }
+}
+
+/// The notes' tabulation of `(f∗g)[n] = Σ_m f[m]·g[n−m]`: one row of `f[m]`, one row of
+/// `g[n−m]` per output `n`, over `m = −(len g − 1) … len f + len g − 2` (every `m` where
+/// some `g[n−m]` is non-zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvTable1d {
+    pub ms: Vec<isize>,
+    /// `f[m]`, 0 outside `f`.
+    pub f_row: Vec<f32>,
+    pub steps: Vec<ConvStep1d>,
+}
+
+impl ConvTable1d {
+    /// The sums, `(f∗g)[0 …]`: equal to [`convolve_full_1d`].
+    pub fn output(&self) -> Vec<f32> {
+        self.steps.iter().map(|s| s.sum).collect()
+    }
+}
+
+/// Builds the [`ConvTable1d`] of `f ∗ g`.
+///
+/// ```
+/// let t = neka_cnn::lecture::convolution_table_1d(&[3., 1., 2.], &[3., 2., 1.]);
+/// assert_eq!(t.steps[0].terms_text("*"), "(0*1) + (0*2) + (3*3) = 9"); // the notes' n = 0
+/// assert_eq!(t.output(), vec![9., 9., 11., 5., 2.]);
+/// ```
+pub fn convolution_table_1d(f: &[f32], g: &[f32]) -> ConvTable1d {
+    if f.is_empty() || g.is_empty() {
+        return ConvTable1d {
+            ms: Vec::new(),
+            f_row: Vec::new(),
+            steps: Vec::new(),
+        };
+    }
+    let (lf, lg) = (f.len() as isize, g.len() as isize);
+    let at = |s: &[f32], i: isize| {
+        if i >= 0 && i < s.len() as isize {
+            s[i as usize]
+        } else {
+            0.0
+        }
+    };
+    let ms: Vec<isize> = (-(lg - 1)..=lf + lg - 2).collect();
+    let steps = (0..lf + lg - 1)
+        .map(|n| {
+            let terms: Vec<(isize, f32, f32)> = (n - (lg - 1)..=n)
+                .map(|m| (m, at(f, m), at(g, n - m)))
+                .collect();
+            ConvStep1d {
+                n: n as usize,
+                g_shifted: ms.iter().map(|&m| at(g, n - m)).collect(),
+                sum: terms.iter().map(|(_, a, b)| a * b).sum(),
+                terms,
+            }
+        })
+        .collect();
+    ConvTable1d {
+        f_row: ms.iter().map(|&m| at(f, m)).collect(),
+        ms,
+        steps,
+    }
+}
+
+impl std::fmt::Display for ConvTable1d {
+    /// The table as the notes print it, one `g[n−m]` row per `n` with its sum.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = |v: &[f32]| v.iter().map(|x| format!("{x:>3}")).collect::<String>();
+        let ms: String = self.ms.iter().map(|m| format!("{m:>3}")).collect();
+        writeln!(f, "   {:<8}{ms}", "m")?;
+        write!(f, "   {:<8}{}", "f[m]", row(&self.f_row))?;
+        for s in &self.steps {
+            let name = format!("g[{}-m]", s.n);
+            write!(
+                f,
+                "\n   {name:<8}{}   n={}: {}",
+                row(&s.g_shifted),
+                s.n,
+                s.terms_text("*")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The input positions `(row, col)` that output `(i, j)` of [`correlate_2d`] reads, kernel tap
+/// by kernel tap (row-major over the kernel); negative or too large where it reads padding.
+pub fn window_taps(
+    (i, j): (usize, usize),
+    kernel: (usize, usize),
+    padding: usize,
+    stride: usize,
+    dilation: usize,
+) -> Vec<(isize, isize)> {
+    let mut taps = Vec::with_capacity(kernel.0 * kernel.1);
+    for m in 0..kernel.0 {
+        for n in 0..kernel.1 {
+            taps.push((
+                (stride * i + dilation * m) as isize - padding as isize,
+                (stride * j + dilation * n) as isize - padding as isize,
+            ));
+        }
+    }
+    taps
+}
+
+/// The products `(x, k)` that make output `(i, j)` of [`correlate_2d`] (padding reads 0), in
+/// the order of [`window_taps`]; their sum is that output.
+pub fn correlate_2d_terms(
+    x: &[Vec<f32>],
+    k: &[Vec<f32>],
+    at: (usize, usize),
+    padding: usize,
+    stride: usize,
+    dilation: usize,
+) -> Vec<(f32, f32)> {
+    let kw = k.first().map_or(0, Vec::len);
+    let taps = window_taps(at, (k.len(), kw), padding, stride, dilation);
+    taps.iter()
+        .zip(k.iter().flatten())
+        .map(|(&(r, c), &kv)| {
+            let xv = usize::try_from(r)
+                .ok()
+                .zip(usize::try_from(c).ok())
+                .and_then(|(r, c)| x.get(r)?.get(c).copied())
+                .unwrap_or(0.0);
+            (xv, kv)
+        })
+        .collect()
+}
+
+/// Receptive field after each layer of a stack of `(kernel, stride, dilation)` layers, from
+/// one input pixel ([`ReceptiveField::after`](crate::arith::ReceptiveField::after) layer by layer).
+///
+/// ```
+/// let rf = neka_cnn::lecture::receptive_fields(&[(3, 1, 1), (3, 1, 1), (2, 2, 1)]);
+/// assert_eq!(rf.iter().map(|r| r.size).collect::<Vec<_>>(), vec![3, 5, 6]); // MnistNet
+/// ```
+pub fn receptive_fields(layers: &[(usize, usize, usize)]) -> Vec<crate::arith::ReceptiveField> {
+    let mut rf = crate::arith::ReceptiveField::default();
+    layers
+        .iter()
+        .map(|&(k, s, d)| {
+            rf = rf.after(k, s, d);
+            rf
+        })
+        .collect()
+}
+
+/// The 1×1-convolution example: 64 channels of 28×28, a direct 3×3 conv to 64 vs a 1×1 conv
+/// to 16 then the 3×3 conv to 64 (`(direct, bottleneck)` layer summaries).
+pub fn bottleneck_example() -> crate::Result<(crate::Summary, crate::Summary)> {
+    use crate::{Conv2dConfig, LayerSpec, Padding};
+    let direct = crate::summarize(
+        (64, 28, 28),
+        &[(
+            "conv3x3",
+            LayerSpec::Conv(Conv2dConfig::new(64, 64, 3).padding(Padding::Same)),
+        )],
+    )?;
+    let bottleneck = crate::summarize(
+        (64, 28, 28),
+        &[
+            ("conv1x1", LayerSpec::Conv(Conv2dConfig::new(64, 16, 1))),
+            (
+                "conv3x3",
+                LayerSpec::Conv(Conv2dConfig::new(16, 64, 3).padding(Padding::Same)),
+            ),
+        ],
+    )?;
+    Ok((direct, bottleneck))
+}
+
+/// Parameter sharing on a 28×28 image: MnistNet's conv1 (1 → 32 maps, 3×3) against a dense
+/// layer with the same `32 × 26 × 26` output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharingExample {
+    pub conv: crate::Conv2dConfig,
+    /// The conv's output `(h, w)`.
+    pub out_hw: (usize, usize),
+    pub conv_params: usize,
+    pub dense_params: usize,
+}
+
+/// See [`SharingExample`].
+pub fn sharing_example() -> SharingExample {
+    let conv = crate::Conv2dConfig::new(1, 32, 3);
+    let out_hw = conv.output_size((28, 28)).unwrap_or((0, 0));
+    SharingExample {
+        conv_params: crate::arith::conv2d_params(1, 32, (3, 3), 1, true),
+        dense_params: crate::arith::linear_params(28 * 28, 32 * out_hw.0 * out_hw.1, true),
+        conv,
+        out_hw,
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +345,59 @@ mod tests {
             }
         }
         assert_eq!(d, vec![vec![s]]);
+    }
+
+    #[test]
+    fn the_notes_1d_table() {
+        let (f, g) = ([3f32, 1., 2.], [3f32, 2., 1.]);
+        let t = convolution_table_1d(&f, &g);
+        assert_eq!(t.output(), convolve_full_1d(&f, &g));
+        assert_eq!(t.ms, (-2..=4).collect::<Vec<_>>());
+        assert_eq!(t.f_row, vec![0., 0., 3., 1., 2., 0., 0.]);
+        // the notes' five sums, word for word
+        let sums: Vec<String> = t.steps.iter().map(|s| s.terms_text("*")).collect();
+        assert_eq!(
+            sums,
+            [
+                "(0*1) + (0*2) + (3*3) = 9",
+                "(0*1) + (3*2) + (1*3) = 9",
+                "(3*1) + (1*2) + (2*3) = 11",
+                "(1*1) + (2*2) + (0*3) = 5",
+                "(2*1) + (0*2) + (0*3) = 2",
+            ]
+        );
+        assert_eq!(t.steps[1].g_shifted, vec![0., 1., 2., 3., 0., 0., 0.]);
+        let text = t.to_string();
+        assert!(
+            text.contains("g[4-m]") && text.lines().count() == 7,
+            "{text}"
+        );
+        assert!(convolution_table_1d(&[], &g).steps.is_empty());
+    }
+
+    #[test]
+    fn terms_sum_to_the_correlation() {
+        let x = to_rows(&LECTURE_INPUT);
+        let k = to_rows(&LECTURE_KERNEL);
+        for (p, s, d) in [(0, 1, 1), (1, 1, 1), (0, 2, 1), (0, 1, 2), (2, 2, 2)] {
+            let y = correlate_2d(&x, &k, p, s, d);
+            for (i, row) in y.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    let terms = correlate_2d_terms(&x, &k, (i, j), p, s, d);
+                    assert_eq!(terms.iter().map(|(a, b)| a * b).sum::<f32>(), v);
+                }
+            }
+        }
+        assert_eq!(window_taps((0, 0), (3, 3), 1, 1, 1)[0], (-1, -1));
+        assert_eq!(window_taps((0, 0), (3, 3), 0, 1, 2)[8], (4, 4));
+        let rf = receptive_fields(&[(3, 1, 1), (3, 1, 2), (3, 1, 4)]);
+        assert_eq!(rf.last().unwrap().size, 15);
+        let (direct, bottleneck) = bottleneck_example().unwrap();
+        assert!(direct.total_macs() as f64 / bottleneck.total_macs() as f64 > 3.5);
+        let s = sharing_example();
+        assert_eq!(
+            (s.conv_params, s.dense_params, s.out_hw),
+            (320, 16_981_120, (26, 26))
+        );
     }
 }

@@ -111,6 +111,28 @@ impl LeNet5 {
 }
 
 impl LeNet5 {
+    /// The first layer, `conv1` (6 filters of 1×5×5).
+    pub fn conv1(&self) -> &Conv2d {
+        &self.conv1
+    }
+
+    /// What each convolutional stage computes for `xs (B, 1, 28, 28)`: `conv1 + ReLU
+    /// (B, 6, 28, 28)`, `pool1 (B, 6, 14, 14)`, `conv2 + ReLU (B, 16, 10, 10)`, `pool2 (B, 16, 5, 5)`.
+    pub fn feature_maps(&self, xs: &Tensor) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
+        let c1 = self.conv1.forward_relu(xs)?;
+        let p1 = self.pool.forward(&c1)?;
+        let c2 = self.conv2.forward_relu(&p1)?;
+        let p2 = self.pool.forward(&c2)?;
+        Ok(vec![
+            ("conv1 + ReLU", c1),
+            ("pool1", p1),
+            ("conv2 + ReLU", c2),
+            ("pool2", p2),
+        ])
+    }
+}
+
+impl LeNet5 {
     /// `(B, 1, 28, 28)` → `(B, 10)` logits. LeNet-5 has no dropout, so `train` only tells the
     /// fused conv → ReLU → pool ops whether a backward pass is expected
     /// ([`crate::Conv2d::forward_relu_pool_t`]); `Module::forward` assumes it is.

@@ -23,6 +23,8 @@
 
 pub mod arith;
 pub mod conv;
+pub mod figures;
+pub mod inspect;
 pub mod kernel;
 pub mod lecture;
 pub mod lenet5;
@@ -118,6 +120,22 @@ impl CnnModel {
                 "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
             ))),
         }
+    }
+
+    /// The first convolution (its weights are the filters `mnist_cnn inspect` draws).
+    pub fn conv1(&self) -> &Conv2d {
+        match self {
+            Self::MnistNet(m) => m.conv1(),
+            Self::LeNet5(m) => m.conv1(),
+        }
+    }
+
+    /// Each convolutional stage's output for `xs` (inference mode), named.
+    pub fn feature_maps(&self, xs: &Tensor) -> Result<Vec<(&'static str, Tensor)>> {
+        Ok(match self {
+            Self::MnistNet(m) => m.feature_maps(xs)?,
+            Self::LeNet5(m) => m.feature_maps(xs)?,
+        })
     }
 
     /// The model's layer summary for a config value.

@@ -20,7 +20,7 @@ use crate::conv::{conv2d, Conv2d, Conv2dConfig};
 use crate::pool::Pool2d;
 use crate::summary::{summarize, LayerSpec, Summary};
 use crate::Result;
-use candle_core::{ModuleT, Tensor};
+use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use neka_common::nn::{linear, linear_forward, Dropout};
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,26 @@ impl MnistNet {
             dropout2: Dropout::new(cfg.dropout2)?,
             fc2: linear(cfg.hidden, cfg.num_classes, true, vb.pp("fc2"))?,
         })
+    }
+}
+
+impl MnistNet {
+    /// The first layer, `conv1` (32 filters of 1×3×3).
+    pub fn conv1(&self) -> &Conv2d {
+        &self.conv1
+    }
+
+    /// What each convolutional stage computes for `xs (B, 1, 28, 28)`, in inference mode:
+    /// `conv1 + ReLU (B, 32, 26, 26)`, `conv2 + ReLU (B, 64, 24, 24)`, `pool (B, 64, 12, 12)` (2×2 max).
+    pub fn feature_maps(&self, xs: &Tensor) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
+        let c1 = self.conv1.forward_relu(xs)?;
+        let c2 = self.conv2.forward_relu(&c1)?;
+        let p = self.pool.forward(&c2)?;
+        Ok(vec![
+            ("conv1 + ReLU", c1),
+            ("conv2 + ReLU", c2),
+            ("pool", p),
+        ])
     }
 }
 

@@ -111,25 +111,34 @@ fn conv_kernel_matches_candle_conv2d() -> R {
             let a = conv.forward_kernel(x.as_tensor(), relu)?;
             let b = conv.forward_candle(x.as_tensor())?;
             let b = if relu { b.relu()? } else { b };
-            assert!(
-                rel_diff(&a, &b) < 1e-5,
-                "{cfg:?} relu {relu}: forward {}",
-                rel_diff(&a, &b)
-            );
-            let g = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
-            let ga = (&a * &g)?.sum_all()?.backward()?;
-            let gb = (&b * &g)?.sum_all()?.backward()?;
-            let mut params = vec![("x", x.as_tensor().clone()), ("w", conv.weight().clone())];
-            params.extend(conv.bias().cloned().map(|b| ("b", b)));
-            for (n, p) in &params {
-                let (da, db) = (ga.get(p).unwrap(), gb.get(p).unwrap());
-                assert!(
-                    rel_diff(da, db) < 1e-5,
-                    "{cfg:?} relu {relu}: d{n} differs by {}",
-                    rel_diff(da, db)
-                );
-            }
+            same_values_and_gradients(&conv, &x, &a, &b, &format!("{cfg:?} relu {relu}"))?;
         }
+    }
+    Ok(())
+}
+
+/// `a` and `b`, two computations of the same convolution of `x`, agree to 1e-5 (relative) in
+/// value and in the gradients of `sum(y ⊙ g)` with respect to input, weight and bias.
+fn same_values_and_gradients(
+    conv: &neka_cnn::Conv2d,
+    x: &Var,
+    a: &Tensor,
+    b: &Tensor,
+    what: &str,
+) -> R {
+    assert!(rel_diff(a, b) < 1e-5, "{what}: forward {}", rel_diff(a, b));
+    let g = Tensor::randn(0f32, 1.0, a.shape(), a.device())?;
+    let ga = (a * &g)?.sum_all()?.backward()?;
+    let gb = (b * &g)?.sum_all()?.backward()?;
+    let mut params = vec![("x", x.as_tensor().clone()), ("w", conv.weight().clone())];
+    params.extend(conv.bias().cloned().map(|b| ("b", b)));
+    for (n, p) in &params {
+        let (da, db) = (ga.get(p).unwrap(), gb.get(p).unwrap());
+        assert!(
+            rel_diff(da, db) < 1e-5,
+            "{what}: d{n} differs by {}",
+            rel_diff(da, db)
+        );
     }
     Ok(())
 }
@@ -164,24 +173,7 @@ fn im2col_matches_candle_conv2d() -> R {
         let x = Var::randn(0f32, 1.0, (batch, cfg.in_channels, h, w), &dev)?;
         let a = conv.forward_im2col(x.as_tensor())?;
         let b = conv.forward_candle(x.as_tensor())?;
-        assert!(
-            rel_diff(&a, &b) < 1e-5,
-            "{cfg:?}: forward {}",
-            rel_diff(&a, &b)
-        );
-        let g = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
-        let ga = (&a * &g)?.sum_all()?.backward()?;
-        let gb = (&b * &g)?.sum_all()?.backward()?;
-        let mut params = vec![("x", x.as_tensor().clone()), ("w", conv.weight().clone())];
-        params.extend(conv.bias().cloned().map(|b| ("b", b)));
-        for (n, p) in &params {
-            let (da, db) = (ga.get(p).unwrap(), gb.get(p).unwrap());
-            assert!(
-                rel_diff(da, db) < 1e-5,
-                "{cfg:?}: d{n} differs by {}",
-                rel_diff(da, db)
-            );
-        }
+        same_values_and_gradients(&conv, &x, &a, &b, &format!("{cfg:?}"))?;
     }
     Ok(())
 }

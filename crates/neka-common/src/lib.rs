@@ -29,6 +29,7 @@ pub mod loss;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod train;
 pub mod vocab;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod char_lm;
+pub mod gates;
 pub mod gru;
 pub mod lstm;
 pub mod row_classifier;

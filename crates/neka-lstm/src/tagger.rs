@@ -22,6 +22,7 @@
 //! Tensor names: `word_embed.weight`, `char_embed.weight`, `char_rnn.weight_ih_l0…`,
 //! `rnn.weight_ih_l0…` (PyTorch `nn.LSTM` names), `fc.weight`, `fc.bias` (the lecture's `V`).
 
+use crate::gates::{trace_lstm, LstmTrace};
 use crate::{AnyRecurrent, CellType, ManyToMany, RecurrentConfig, SeqInput, SequenceEncoder};
 use candle_core::{Device, Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder, VarMap};
@@ -170,6 +171,41 @@ impl LoadedTagger {
     }
 }
 
+impl LoadedTagger {
+    /// The gates of the sentence LSTM's first layer (forward direction) over one tokenized
+    /// sentence: what `pos_tagger gates` draws. An error for a GRU or RNN tagger.
+    pub fn gate_trace<S: AsRef<str>>(&self, words: &[S]) -> crate::Result<LstmTrace> {
+        if self.tagger.cfg.cell != CellType::Lstm || words.is_empty() {
+            return Err(neka_common::Error::config(
+                "gates",
+                format!(
+                    "need an LSTM tagger and a non-empty sentence (cell {}, {} words)",
+                    self.tagger.cfg.cell,
+                    words.len()
+                ),
+            )
+            .into());
+        }
+        let dev = self.tagger.word_embed.embeddings().device();
+        let enc = self.vocabs.encode_words(words);
+        let batch = TagBatch::new(&[&enc], dev)?;
+        let x = self.tagger.features(&batch, false)?.squeeze(0)?;
+        let vars = self.varmap.data().lock().unwrap();
+        let get = |n: &str| {
+            vars.get(&format!("rnn.{n}_l0"))
+                .map(|v| v.as_tensor().clone())
+        };
+        let missing = || neka_common::Error::config("gates", "no rnn.weight_ih_l0 / weight_hh_l0");
+        Ok(trace_lstm(
+            &x,
+            &get("weight_ih").ok_or_else(missing)?,
+            &get("weight_hh").ok_or_else(missing)?,
+            get("bias_ih").as_ref(),
+            get("bias_hh").as_ref(),
+        )?)
+    }
+}
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct Tagger {
@@ -254,6 +290,19 @@ impl Tagger {
     /// A batch → tag logits `(B, T, num_tags)` (rows past a sentence's length are
     /// meaningless; use the batch's mask).
     pub fn forward_t(&self, batch: &TagBatch, train: bool) -> Result<Tensor> {
+        let x = self.features(batch, train)?;
+        let input = SeqInput {
+            lengths: Some(&batch.lengths),
+            ..Default::default()
+        };
+        let h = self.net.encoder.encode(&x, input, train)?.output;
+        let h = self.dropout.forward_t(&h, train)?;
+        neka_common::nn::linear_forward(&self.net.fc, &h, false)
+    }
+
+    /// What the sentence BiLSTM reads: per token, the word embedding and the character
+    /// BiLSTM's summary of the word, `(B, T, word_dim + 2·char_hidden)` (after dropout).
+    pub fn features(&self, batch: &TagBatch, train: bool) -> Result<Tensor> {
         let (b, t) = batch.shape;
         let dev = self.word_embed.embeddings().device();
         let mut words = batch.words.clone();
@@ -290,14 +339,7 @@ impl Tagger {
             ))?;
             x = Tensor::cat(&[x, per_token], D::Minus1)?;
         }
-        let x = self.dropout.forward_t(&x, train)?;
-        let input = SeqInput {
-            lengths: Some(&batch.lengths),
-            ..Default::default()
-        };
-        let h = self.net.encoder.encode(&x, input, train)?.output;
-        let h = self.dropout.forward_t(&h, train)?;
-        neka_common::nn::linear_forward(&self.net.fc, &h, false)
+        self.dropout.forward_t(&x, train)
     }
 
     /// The most likely tag id of every real token, sentence by sentence.

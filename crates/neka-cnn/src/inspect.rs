@@ -1,0 +1,146 @@
+//! Looking inside a trained CNN: its first layer's filters and the feature maps of one image
+//! (`mnist_cnn inspect`), and reading an image file as the model's input (`mnist_cnn predict`).
+//!
+//! A filter is a small grid of weights slid over the image (the lecture's 합성곱 filter); a
+//! feature map is that filter's response at every position, `ReLU(w ⋆ x + b)`: bright where
+//! the image looks like the filter. Deeper maps respond to combinations of the first ones.
+
+use crate::{CnnModel, Error, Result};
+use candle_core::{Device, Tensor};
+use neka_common::data::Normalize;
+use neka_common::plot::images::{plot_image_grid, ImagePanel, Scale};
+use std::path::Path;
+
+/// Reads an image file as a model input `(1, 1, size, size)`: grayscale, resized (triangle
+/// filter), inverted when its background is light (MNIST digits are white on black), then
+/// normalised as the model was trained.
+pub fn load_image(path: &Path, size: u32, norm: &Normalize) -> Result<Tensor> {
+    let img = image::open(path)
+        .map_err(|e| Error::Config(format!("{}: cannot read as an image: {e}", path.display())))?;
+    let gray = image::imageops::resize(
+        &img.to_luma8(),
+        size,
+        size,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut px: Vec<u8> = gray.into_raw();
+    let mean = px.iter().map(|&p| p as f64).sum::<f64>() / px.len().max(1) as f64;
+    if mean > 127.0 {
+        px.iter_mut().for_each(|p| *p = 255 - *p);
+    }
+    Ok(Tensor::from_vec(
+        norm.apply(&px),
+        (1, 1, size as usize, size as usize),
+        &Device::Cpu,
+    )?)
+}
+
+/// `(N, h, w)`-shaped values of a tensor `(N, …, h, w)` on the host, as f32 panels.
+fn panels(t: &Tensor, title: impl Fn(usize) -> String) -> Result<Vec<ImagePanel>> {
+    let dims = t.dims().to_vec();
+    let (h, w) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    let n = t.elem_count() / (h * w);
+    let v: Vec<f32> = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    Ok((0..n)
+        .map(|i| ImagePanel::new(title(i), h, w, v[i * h * w..(i + 1) * h * w].to_vec()))
+        .collect())
+}
+
+/// Draws the first layer's filters (`conv1.weight (C_out, 1, kh, kw)`): red = positive weight,
+/// blue = negative, each filter scaled on its own.
+pub fn plot_filters(model: &CnnModel, path: &Path, title: &str) -> Result<()> {
+    let w = model.conv1().weight();
+    let (co, ci, kh, kw) = w.dims4()?;
+    let w = if ci == 1 {
+        w.clone()
+    } else {
+        w.mean_keepdim(1)?
+    }; // colour inputs: channel mean
+    let p = panels(&w.reshape((co, kh, kw))?, |i| format!("{i}"))?;
+    let px = (96 / kh.max(kw)).max(4) as u32;
+    Ok(plot_image_grid(path, title, &p, 8, px, Scale::Diverging)?)
+}
+
+/// Draws `x (1, C, H, W)` (normalised, as the model sees it) and the first `per_stage` maps of
+/// every convolutional stage ([`CnnModel::feature_maps`]), one row per stage.
+pub fn plot_feature_maps(
+    model: &CnnModel,
+    x: &Tensor,
+    per_stage: usize,
+    path: &Path,
+    title: &str,
+) -> Result<()> {
+    let device = model.conv1().weight().device().clone();
+    let x = x.to_device(&device)?;
+    let stages = model.feature_maps(&x)?;
+    let cols = per_stage.max(1);
+    let mut all = panels(&x.get(0)?.mean_keepdim(0)?, |_| "input".to_string())?;
+    all.resize_with(cols, || ImagePanel::new("", 0, 0, vec![]));
+    for (name, maps) in &stages {
+        let c = maps.dim(1)?;
+        let shown = maps.get(0)?.narrow(0, 0, c.min(cols))?;
+        let mut row = panels(&shown, |i| format!("{name} #{i}"))?;
+        row.resize_with(cols, || ImagePanel::new("", 0, 0, vec![]));
+        all.extend(row);
+    }
+    let size = all.iter().map(|p| p.h.max(p.w)).max().unwrap_or(1);
+    let px = (112 / size).max(2) as u32;
+    Ok(plot_image_grid(path, title, &all, cols, px, Scale::Gray)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    #[test]
+    fn filters_and_feature_maps_of_both_models_are_drawn() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        for name in crate::MODEL_NAMES {
+            let vm = candle_nn::VarMap::new();
+            let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+            let (model, _) = CnnModel::from_name(name, 1, 28, 10, vb)?;
+            let x = Tensor::randn(0f32, 1.0, (1, 1, 28, 28), &Device::Cpu)?;
+            let stages = model.feature_maps(&x)?;
+            assert!(stages.len() >= 3, "{name}");
+            let f = dir.path().join(format!("{name}-filters.png"));
+            plot_filters(&model, &f, "filters")?;
+            let m = dir.path().join(format!("{name}-maps.png"));
+            plot_feature_maps(&model, &x, 6, &m, "maps")?;
+            for p in [f, m] {
+                assert!(
+                    std::fs::metadata(&p).unwrap().len() > 1000,
+                    "{}",
+                    p.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_light_background_is_inverted() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("digit.png");
+        let mut img = image::GrayImage::from_pixel(28, 28, image::Luma([250]));
+        img.put_pixel(14, 14, image::Luma([0]));
+        img.save(&path).unwrap();
+        let norm = Normalize {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        let x: Vec<f32> = load_image(&path, 28, &norm)?.flatten_all()?.to_vec1()?;
+        assert!(
+            x[14 * 28 + 14] > 0.9 && x[0] < 0.1,
+            "{} {}",
+            x[14 * 28 + 14],
+            x[0]
+        );
+        let err = load_image(&dir.path().join("none.png"), 28, &norm).unwrap_err();
+        assert!(err.to_string().contains("none.png"), "{err}");
+        Ok(())
+    }
+}
