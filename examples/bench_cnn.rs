@@ -116,18 +116,9 @@ fn main() -> Result<()> {
                 infer_batches += 1;
             }
             let infer_ips = (infer_batches * 1000) as f64 / t.elapsed().as_secs_f64();
-            let conv_name = match device.location() {
-                candle_core::DeviceLocation::Cpu => conv.to_string(),
-                loc => format!(
-                    "{:?}",
-                    neka_cnn::conv::conv_path_at(
-                        &neka_cnn::Conv2dConfig::new(1, 1, 3),
-                        loc,
-                        DType::F32
-                    )
-                )
-                .to_lowercase(),
-            };
+            // What the layers ran: neka's kernels, im2col or candle's conv (CUDA), by the rule.
+            let path = neka_cnn::conv::conv_path(&neka_cnn::Conv2dConfig::new(1, 32, 3), &infer.x);
+            let conv_name = format!("{path:?}").to_lowercase();
             println!(
                 "{}",
                 serde_json::json!({

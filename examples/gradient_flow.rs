@@ -82,7 +82,7 @@ fn panel(a: &Args, psi: Psi, input_scale: f64) -> Result<Vec<Curve>> {
             .steps_back()
             .iter()
             .enumerate()
-            .map(|(k, g)| (k as f64, g.log10()))
+            .map(|(k, g)| (k as f64, g.max(f64::MIN_POSITIVE).log10()))
             .collect();
         curves.push((format!("ρ = {rho}"), points));
     }

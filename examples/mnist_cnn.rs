@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 // and page-faults them back in on every step. mimalloc caches them (≈1.4× faster training here).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use candle_core::{DType, Device};
+use candle_core::DType;
 use clap::{Args, Parser, Subcommand};
 use neka_cnn::pipeline::LoadedModel;
 use neka_cnn::CnnModel;
@@ -309,12 +309,7 @@ fn predict(a: PredictArgs) -> Result<()> {
     let dir = model_dir(&a.model, a.model_id.as_deref())?;
     let loaded = LoadedModel::load(&dir, &device)?;
     let norm = loaded.normalize()?;
-    let size = loaded
-        .info
-        .config
-        .get("image_size")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(28) as u32;
+    let size = loaded.image_size();
     let classes = &loaded.info.classes;
     let mut failed = false;
     for path in &a.images {
@@ -349,56 +344,19 @@ fn predict(a: PredictArgs) -> Result<()> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
-    let loaded = LoadedModel::load(
-        &model_dir(&a.model, a.model_id.as_deref())?,
-        &a.device.device()?,
-    )?;
-    let norm = loaded.normalize()?;
+    let dir = model_dir(&a.model, a.model_id.as_deref())?;
+    let loaded = LoadedModel::load(&dir, &a.device.device()?)?;
     let (x, what) = match &a.image {
-        Some(p) => (
-            neka_cnn::inspect::load_image(p, 28, &norm)?,
-            p.display().to_string(),
-        ),
-        None => {
-            let kind: VisionDatasetKind = loaded.info.dataset.parse()?;
-            let test = vision::load(kind, a.data_dir.as_deref())?
-                .test
-                .to_dataset(&norm, &Device::Cpu)?;
-            let b = neka_common::data::Dataset::batch(&test, &[a.index])?;
-            let label = loaded.info.classes[b.y.to_vec1::<u32>()?[0] as usize].clone();
-            (
-                b.x,
-                format!("{kind} test image {} (label {label})", a.index),
-            )
+        Some(p) => {
+            let x = neka_cnn::inspect::load_image(p, loaded.image_size(), &loaded.normalize()?)?;
+            (x, p.display().to_string())
         }
+        None => loaded.test_image(a.index, a.data_dir.as_deref())?,
     };
-    let probs: Vec<f32> = loaded.probabilities(&x)?.flatten_all()?.to_vec1()?;
-    let best = (0..probs.len())
-        .max_by(|&i, &j| probs[i].total_cmp(&probs[j]))
-        .unwrap_or(0);
-    let title = format!(
-        "{what}: predicted {} ({:.1} %)",
-        loaded.info.classes[best],
-        100.0 * probs[best]
-    );
-    let (filters, maps) = (
-        a.out.join("conv1_filters.png"),
-        a.out.join("feature_maps.png"),
-    );
-    let w = loaded.model.conv1().weight().dims4()?;
-    neka_cnn::inspect::plot_filters(
-        &loaded.model,
-        &filters,
-        &format!(
-            "{}: conv1's {} learned {}x{} filters",
-            loaded.info.model, w.0, w.2, w.3
-        ),
-    )?;
-    neka_cnn::inspect::plot_feature_maps(&loaded.model, &x, a.maps, &maps, &title)?;
+    let title = neka_cnn::inspect::draw(&loaded, &x, &what, a.maps, &a.out)?;
     println!(
-        "{title}\nwrote {} and {}",
-        filters.display(),
-        maps.display()
+        "{title}\nwrote conv1_filters.png and feature_maps.png in {}",
+        a.out.display()
     );
     Ok(())
 }

@@ -455,18 +455,7 @@ fn tag(a: TagArgs) -> Result<()> {
 }
 
 fn gates(a: GatesArgs) -> Result<()> {
-    let loaded = load(&a.model)?;
-    let words = tokenize(&a.sentence);
-    let trace = loaded.gate_trace(&words)?;
-    let tags = loaded.tag(std::slice::from_ref(&words))?.remove(0);
-    let labels: Vec<String> = words
-        .iter()
-        .zip(&tags)
-        .map(|(w, t)| format!("{w}/{t}"))
-        .collect();
-    let units = trace.busiest_units(a.units);
-    let title = "The tagger's sentence LSTM (layer 1, left to right): its gates per token";
-    trace.plot(&labels, &units, &a.out, title)?;
+    let units = load(&a.model)?.draw_gates(&tokenize(&a.sentence), a.units, &a.out)?;
     println!(
         "units {units:?}; wrote lstm_gates.png and lstm_cell_state.png in {}",
         a.out.display()

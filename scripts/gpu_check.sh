@@ -57,7 +57,7 @@ pack() {
   mkdir -p "$GPU/data/mnist" "$GPU/data/ud-english-ewt" "$GPU/data/multi30k"
   local f
   for f in "$data"/mnist/*-ubyte.gz; do gzip -dc "$f" | xz -T0 -9 >"$GPU/data/mnist/$(basename "${f%.gz}").xz"; done
-  for s in train dev; do xz -T0 -6 -c "$data/ud-english-ewt/en_ewt-ud-$s.conllu" >"$GPU/data/ud-english-ewt/en_ewt-ud-$s.conllu.xz"; done
+  for s in train dev test; do xz -T0 -6 -c "$data/ud-english-ewt/en_ewt-ud-$s.conllu" >"$GPU/data/ud-english-ewt/en_ewt-ud-$s.conllu.xz"; done
   cp "$data"/multi30k/{train,val}.{de,en}.gz "$GPU/data/multi30k/"
   du -sh "$GPU"/* >&2
   local mib; mib=$(travel_mib)
@@ -79,11 +79,13 @@ light() {
 run() {
   local OUT=${1:?run OUT [--device D]}; shift
   local DEV=cuda:0
-  while [ $# -gt 0 ]; do case $1 in --device) DEV=$2; shift 2 ;; *) usage ;; esac; done
+  while [ $# -gt 0 ]; do case $1 in --device) [ $# -ge 2 ] || usage; DEV=$2; shift 2 ;; *) usage ;; esac; done
   mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
   local T0; T0=$(date +%s)
   local BUDGET=${GPU_CHECK_BUDGET_S:-540}
   left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+  # secs N: the time left minus N seconds kept for later steps, at least 30 (timeout 0 = none)
+  secs() { local t=$(( $(left) - $1 )); (( t >= 30 )) || t=30; echo "$t"; }
   local WORK=${TMPDIR:-/tmp}/neka-gpu-check
   rm -rf "$WORK" && mkdir -p "$WORK"
   declare -A RC
@@ -120,7 +122,9 @@ run() {
   local FEATURES="" DEVARGS=(--device "$DEV")
   if [[ $DEV == cuda* ]]; then
     FEATURES=cuda
-    export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+    command -v nvcc >/dev/null || { echo "no nvcc on this machine: the CUDA build compiles candle's kernels with it" | tee -a "$OUT/env.txt" >&2; exit 3; }
+    local cap; cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+    export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-${cap:-90}}
     local cudnn
     cudnn=$( (ldconfig -p 2>/dev/null | grep -o '/[^ ]*libcudnn\.so[.0-9]*' | head -1)
              python3 -c 'import nvidia.cudnn, os; d=os.path.join(nvidia.cudnn.__path__[0], "lib"); print(next(os.path.join(d, f) for f in sorted(os.listdir(d)) if f.startswith("libcudnn.so")))' 2>/dev/null)
@@ -132,11 +136,11 @@ run() {
       FEATURES=cuda,cudnn
     fi
   fi
-  echo "features: ${FEATURES:-(none: cpu)}" >>"$OUT/env.txt"
+  echo "features: ${FEATURES:-(none: cpu)}; CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-}" >>"$OUT/env.txt"
 
   local TARGETS=(--test parity --test pytorch_parity --test device
                  --example mnist_cnn --example bench_cnn --example bench_tagger --example bench_seq2seq)
-  build() { "${CARGO[@]}" build --no-default-features ${FEATURES:+--features "$FEATURES"} "${TARGETS[@]}"; }
+  build() { timeout "$(secs 240)" "${CARGO[@]}" build --no-default-features ${FEATURES:+--features "$FEATURES"} "${TARGETS[@]}"; }
   local tb; tb=$(date +%s)
   build >"$OUT/build.log" 2>&1; RC[build]=$?
   if [ "${RC[build]}" != 0 ] && [ "$FEATURES" = cuda,cudnn ]; then
@@ -148,7 +152,8 @@ run() {
 
   local tt; tt=$(date +%s)
   if [ "${RC[build]}" = 0 ]; then
-    NEKA_TEST_DEVICE=$DEV timeout $(( $(left) - 300 )) "${CARGO[@]}" test --no-default-features \
+    # cuDNN and cuBLAS may use TF32 on Hopper; the tests hold the CPU's f32 tolerances.
+    NVIDIA_TF32_OVERRIDE=0 NEKA_TEST_DEVICE=$DEV timeout "$(secs 200)" "${CARGO[@]}" test --no-default-features \
       ${FEATURES:+--features "$FEATURES"} --test parity --test pytorch_parity --test device \
       -- --nocapture --test-threads 1 >"$OUT/tests.log" 2>&1
     RC[tests]=$?
@@ -157,7 +162,7 @@ run() {
 
   # One epoch of MnistNet on the full MNIST, then the benches (neka, then PyTorch).
   if [ "${RC[build]}" = 0 ]; then
-    timeout $(( $(left) - 200 )) "$BIN/mnist_cnn" --model mnist-net --dataset mnist --epochs 1 \
+    timeout "$(secs 150)" "$BIN/mnist_cnn" --model mnist-net --dataset mnist --epochs 1 \
       "${DEVARGS[@]}" --data-dir "$DATA" --out "$WORK/run" >"$OUT/train.log" 2>&1
     RC[train]=$?
     [ -f "$WORK/run/metrics.jsonl" ] && sed 's/^/metrics: /' "$WORK/run/metrics.jsonl" >>"$OUT/train.log"
@@ -179,7 +184,7 @@ run() {
   torch_bench cnn
   neka_bench bench_tagger --data-dir "$DATA"
   NEKA_DATA_DIR=$DATA torch_bench tagger --data-dir "$DATA"
-  neka_bench bench_seq2seq --data-dir "$DATA" --sentences 100 "${S2S[@]}"
+  neka_bench bench_seq2seq --data-dir "$DATA" --sentences 100 ${S2S[@]+"${S2S[@]}"}
   [ ${#S2S[@]} -gt 0 ] && NEKA_DATA_DIR=$DATA torch_bench seq2seq --data-dir "$DATA" --sentences 100 "${S2S[@]}"
 
   local rcs="{"; for k in "${!RC[@]}"; do rcs+="\"$k\": ${RC[$k]},"; done; rcs="${rcs%,}}"

@@ -96,6 +96,32 @@ fn dry_run(out: &Path) {
     }
 }
 
+/// Numeric options out of range stop before anything is written, naming the flag and range.
+#[test]
+fn out_of_range_numbers_fail_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+    for (flags, needle) in [
+        (vec!["--epochs", "0"], "--epochs"),
+        (vec!["--clip-grad-norm=-1"], "--clip-grad-norm"),
+        (vec!["--clip-grad-norm", "0"], "--clip-grad-norm"),
+        (vec!["--patience", "0"], "--patience"),
+        (vec!["--max-batches", "0"], "--max-batches"),
+        (vec!["--lr", "nan"], "--lr"),
+        (vec!["--schedule", "step:0"], "--schedule"),
+        (vec!["--schedule", "cosine:0"], "--schedule"),
+        (vec!["--schedule=step:1:-0.5"], "--schedule"),
+    ] {
+        let out = dir.path().join(flags.join("_").replace([':', '='], "-"));
+        let mut args = vec!["--data-dir", data.to_str().unwrap(), "--val-size", "100"];
+        args.extend(["--device", "cpu", "--out", out.to_str().unwrap()]);
+        args.extend(flags.iter().copied());
+        let o = run(&args, &[]);
+        assert_clean_failure(&o, &[needle]);
+        assert!(!out.exists(), "{flags:?} wrote {}", out.display());
+    }
+}
+
 #[test]
 fn missing_data_dir_fails_cleanly() {
     let o = run(&["--data-dir", "/definitely/not/here", "--dry-run"], &[]);

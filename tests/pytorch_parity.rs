@@ -8,7 +8,11 @@ use neka_cnn::CnnModel;
 use neka_common::checkpoint;
 use std::path::Path;
 
+/// `set_cpu_impl` is process-wide: the two tests take turns, so each path really runs.
+static CPU_IMPL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check(name: &str, model: &str) {
+    let _turn = CPU_IMPL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch");
     let dev = neka_common::device::test_device().unwrap();
     let vm = VarMap::new();

@@ -368,8 +368,9 @@ pub fn conv_knobs(path: &Path) -> Result<()> {
             .squeeze(0)?
             .to_vec2()?;
         let (oh, ow) = (y.len(), y.first().map_or(0, Vec::len));
+        let left = oh * pool.stride; // the first row (and column) no window reaches
         let mut input = NumberGrid::from_values(format!("{name} 2×2, stride 2\n{what}"), &x)
-            .caption(format!("row and column {} are left over", 5));
+            .caption(format!("row and column {left} (the last) are left over"));
         let mut cells = Vec::new();
         for i in 0..oh {
             for j in 0..ow {

@@ -91,6 +91,29 @@ pub fn plot_feature_maps(
     Ok(plot_image_grid(path, title, &all, cols, px, Scale::Gray)?)
 }
 
+/// What `mnist_cnn inspect` draws for the image `x` (described by `what`): conv1's filters in
+/// `out/conv1_filters.png` and `maps_per_layer` feature maps of every stage in
+/// `out/feature_maps.png`, titled with the model's prediction. Returns that title.
+pub fn draw(
+    loaded: &crate::pipeline::LoadedModel,
+    x: &Tensor,
+    what: &str,
+    maps_per_layer: usize,
+    out: &Path,
+) -> Result<String> {
+    let (class, p) = loaded.top_class(x)?;
+    let title = format!("{what}: predicted {class} ({:.1} %)", 100.0 * p);
+    let (co, _, kh, kw) = loaded.model.conv1().weight().dims4()?;
+    let filters = format!(
+        "{}: conv1's {co} learned {kh}x{kw} filters (red +, blue −)",
+        loaded.info.model
+    );
+    plot_filters(&loaded.model, &out.join("conv1_filters.png"), &filters)?;
+    let maps = out.join("feature_maps.png");
+    plot_feature_maps(&loaded.model, x, maps_per_layer, &maps, &title)?;
+    Ok(title)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use crate::{CnnModel, Error, Result};
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use neka_common::checkpoint::{self, CheckpointInfo};
-use neka_common::data::Normalize;
+use neka_common::data::{vision, Dataset, Normalize, VisionDatasetKind};
 use std::path::Path;
 
 /// A CNN loaded from a model directory (`model.safetensors` + `config.json`).
@@ -56,6 +56,54 @@ impl LoadedModel {
                 self.info.model
             ))
         })
+    }
+
+    /// The image side the model was built for (`config.json` `image_size`, else 28).
+    pub fn image_size(&self) -> u32 {
+        self.info
+            .config
+            .get("image_size")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(28) as u32
+    }
+
+    /// Test image `index` of the dataset the model was trained on, normalised as in training
+    /// `(1, C, H, W)`, with a description ("mnist test image 0 (label 7)").
+    pub fn test_image(&self, index: usize, data_dir: Option<&Path>) -> Result<(Tensor, String)> {
+        let kind: VisionDatasetKind = self.info.dataset.parse()?;
+        let test = vision::load(kind, data_dir)?
+            .test
+            .to_dataset(&self.normalize()?, &Device::Cpu)?;
+        if index >= test.len() {
+            return Err(Error::Config(format!(
+                "--index {index}: the {kind} test set has {} images",
+                test.len()
+            )));
+        }
+        let b = test.batch(&[index])?;
+        let y = b.y.to_vec1::<u32>()?[0] as usize;
+        let label = self
+            .info
+            .classes
+            .get(y)
+            .cloned()
+            .unwrap_or_else(|| y.to_string());
+        Ok((b.x, format!("{kind} test image {index} (label {label})")))
+    }
+
+    /// The most likely class of one image and its probability.
+    pub fn top_class(&self, x: &Tensor) -> Result<(String, f32)> {
+        let probs: Vec<f32> = self.probabilities(x)?.flatten_all()?.to_vec1()?;
+        let best = (0..probs.len())
+            .max_by(|&i, &j| probs[i].total_cmp(&probs[j]))
+            .unwrap_or(0);
+        let name = self
+            .info
+            .classes
+            .get(best)
+            .cloned()
+            .unwrap_or_else(|| best.to_string());
+        Ok((name, probs.get(best).copied().unwrap_or(0.0)))
     }
 
     /// Class probabilities `(B, classes)` for normalised images `(B, C, H, W)`.

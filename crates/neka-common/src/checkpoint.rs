@@ -12,7 +12,7 @@
 
 use crate::data::Normalize;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -288,29 +288,12 @@ where
     Ok((model, varmap))
 }
 
-/// The weights file of a model directory (also accepts the file itself).
-pub fn weights_path(dir: &Path) -> PathBuf {
-    if dir.is_file() {
-        dir.to_path_buf()
-    } else {
-        dir.join(WEIGHTS_FILE)
-    }
-}
-
-/// Casts floating tensors to `dtype` (used when saving a smaller copy, e.g. f16).
-pub fn cast_all(tensors: &[(String, Tensor)], dtype: DType) -> Result<Vec<(String, Tensor)>> {
-    Ok(tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_dtype(dtype)?)))
-        .collect::<candle_core::Result<_>>()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn model(vm: &VarMap, out: usize) -> Result<()> {
-        let vb = crate::init::seeded_var_builder(vm, DType::F32, &Device::Cpu);
+        let vb = crate::init::seeded_var_builder(vm, candle_core::DType::F32, &Device::Cpu);
         crate::nn::linear(3, out, true, vb.pp("fc"))?;
         Ok(())
     }

@@ -378,16 +378,6 @@ impl ModuleT for Dropout {
     }
 }
 
-/// `ReLU(x) = max(0, x)` as a [`Module`], for layer lists.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Relu;
-
-impl Module for Relu {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.relu()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

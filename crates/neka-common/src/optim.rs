@@ -106,6 +106,82 @@ impl OptimizerConfig {
         }
     }
 
+    /// Checks every hyper-parameter against its range (an error names the flag and the
+    /// range): `lr` finite and > 0, β, momentum and ρ in [0, 1), ε finite and > 0, weight
+    /// decay finite and ≥ 0, Nesterov only with momentum.
+    pub fn validate(&self) -> Result<()> {
+        let lr = self.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::config(
+                "--lr",
+                format!("{lr}: must be a finite number > 0"),
+            ));
+        }
+        let unit = |flag: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(flag, format!("{v}: must be in [0, 1)")))
+            }
+        };
+        let positive = |flag: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    flag,
+                    format!("{v}: must be a finite number > 0"),
+                ))
+            }
+        };
+        let decay = |v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    "--weight-decay",
+                    format!("{v}: must be a finite number ≥ 0"),
+                ))
+            }
+        };
+        match *self {
+            Self::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => {
+                unit("--beta1", beta1)?;
+                unit("--beta2", beta2)?;
+                positive("--eps", eps)?;
+                decay(weight_decay)
+            }
+            Self::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+                ..
+            } => {
+                unit("--momentum", momentum)?;
+                if nesterov && momentum == 0.0 {
+                    return Err(Error::config("--nesterov", "needs a momentum > 0"));
+                }
+                decay(weight_decay)
+            }
+            Self::Adadelta {
+                rho,
+                eps,
+                weight_decay,
+                ..
+            } => {
+                unit("--rho", rho)?;
+                positive("--eps", eps)?;
+                decay(weight_decay)
+            }
+        }
+    }
+
     fn state_slots(&self) -> &'static [&'static str] {
         match self {
             Self::AdamW { .. } => &["exp_avg", "exp_avg_sq"],
@@ -410,9 +486,35 @@ impl LrSchedule {
         }
     }
 
+    /// Checks the schedule's numbers: a step size and `T_MAX` of at least 1 epoch, `γ`
+    /// finite and > 0, `η_min` finite and ≥ 0.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::config("--schedule", msg));
+        match *self {
+            Self::Constant => Ok(()),
+            Self::Step { step_size: 0, .. } => {
+                bad("step:0: the step size is at least 1 epoch".into())
+            }
+            Self::Step { gamma, .. } if !(gamma.is_finite() && gamma > 0.0) => {
+                bad(format!("step gamma {gamma}: must be a finite number > 0"))
+            }
+            Self::Cosine { t_max: 0, .. } => bad("cosine:0: T_MAX is at least 1 epoch".into()),
+            Self::Cosine { eta_min, .. } if !(eta_min.is_finite() && eta_min >= 0.0) => bad(
+                format!("cosine eta_min {eta_min}: must be a finite number ≥ 0"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses `constant`, `step[:STEP_SIZE[:GAMMA]]` or `cosine[:T_MAX]`; `epochs` is the
-    /// default `T_MAX`.
+    /// default `T_MAX`. Values out of range are errors ([`LrSchedule::validate`]).
     pub fn parse(s: &str, epochs: usize) -> Result<Self> {
+        let sched = Self::parse_unchecked(s, epochs)?;
+        sched.validate()?;
+        Ok(sched)
+    }
+
+    fn parse_unchecked(s: &str, epochs: usize) -> Result<Self> {
         let parts: Vec<&str> = s.split(':').collect();
         let num = |i: usize, field: &str| -> Result<Option<f64>> {
             parts
@@ -427,14 +529,23 @@ impl LrSchedule {
                 })
                 .transpose()
         };
+        let whole = |v: Option<f64>, field: &str| -> Result<Option<usize>> {
+            match v {
+                Some(v) if v < 0.0 || v.fract() != 0.0 || !v.is_finite() => Err(Error::config(
+                    "--schedule",
+                    format!("`{s}`: {field} {v} must be a whole number of epochs"),
+                )),
+                v => Ok(v.map(|v| v as usize)),
+            }
+        };
         match parts[0] {
             "constant" | "none" => Ok(Self::Constant),
             "step" => Ok(Self::Step {
-                step_size: num(1, "step size")?.unwrap_or(1.0) as usize,
+                step_size: whole(num(1, "step size")?, "step size")?.unwrap_or(1),
                 gamma: num(2, "gamma")?.unwrap_or(0.7),
             }),
             "cosine" => Ok(Self::Cosine {
-                t_max: num(1, "t_max")?.map(|v| v as usize).unwrap_or(epochs),
+                t_max: whole(num(1, "t_max")?, "t_max")?.unwrap_or(epochs),
                 eta_min: 0.0,
             }),
             other => Err(Error::config(
@@ -664,6 +775,61 @@ mod fused {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn hyper_parameters_out_of_range_are_named_errors() {
+        let err = |c: OptimizerConfig| c.validate().unwrap_err().to_string();
+        assert!(err(OptimizerConfig::adamw(0.0)).contains("--lr"));
+        assert!(err(OptimizerConfig::adamw(f64::NAN)).contains("--lr"));
+        let mut c = OptimizerConfig::adamw(1e-3);
+        if let OptimizerConfig::AdamW { beta2, .. } = &mut c {
+            *beta2 = 1.0;
+        }
+        assert!(err(c).contains("--beta2"));
+        let mut c = OptimizerConfig::sgd(0.1);
+        if let OptimizerConfig::Sgd {
+            momentum, nesterov, ..
+        } = &mut c
+        {
+            *momentum = 0.0;
+            *nesterov = true;
+        }
+        assert!(err(c).contains("--nesterov"));
+        for ok in [
+            OptimizerConfig::adamw(1e-3),
+            OptimizerConfig::sgd(0.05),
+            OptimizerConfig::adadelta(1.0),
+        ] {
+            ok.validate().unwrap();
+        }
+        let sched = |s: &str| LrSchedule::parse(s, 3).map_err(|e| e.to_string());
+        for bad in [
+            "step:0",
+            "step:2.5",
+            "step:-1",
+            "step:2:-0.5",
+            "step:2:nan",
+            "cosine:0",
+            "cosine:1.5",
+        ] {
+            let e = sched(bad).unwrap_err();
+            assert!(e.contains("--schedule"), "{bad}: {e}");
+        }
+        assert_eq!(
+            sched("step:2:0.5").unwrap(),
+            LrSchedule::Step {
+                step_size: 2,
+                gamma: 0.5
+            }
+        );
+        assert_eq!(
+            sched("cosine").unwrap(),
+            LrSchedule::Cosine {
+                t_max: 3,
+                eta_min: 0.0
+            }
+        );
+    }
 
     /// One parameter θ = [1, -2], loss = Σ θ², so g = 2θ. Checks each rule against the
     /// update written out by hand.

@@ -111,6 +111,57 @@ fn yes() -> bool {
     true
 }
 
+impl TrainConfig {
+    /// Checks every number against its range, naming the flag: at least one epoch, batch and
+    /// patience epoch; a clipping norm finite and > 0; a batch cap ≥ 1; the optimizer's and the
+    /// schedule's hyper-parameters ([`OptimizerConfig::validate`], [`LrSchedule::validate`]).
+    /// [`Trainer::new`] calls it, so a bad value stops before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        let at_least_one = |flag: &str, v: usize, what: &str| {
+            if v == 0 {
+                Err(Error::config(flag, format!("0: {what}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one(
+            "--epochs",
+            self.epochs,
+            "train at least one epoch (to score a saved model, use its `eval` command)",
+        )?;
+        at_least_one("--batch-size", self.batch_size, "must be at least 1")?;
+        at_least_one(
+            "--batch-size",
+            self.eval_batch_size,
+            "the evaluation batch size must be at least 1",
+        )?;
+        if let Some(p) = self.patience {
+            at_least_one(
+                "--patience",
+                p,
+                "stop after at least one epoch without improvement, or leave it out",
+            )?;
+        }
+        if let Some(m) = self.max_batches_per_epoch {
+            at_least_one(
+                "--max-batches",
+                m,
+                "train on at least one batch, or leave it out",
+            )?;
+        }
+        if let Some(c) = self.clip_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(
+                    "--clip-grad-norm",
+                    format!("{c}: must be a finite number > 0 (a norm to scale gradients down to)"),
+                ));
+            }
+        }
+        self.optimizer.validate()?;
+        self.schedule.validate()
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -230,9 +281,7 @@ impl Trainer {
         info: CheckpointInfo,
         out_dir: impl Into<PathBuf>,
     ) -> Result<Self> {
-        if cfg.batch_size == 0 || cfg.eval_batch_size == 0 {
-            return Err(Error::config("--batch-size", "must be at least 1"));
-        }
+        cfg.validate()?;
         let optimizer = Optimizer::new(cfg.optimizer.clone(), varmap)?;
         let state = TrainerState {
             neka_version: env!("CARGO_PKG_VERSION").into(),
@@ -714,5 +763,64 @@ impl WeightAverage {
             var.set(&mean)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    #[test]
+    fn every_numeric_option_is_checked_before_training() {
+        let vm = VarMap::new();
+        let info = CheckpointInfo::new("m", &serde_json::json!({}), "d").unwrap();
+        let err = |cfg: TrainConfig| {
+            Trainer::new(cfg, &vm, info.clone(), "unused")
+                .err()
+                .expect("should be refused")
+                .to_string()
+        };
+        let base = TrainConfig::default;
+        assert!(err(TrainConfig {
+            epochs: 0,
+            ..base()
+        })
+        .contains("--epochs"));
+        assert!(err(TrainConfig {
+            batch_size: 0,
+            ..base()
+        })
+        .contains("--batch-size"));
+        assert!(err(TrainConfig {
+            patience: Some(0),
+            ..base()
+        })
+        .contains("--patience"));
+        assert!(err(TrainConfig {
+            max_batches_per_epoch: Some(0),
+            ..base()
+        })
+        .contains("--max-batches"));
+        for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = err(TrainConfig {
+                clip_grad_norm: Some(c),
+                ..base()
+            });
+            assert!(e.contains("--clip-grad-norm") && e.contains("> 0"), "{e}");
+        }
+        let e = err(TrainConfig {
+            optimizer: OptimizerConfig::adamw(-1.0),
+            ..base()
+        });
+        assert!(e.contains("--lr"), "{e}");
+        let e = err(TrainConfig {
+            schedule: LrSchedule::Step {
+                step_size: 1,
+                gamma: f64::NAN,
+            },
+            ..base()
+        });
+        assert!(e.contains("--schedule"), "{e}");
+        base().validate().unwrap();
     }
 }

@@ -94,9 +94,10 @@ impl LstmTrace {
         units
     }
 
-    /// Draws `gates.png`: per token, the forget, input and output gates averaged over the units,
-    /// then the same three for each of `units` (cells show the value). And `cell_state.png`:
-    /// `C_t` and `h_t` of those units over the sentence.
+    /// Draws `dir/lstm_gates.png`: per token, the forget, input and output gates averaged over
+    /// the units, then the same three for each of `units` (cells show the value); and
+    /// `dir/lstm_cell_state.png`: `C_t` and `h_t` of those units over the sentence. `tokens`
+    /// labels the steps (one per step); a unit past the layer's size is an error.
     pub fn plot(
         &self,
         tokens: &[String],
@@ -105,6 +106,22 @@ impl LstmTrace {
         title: &str,
     ) -> neka_common::Result<()> {
         let h = self.forget.first().map_or(1, Vec::len).max(1);
+        let bad = |msg: String| {
+            Err(neka_common::Error::Plot {
+                path: dir.join("lstm_gates.png"),
+                msg,
+            })
+        };
+        if tokens.len() != self.forget.len() {
+            return bad(format!(
+                "{} token labels for {} steps",
+                tokens.len(),
+                self.forget.len()
+            ));
+        }
+        if let Some(u) = units.iter().find(|&&u| u >= h) {
+            return bad(format!("unit {u}: the layer has {h} units"));
+        }
         let mean = |g: &[Vec<f32>]| g.iter().map(|r| r.iter().sum::<f32>() / h as f32).collect();
         let unit = |g: &[Vec<f32>], u: usize| g.iter().map(|r| r[u]).collect::<Vec<f32>>();
         let gates = [

@@ -102,6 +102,9 @@ impl Config {
     }
 }
 
+/// The longest sentence [`LoadedTagger::tag`] accepts, in words (EWT's longest has 159).
+pub const MAX_SENTENCE_LEN: usize = 1000;
+
 /// The model name in `config.json`.
 pub const MODEL_NAME: &str = "pos-tagger";
 
@@ -146,8 +149,25 @@ impl LoadedTagger {
         })
     }
 
-    /// Tags tokenized sentences: one UPOS tag per word.
+    /// Tags tokenized sentences: one UPOS tag per word. A sentence of more than
+    /// [`MAX_SENTENCE_LEN`] words is an error naming it (memory grows with the longest).
     pub fn tag<S: AsRef<str>>(&self, sentences: &[Vec<S>]) -> crate::Result<Vec<Vec<String>>> {
+        if let Some((i, s)) = sentences
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() > MAX_SENTENCE_LEN)
+        {
+            return Err(neka_common::Error::config(
+                "sentence",
+                format!(
+                    "sentence {} has {} words, more than the {MAX_SENTENCE_LEN} the tagger \
+                     accepts; split it into sentences",
+                    i + 1,
+                    s.len()
+                ),
+            )
+            .into());
+        }
         let enc: Vec<_> = sentences
             .iter()
             .map(|s| self.vocabs.encode_words(s))
@@ -172,6 +192,30 @@ impl LoadedTagger {
 }
 
 impl LoadedTagger {
+    /// What `pos_tagger gates` draws: the gates of [`LoadedTagger::gate_trace`] over `words`
+    /// (labelled `word/TAG` with the predicted tags) into `out/lstm_gates.png` and
+    /// `out/lstm_cell_state.png`, for the `units` units whose forget gate varies most (their
+    /// indices are returned).
+    pub fn draw_gates<S: AsRef<str>>(
+        &self,
+        words: &[S],
+        units: usize,
+        out: &Path,
+    ) -> crate::Result<Vec<usize>> {
+        let trace = self.gate_trace(words)?;
+        let words: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+        let tags = self.tag(std::slice::from_ref(&words))?.remove(0);
+        let labels: Vec<String> = words
+            .iter()
+            .zip(&tags)
+            .map(|(w, t)| format!("{w}/{t}"))
+            .collect();
+        let units = trace.busiest_units(units);
+        let title = "The tagger's sentence LSTM (layer 1, left to right): its gates per token";
+        trace.plot(&labels, &units, out, title)?;
+        Ok(units)
+    }
+
     /// The gates of the sentence LSTM's first layer (forward direction) over one tokenized
     /// sentence: what `pos_tagger gates` draws. An error for a GRU or RNN tagger.
     pub fn gate_trace<S: AsRef<str>>(&self, words: &[S]) -> crate::Result<LstmTrace> {

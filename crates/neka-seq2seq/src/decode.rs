@@ -37,6 +37,9 @@ pub struct DecodeConfig {
     pub beam: usize,
     /// `α` of the length normalisation `log p / len^α`.
     pub length_penalty: f64,
+    /// Longest source sentence accepted, in tokens: memory grows with it (Multi30k's longest
+    /// is under 50; training keeps pairs of at most 100).
+    pub max_src_len: usize,
 }
 
 impl Default for DecodeConfig {
@@ -46,11 +49,46 @@ impl Default for DecodeConfig {
             max_len_b: 10,
             beam: 5,
             length_penalty: 1.0,
+            max_src_len: 400,
         }
     }
 }
 
 impl DecodeConfig {
+    /// Checks the search against the model's target vocabulary of `tgt_vocab` tokens: a beam
+    /// of 1 (greedy) up to the vocabulary size (a wider beam has nothing more to keep and costs
+    /// memory in proportion), a finite length penalty ≥ 0 and length factor ≥ 0.
+    pub fn validate(&self, tgt_vocab: usize) -> crate::Result<()> {
+        let bad = |flag: &str, msg: String| -> crate::Result<()> {
+            Err(neka_common::Error::config(flag, msg).into())
+        };
+        if self.beam == 0 || self.beam > tgt_vocab.max(1) {
+            return bad(
+                "--beam",
+                format!(
+                    "{}: must be between 1 (greedy) and the target vocabulary size {tgt_vocab}",
+                    self.beam
+                ),
+            );
+        }
+        if !(self.length_penalty.is_finite() && self.length_penalty >= 0.0) {
+            return bad(
+                "--length-penalty",
+                format!("{}: must be a finite number ≥ 0", self.length_penalty),
+            );
+        }
+        if !(self.max_len_a.is_finite() && self.max_len_a >= 0.0) {
+            return bad(
+                "max_len_a",
+                format!("{}: must be a finite number ≥ 0", self.max_len_a),
+            );
+        }
+        if self.max_src_len == 0 {
+            return bad("max_src_len", "0: must be at least 1 token".into());
+        }
+        Ok(())
+    }
+
     fn max_len(&self, src_len: usize) -> usize {
         (self.max_len_a * src_len as f64) as usize + self.max_len_b
     }
@@ -439,4 +477,36 @@ fn live_rows(row_sent: &[u32]) -> impl Iterator<Item = usize> + '_ {
         }
         i
     })
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::DecodeConfig;
+
+    #[test]
+    fn beams_and_penalties_out_of_range_are_named_errors() {
+        let err = |c: DecodeConfig| c.validate(100).unwrap_err().to_string();
+        let d = DecodeConfig::default;
+        assert!(err(DecodeConfig { beam: 0, ..d() }).contains("--beam"));
+        let e = err(DecodeConfig {
+            beam: 100_000,
+            ..d()
+        });
+        assert!(
+            e.contains("--beam") && e.contains("vocabulary size 100"),
+            "{e}"
+        );
+        assert!(err(DecodeConfig {
+            length_penalty: f64::NAN,
+            ..d()
+        })
+        .contains("--length-penalty"));
+        assert!(err(DecodeConfig {
+            length_penalty: -1.0,
+            ..d()
+        })
+        .contains("--length-penalty"));
+        d().validate(100).unwrap();
+        DecodeConfig { beam: 100, ..d() }.validate(100).unwrap();
+    }
 }

@@ -86,6 +86,24 @@ impl Translator {
         sentences: &[Vec<S>],
         cfg: &DecodeConfig,
     ) -> crate::Result<Vec<Hypothesis>> {
+        cfg.validate(self.vocabs.tgt.len())?;
+        if let Some((i, s)) = sentences
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() > cfg.max_src_len)
+        {
+            return Err(neka_common::Error::config(
+                "sentence",
+                format!(
+                    "sentence {} has {} tokens, more than the {} this translator accepts \
+                     (DecodeConfig::max_src_len); split it into sentences",
+                    i + 1,
+                    s.len(),
+                    cfg.max_src_len
+                ),
+            )
+            .into());
+        }
         let ids: Vec<Vec<u32>> = sentences
             .iter()
             .map(|s| self.vocabs.encode_src(s))
