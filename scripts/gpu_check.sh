@@ -105,6 +105,8 @@ run() {
     exit 3
   fi
 
+  # One dev-profile build for tests and examples, every crate optimised (the benches time it).
+  export CARGO_PROFILE_DEV_OPT_LEVEL=3
   local CARGO=(cargo) DATA=${NEKA_DATA_DIR:-}
   if [ -f "$GPU/vendor.tar.xz" ]; then
     tar xJf "$GPU/vendor.tar.xz" -C "$WORK"
