@@ -2,7 +2,7 @@
 //! written on every bar, a linear or a log₁₀ value axis. [`plot_bars`] draws one bar per
 //! label; [`plot_grouped_bars`] one bar per series in each group, with a legend on top.
 
-use super::register_font;
+use super::{finish_png, plot_error, register_font, temp_png};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -227,10 +227,7 @@ fn draw(path: &Path, title: &str, panels: Vec<Layout>) -> Result<()> {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     register_font();
-    let perr = |e: &dyn std::fmt::Display| Error::Plot {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
+    let perr = |e: &dyn std::fmt::Display| plot_error(path, e);
     for p in &panels {
         if p.bars.is_empty() {
             return Err(perr(&format!("panel `{}` has no bars", p.title)));
@@ -245,9 +242,6 @@ fn draw(path: &Path, title: &str, panels: Vec<Layout>) -> Result<()> {
                 p.title, b.value
             )));
         }
-    }
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let label_lines = panels
         .iter()
@@ -265,7 +259,7 @@ fn draw(path: &Path, title: &str, panels: Vec<Layout>) -> Result<()> {
         panels.iter().map(|p| p.width).sum::<u32>().max(200),
         top + 30 + legend_h + PANEL_H + label_h,
     );
-    let tmp = path.with_extension("tmp.png");
+    let tmp = temp_png(path)?;
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| perr(&e))?;
@@ -397,7 +391,7 @@ fn draw(path: &Path, title: &str, panels: Vec<Layout>) -> Result<()> {
         }
         root.present().map_err(|e| perr(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    finish_png(&tmp, path)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Grids of small images: a CNN's filters (signed weights) and feature maps (activations).
 
-use super::register_font;
-use crate::{Error, Result};
+use super::{finish_png, plot_error, register_font, temp_png};
+use crate::Result;
 use std::path::Path;
 
 /// How a panel's values become colours.
@@ -72,10 +72,7 @@ pub fn plot_image_grid(
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     register_font();
-    let perr = |e: &dyn std::fmt::Display| Error::Plot {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
+    let perr = |e: &dyn std::fmt::Display| plot_error(path, e);
     for (i, p) in panels.iter().enumerate() {
         if p.values.len() != p.h * p.w {
             return Err(perr(&format!(
@@ -86,9 +83,6 @@ pub fn plot_image_grid(
                 p.w
             )));
         }
-    }
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let cols = cols.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(cols).max(1);
@@ -108,7 +102,7 @@ pub fn plot_image_grid(
         (gap + cell_w * cols as u32).max(8 * title.chars().count() as u32 + 40),
         top + cell_h * rows as u32,
     );
-    let tmp = path.with_extension("tmp.png");
+    let tmp = temp_png(path)?;
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| perr(&e))?;
@@ -159,7 +153,7 @@ pub fn plot_image_grid(
         }
         root.present().map_err(|e| perr(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    finish_png(&tmp, path)
 }
 
 #[cfg(test)]

@@ -11,6 +11,27 @@ pub mod worked;
 use crate::{Error, Result};
 use std::path::Path;
 
+/// An [`Error::Plot`] naming the PNG.
+pub(crate) fn plot_error(path: &Path, e: &dyn std::fmt::Display) -> Error {
+    Error::Plot {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// Creates `path`'s folder and returns the temporary file a plot is drawn into.
+pub(crate) fn temp_png(path: &Path) -> Result<std::path::PathBuf> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(path.with_extension("tmp.png"))
+}
+
+/// Moves the finished temporary PNG into place (one rename: a reader never sees half a plot).
+pub(crate) fn finish_png(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
+}
+
 /// Registers the bundled DejaVu Sans as plotters' `sans-serif` (once per process).
 pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -57,14 +78,8 @@ pub fn plot_lines_with(
 ) -> Result<()> {
     use plotters::prelude::*;
     register_font();
-    let perr = |e: &dyn std::fmt::Display| Error::Plot {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let tmp = path.with_extension("tmp.png");
+    let perr = |e: &dyn std::fmt::Display| plot_error(path, e);
+    let tmp = temp_png(path)?;
     {
         let width = 520 * panels.len().max(1) as u32;
         let root = BitMapBackend::new(&tmp, (width, 400)).into_drawing_area();
@@ -137,7 +152,7 @@ pub fn plot_lines_with(
         }
         root.present().map_err(|e| perr(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    finish_png(&tmp, path)
 }
 
 /// Draws a matrix of values in `[0, 1]` as a heatmap PNG (white → blue), with row labels on
@@ -155,13 +170,7 @@ pub fn plot_heatmap(
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     register_font();
-    let perr = |e: &dyn std::fmt::Display| Error::Plot {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+    let perr = |e: &dyn std::fmt::Display| plot_error(path, e);
     let (rows, cols) = (row_labels.len().max(1), col_labels.len().max(1));
     let cell = 44u32;
     let left = 20
@@ -183,7 +192,7 @@ pub fn plot_heatmap(
         (left + cell * cols as u32 + 20).max(360).max(text_w),
         top + cell * rows as u32 + bottom,
     );
-    let tmp = path.with_extension("tmp.png");
+    let tmp = temp_png(path)?;
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| perr(&e))?;
@@ -250,5 +259,5 @@ pub fn plot_heatmap(
         }
         root.present().map_err(|e| perr(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    finish_png(&tmp, path)
 }

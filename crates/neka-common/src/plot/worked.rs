@@ -6,7 +6,7 @@
 //! [`Highlight`]s (the sliding window, the output cell it produces). [`plot_worked`] lays out
 //! rows of grids joined by operators (`∗`, `=`, `→`) into one PNG.
 
-use super::register_font;
+use super::{finish_png, plot_error, register_font, temp_png};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -347,10 +347,7 @@ pub fn plot_worked(
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     register_font();
-    let perr = |e: &dyn std::fmt::Display| Error::Plot {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
+    let perr = |e: &dyn std::fmt::Display| plot_error(path, e);
     for (r, row) in rows.iter().enumerate() {
         for item in row {
             if let Item::Grid(g) = item {
@@ -367,9 +364,6 @@ pub fn plot_worked(
                 }
             }
         }
-    }
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let measured: Vec<Vec<Measured>> = rows
         .iter()
@@ -409,7 +403,7 @@ pub fn plot_worked(
         (content_w + 2 * MARGIN) as u32,
         (header_h + rows_h + footer_h + MARGIN) as u32,
     );
-    let tmp = path.with_extension("tmp.png");
+    let tmp = temp_png(path)?;
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| perr(&e))?;
@@ -468,7 +462,7 @@ pub fn plot_worked(
         }
         root.present().map_err(|e| perr(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    finish_png(&tmp, path)
 }
 
 type TextFn<'a> = dyn FnMut(
