@@ -76,7 +76,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     /// Clip the global gradient norm to this value (0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = neka::cli::clip_norm)]
     clip_grad_norm: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -92,7 +92,7 @@ struct TrainArgs {
     prompt: String,
     #[arg(long, default_value_t = 300)]
     length: usize,
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = neka::cli::temperature)]
     temperature: f64,
 }
 
@@ -105,7 +105,7 @@ struct SampleArgs {
     prompt: String,
     #[arg(long, default_value_t = 300)]
     length: usize,
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = neka::cli::temperature)]
     temperature: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -114,6 +114,7 @@ struct SampleArgs {
 }
 
 fn main() -> Result<()> {
+    neka::cli::quiet_broken_pipe();
     neka::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
@@ -179,11 +180,13 @@ fn train(a: TrainArgs) -> Result<()> {
     let varmap = candle_nn::VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &device);
     let model = CharLm::new(cfg, vb)?;
-    let info = CheckpointInfo::new(
+    let mut info = CheckpointInfo::new(
         &format!("char-{}", a.cell),
         &cfg,
         &path.display().to_string(),
     )?;
+    info.files.insert("vocab.json".into(), vocab.to_json());
+    info.data.insert("bptt".into(), a.bptt.into());
     let train_cfg = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -204,10 +207,9 @@ fn train(a: TrainArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/char_rnn/{}", a.cell)));
     let mut trainer = Trainer::new(train_cfg, &varmap, info, &out)?;
-    vocab.save(&out.join("vocab.json"))?;
     let report = trainer.fit(&Tbptt::new(&model), &train_ds, Some(&val_ds))?;
     if report.stop == StopReason::Interrupted {
-        return Ok(());
+        neka::cli::exit_interrupted(); // the checkpoint is saved for --resume
     }
     trainer.load_best()?;
     let val_loss = report
@@ -231,13 +233,10 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn load(dir: &Path, device: &candle_core::Device) -> Result<(CharLm, Vocab)> {
-    let info = checkpoint::read_info(dir)?;
-    let cfg: Config = info.model_config(&dir.join(checkpoint::CONFIG_FILE))?;
-    let varmap = candle_nn::VarMap::new();
-    let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
-    let model = CharLm::new(cfg, vb)?;
-    checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
-    Ok((model, Vocab::load(&dir.join("vocab.json"))?))
+    let (info, source) = checkpoint::read_record(dir)?;
+    let cfg: Config = info.model_config(&source)?;
+    let (model, _) = checkpoint::load_model(dir, device, |vb| CharLm::new(cfg, vb))?;
+    Ok((model, Vocab::load_companion(dir, &info, "vocab.json")?))
 }
 
 fn sample(a: SampleArgs) -> Result<()> {

@@ -34,6 +34,7 @@ fn show(name: &str, t: &Tensor) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    neka::cli::quiet_broken_pipe();
     let args = Args::parse();
     neka::alloc::keep_freed_memory();
     let dev = Device::Cpu;

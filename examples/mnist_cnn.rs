@@ -155,6 +155,7 @@ struct InspectArgs {
 }
 
 fn main() -> Result<()> {
+    neka::cli::quiet_broken_pipe();
     neka::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
@@ -212,6 +213,8 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut info = CheckpointInfo::new(&a.model, &cfg_json, a.dataset.name())?;
     info.normalize = Some(norm);
     info.classes = classes;
+    info.data.insert("val_size".into(), a.val_size.into());
+    info.data.insert("dry_run".into(), a.dry_run.into());
     let lr = a.lr.unwrap_or_else(|| default_lr(&a.optimizer));
     let cfg = TrainConfig {
         epochs,
@@ -245,7 +248,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let Some((report, test)) =
         trainer.fit_and_test(&Classifier(&model), &train_ds, Some(&val_ds), &test_ds)?
     else {
-        return Ok(()); // interrupted: the checkpoint is saved for --resume
+        neka::cli::exit_interrupted(); // the checkpoint is saved for --resume
     };
     println!(
         "test accuracy {:.2}% ({} images), best validation accuracy {:.2}% at epoch {}",
@@ -288,6 +291,16 @@ fn eval(a: EvalArgs) -> Result<()> {
             .with_context(|| format!("{}: unknown dataset in config.json", dir.display()))?,
     };
     let data = vision::load(kind, a.data_dir.as_deref())?;
+    let size = loaded.image_size() as usize;
+    let (rows, cols) = (data.test.images.rows, data.test.images.cols);
+    if (rows, cols) != (size, size) {
+        bail!(
+            "{} holds {rows}×{cols} images; the model in {} takes {size}×{size} (its image_size): \
+             evaluate it on images of that size",
+            data.source,
+            dir.display()
+        );
+    }
     let test = data.test.to_dataset(&loaded.normalize()?, &device)?;
     let m = evaluate(&Classifier(&loaded.model), &test, a.batch_size)?;
     println!(

@@ -89,7 +89,7 @@ struct TrainArgs {
     #[arg(long, default_value = "cosine")]
     schedule: String,
     /// Clip the global gradient norm to this value (0 = off).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = neka::cli::clip_norm)]
     clip_grad_norm: f64,
     /// Stop after this many epochs without a better dev accuracy.
     #[arg(long)]
@@ -179,6 +179,7 @@ struct TagArgs {
 }
 
 fn main() -> Result<()> {
+    neka::cli::quiet_broken_pipe();
     neka::alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::Train(a) => train(a),
@@ -246,9 +247,13 @@ fn train(a: TrainArgs) -> Result<()> {
         .clone()
         .or_else(|| a.resume.clone())
         .unwrap_or_else(|| PathBuf::from(format!("runs/pos_tagger/{}", a.cell)));
-    vocabs.save(&out)?;
     let mut info = CheckpointInfo::new(tagger::MODEL_NAME, &cfg, "ud-english-ewt")?;
     info.classes = vocabs.tags.tokens().to_vec();
+    info.files = vocabs.files();
+    info.data.insert(
+        "train_sentences".into(),
+        serde_json::to_value(a.train_sentences)?,
+    );
     let optimizer = match OptimizerConfig::adamw(a.lr) {
         OptimizerConfig::AdamW {
             lr,
@@ -298,7 +303,7 @@ fn train(a: TrainArgs) -> Result<()> {
         Ok(Vec::new())
     })?;
     if report.stop == neka_common::train::StopReason::Interrupted {
-        return Ok(()); // the checkpoint is saved for --resume
+        neka::cli::exit_interrupted(); // the checkpoint is saved for --resume
     }
     let mut dev = report.best_val_accuracy.unwrap_or(f64::NAN);
     let mut best = format!("best epoch {}", report.best_epoch.unwrap_or(0));

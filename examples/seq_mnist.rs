@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value = "constant")]
     schedule: String,
     /// Clip the global gradient norm to this value (0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = neka::cli::clip_norm)]
     clip_grad_norm: f64,
     #[arg(long, default_value_t = 5000)]
     val_size: usize,
@@ -128,6 +128,7 @@ fn main() -> Result<()> {
     let mut info = CheckpointInfo::new(&format!("row-{}", a.cell), &cfg, a.dataset.name())?;
     info.normalize = Some(norm);
     info.classes = data.kind.class_names();
+    info.data.insert("val_size".into(), a.val_size.into());
     let train_cfg = TrainConfig {
         epochs,
         batch_size: a.batch_size,
@@ -160,7 +161,7 @@ fn main() -> Result<()> {
     let Some((report, test)) =
         trainer.fit_and_test(&Classifier(&model), &train_ds, Some(&val_ds), &test_ds)?
     else {
-        return Ok(()); // interrupted: the checkpoint is saved for --resume
+        neka::cli::exit_interrupted(); // the checkpoint is saved for --resume
     };
     let seconds: f64 = report.history.iter().map(|m| m.seconds).sum();
     println!(

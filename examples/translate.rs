@@ -86,7 +86,7 @@ struct TrainArgs {
     /// constant, step[:STEP_SIZE[:GAMMA]] or cosine[:T_MAX], per epoch.
     #[arg(long, default_value = "cosine")]
     schedule: String,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = neka::cli::clip_norm)]
     clip_grad_norm: f64,
     #[arg(long, default_value_t = 256)]
     embed: usize,
@@ -105,10 +105,10 @@ struct TrainArgs {
     #[arg(long)]
     untied: bool,
     /// Teacher-forcing probability at the start of training …
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = neka::cli::probability)]
     teacher_forcing: f64,
     /// … falling linearly to this by the end of training.
-    #[arg(long)]
+    #[arg(long, value_parser = neka::cli::probability)]
     teacher_forcing_final: Option<f64>,
     /// Tokens seen fewer times map to <unk>.
     #[arg(long, default_value_t = 2)]
@@ -180,6 +180,7 @@ struct RunArgs {
 }
 
 fn main() -> Result<()> {
+    neka::cli::quiet_broken_pipe();
     neka::alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::Train(a) => train(*a),
@@ -313,13 +314,14 @@ fn train(a: TrainArgs) -> Result<()> {
                 a.src, a.tgt, a.cell, a.attention
             ))
         });
-    vocabs.save(&out)?;
     let mut info = CheckpointInfo::new(
         translator::MODEL_NAME,
         &cfg,
         &format!("multi30k-{}-{}", a.src, a.tgt),
     )?;
-    info.classes = Vec::new();
+    info.files = vocabs.files();
+    info.data
+        .insert("train_pairs".into(), serde_json::to_value(a.train_pairs)?);
     let train_cfg = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -367,7 +369,7 @@ fn train(a: TrainArgs) -> Result<()> {
         })?
     };
     if report.stop == neka_common::train::StopReason::Interrupted {
-        return Ok(());
+        neka::cli::exit_interrupted(); // the checkpoint is saved for --resume
     }
     let train_seconds = t0.elapsed().as_secs_f64();
     trainer.load_best()?;

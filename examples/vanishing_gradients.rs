@@ -43,7 +43,7 @@ const CLASSES: usize = 4;
 #[command(about = "Vanishing and exploding gradients in RNNs vs LSTMs, measured")]
 struct Args {
     /// Sequence lengths T to train on.
-    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100,200")]
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100,200", value_parser = neka::cli::at_least_one)]
     lengths: Vec<usize>,
     /// Distinct distractor symbols (1 = a single "blank").
     #[arg(long, default_value_t = 6)]
@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, default_value_t = 3e-3)]
     lr: f64,
     /// T at which ‖∂L/∂h_t‖ is measured (must be one of --lengths).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = neka::cli::at_least_one)]
     grad_length: usize,
     /// T of the clipping experiment.
     #[arg(long, default_value_t = 50)]
@@ -235,7 +235,7 @@ fn lengths_experiment(a: &Args, symbols: usize) -> Result<()> {
             }
             let info = neka_common::checkpoint::CheckpointInfo::new(
                 &format!("first-token-{cell}"),
-                &t,
+                &serde_json::json!({ "length": t }),
                 "first-token",
             )?;
             let dir = a.out.join(format!("runs/{cell}-T{t}"));
@@ -326,7 +326,7 @@ fn clipping_experiment(a: &Args, symbols: usize) -> Result<()> {
         varmap.data().lock().unwrap()["rnn.weight_hh_l0"].set(&eye)?;
         let info = neka_common::checkpoint::CheckpointInfo::new(
             "first-token-rnn-relu",
-            &a.clip_length,
+            &serde_json::json!({ "length": a.clip_length }),
             "first-token",
         )?;
         let dir = a.out.join(format!(

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod cli;
+
 pub use neka_cnn as cnn;
 pub use neka_common as common;
 pub use neka_lstm as lstm;

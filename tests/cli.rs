@@ -287,12 +287,34 @@ fn train_eval_predict_end_to_end() {
     );
     assert_clean_failure(&o, &["neka-test/absent"]);
 
-    // a checkpoint whose tensor does not fit the config names that tensor
+    // config.json is a readable copy: editing it changes nothing (the record in the weights
+    // is what loaders read) …
     let cfg_path = model.join("config.json");
     let cfg = std::fs::read_to_string(&cfg_path)
         .unwrap()
         .replace("\"hidden\": 128", "\"hidden\": 64");
     std::fs::write(&cfg_path, cfg).unwrap();
+    let fx = fixture();
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data-dir",
+        fx.to_str().unwrap(),
+    ];
+    let o = run(&args, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // … and a record whose config does not fit the tensors names the tensor.
+    let weights = model.join("model.safetensors");
+    let (tensors, mut meta) =
+        neka_common::checkpoint::load_tensors(&weights, &candle_core::Device::Cpu).unwrap();
+    meta.insert(
+        "config".into(),
+        meta["config"].replace("\"hidden\":128", "\"hidden\":64"),
+    );
+    let mut tensors: Vec<(String, candle_core::Tensor)> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    neka_common::checkpoint::save_tensors(&weights, &tensors, Some(meta)).unwrap();
     let o = run(
         &[
             "eval",
@@ -303,7 +325,7 @@ fn train_eval_predict_end_to_end() {
         ],
         &[],
     );
-    assert_clean_failure(&o, &["fc1.bias", "[128]", "model.safetensors"]);
+    assert_clean_failure(&o, &["fc1.weight", "[128, 9216]", "model.safetensors"]);
 }
 
 fn run_example(name: &str, args: &[&str]) -> Output {

@@ -116,8 +116,12 @@ fn padding_changes_nothing_and_save_load_tags_identically() {
             "fixture",
         )
         .unwrap();
+        let mut info = info;
+        info.files = vocabs.files();
         neka_common::checkpoint::save_model(dir.path(), &vm, &info).unwrap();
-        vocabs.save(dir.path()).unwrap();
+        for f in ["words.json", "chars.json", "tags.json"] {
+            assert!(dir.path().join(f).is_file(), "{f}: readable copy written");
+        }
         let loaded = LoadedTagger::load(dir.path(), &Device::Cpu).unwrap();
         let forms: Vec<Vec<String>> = sents.iter().map(|s| s.forms.clone()).collect();
         let tags = loaded.tag(&forms).unwrap();
@@ -133,14 +137,27 @@ fn padding_changes_nothing_and_save_load_tags_identically() {
             })
             .collect();
         assert_eq!(tags, direct);
-        // A vocabulary file that does not fit the config is a named error.
-        std::fs::write(dir.path().join("tags.json"), r#"{"tokens": ["NOUN"]}"#).unwrap();
+        // The vocabularies are tied to the weights: a permuted tags.json of the same size
+        // beside them changes nothing (the loader reads the copy recorded in the weights) …
+        let mut permuted = vocabs.tags.tokens().to_vec();
+        permuted.swap(0, 1);
+        std::fs::write(
+            dir.path().join("tags.json"),
+            serde_json::json!({ "tokens": permuted }).to_string(),
+        )
+        .unwrap();
+        let again = LoadedTagger::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(again.tag(&forms).unwrap(), tags);
+        // … and a recorded vocabulary that does not fit the config is a named error.
+        info.files
+            .insert("tags.json".into(), r#"{"tokens": ["NOUN"]}"#.into());
+        neka_common::checkpoint::save_model(dir.path(), &vm, &info).unwrap();
         let e = LoadedTagger::load(dir.path(), &Device::Cpu)
             .err()
             .unwrap()
             .to_string();
         assert!(
-            e.contains("config.json") && e.contains("vocabulary files"),
+            e.contains("model.safetensors") && e.contains("vocabulary files"),
             "{e}"
         );
     }
@@ -164,8 +181,9 @@ fn gate_trace_is_the_first_lstm_layer() {
     let info =
         neka_common::checkpoint::CheckpointInfo::new(tagger::MODEL_NAME, model.config(), "fixture")
             .unwrap();
+    let mut info = info;
+    info.files = vocabs.files();
     neka_common::checkpoint::save_model(dir.path(), &vm, &info).unwrap();
-    vocabs.save(dir.path()).unwrap();
     let loaded = LoadedTagger::load(dir.path(), &Device::Cpu).unwrap();
     let words = &sents[1].forms;
     let trace = loaded.gate_trace(words).unwrap();

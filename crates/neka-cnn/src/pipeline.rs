@@ -8,7 +8,7 @@
 //! ```
 
 use crate::{CnnModel, Error, Result};
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use neka_common::checkpoint::{self, CheckpointInfo};
 use neka_common::data::{vision, Dataset, Normalize, VisionDatasetKind};
@@ -33,13 +33,36 @@ impl LoadedModel {
             )
             .into());
         }
-        let info = checkpoint::read_info(dir)?;
-        let varmap = VarMap::new();
-        let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, device);
-        let model = CnnModel::from_config(&info.model, &info.config, vb).map_err(|e| {
-            neka_common::Error::checkpoint(dir.join(checkpoint::CONFIG_FILE), e.to_string())
+        let (info, source) = checkpoint::read_record(dir)?;
+        let (model, varmap) = checkpoint::load_model(dir, device, |vb| {
+            CnnModel::from_config(&info.model, &info.config, vb)
+                .map_err(|e| neka_common::Error::checkpoint(&source, e.to_string()))
         })?;
-        checkpoint::load_into_varmap(&varmap, &dir.join(checkpoint::WEIGHTS_FILE))?;
+        let field = |k: &str| info.config.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        let (classes, channels) = (field("num_classes"), field("in_channels"));
+        if !info.classes.is_empty() && info.classes.len() != classes {
+            return Err(neka_common::Error::checkpoint(
+                &source,
+                format!(
+                    "field `classes` names {} classes, the model has {classes} outputs",
+                    info.classes.len()
+                ),
+            )
+            .into());
+        }
+        if info
+            .normalize
+            .as_ref()
+            .is_some_and(|n| n.mean.len() != channels)
+        {
+            return Err(neka_common::Error::checkpoint(
+                &source,
+                format!(
+                    "field `normalize` must give one mean and std per input channel ({channels})"
+                ),
+            )
+            .into());
+        }
         Ok(Self {
             model,
             info,

@@ -52,6 +52,19 @@ pub enum Error {
     #[error("invalid {field}: {msg}")]
     Config { field: String, msg: String },
 
+    /// Another training holds the run directory's lock.
+    #[error("{} is in use by another training ({holder}): wait for it to finish, or train into another --out", dir.display())]
+    RunDirInUse { dir: PathBuf, holder: String },
+
+    /// A `--resume` whose saved run differs from this one in what defines a run.
+    #[error("cannot resume from {}: the saved run differs from this one in what defines it:\n{}\n             Run with the saved run's settings (only --epochs, --lr, --schedule, --patience, \
+             --clip-grad-norm, --max-batches and the evaluation batch size may change), or start a \
+             new run with another --out.", dir.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    ResumeMismatch {
+        dir: PathBuf,
+        differences: Vec<String>,
+    },
+
     /// Training produced a NaN or infinite loss.
     #[error("{0}")]
     NonFiniteLoss(String),

@@ -13,7 +13,8 @@
 //! | [`loss`] | masked cross-entropy (padding ignored), label smoothing |
 //! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
 //! | [`train`] | the training loop shared by every model |
-//! | [`checkpoint`] | safetensors + `config.json`, atomic writes, strict loading |
+//! | [`checkpoint`] | safetensors + `config.json`, the weights file as the one commit point, strict loading |
+//! | [`run_dir`] | a run directory's lock and its repair after an interrupted run |
 //! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves |
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
 
@@ -31,6 +32,7 @@ pub mod nn;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod run_dir;
 pub mod train;
 pub mod vocab;
 

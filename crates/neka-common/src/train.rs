@@ -9,11 +9,27 @@
 //! The output directory:
 //! ```text
 //! out/
-//!   model.safetensors, config.json   best model so far (by validation accuracy)
+//!   model.safetensors                best model so far (by validation accuracy), with its
+//!                                    whole record (config, metrics, vocabularies) inside
+//!   config.json, *.json              readable copies of that record
 //!   checkpoint/                      latest state, for --resume:
 //!     model.safetensors  optimizer.safetensors  state.json
 //!   metrics.jsonl  metrics.csv  curves.png
+//!   .neka.lock                       held while a run writes here
 //! ```
+//!
+//! What a run directory guarantees (see [`crate::run_dir`] and [`crate::checkpoint`]):
+//! * one training at a time ([`crate::run_dir::RunLock`], taken by [`Trainer::new`]);
+//! * every replacement is atomic: the best model's weights file is its one commit point, the
+//!   checkpoint folder is swapped by renames with `checkpoint.old/` as the fallback, and
+//!   temporary files of an interrupted save are removed by the next run;
+//! * nothing in the directory is replaced until the new state is complete: the vocabularies
+//!   are written with the first saved model, not before;
+//! * a non-finite loss (training or validation), metric or weight saves nothing of that
+//!   epoch, and the error names the last good state to resume from;
+//! * `--resume` refuses a run that differs from the saved one in what defines it (model kind
+//!   and config, dataset and data selection, preprocessing, classes, vocabularies, optimizer
+//!   kind, batch size, seed), naming each difference.
 
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{Dataset, ImageBatch};
@@ -233,6 +249,11 @@ struct TrainerState {
     /// Metrics of the best epoch, restored into the checkpoint info on resume.
     #[serde(default)]
     best_metrics: std::collections::BTreeMap<String, f64>,
+    /// Batch size and seed of the run (they fix the data order; compared on resume).
+    #[serde(default)]
+    batch_size: Option<usize>,
+    #[serde(default)]
+    seed: Option<u64>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -268,13 +289,19 @@ pub struct Trainer {
     info: CheckpointInfo,
     state: TrainerState,
     steps: Vec<StepLog>,
+    _lock: crate::run_dir::RunLock,
 }
 
-const CKPT_DIR: &str = "checkpoint";
+const CKPT_DIR: &str = crate::run_dir::CHECKPOINT_DIR;
 
 impl Trainer {
     /// A trainer for the variables in `varmap` (build the model first, after
-    /// [`rng::seed`]`(cfg.seed)`). `info` describes the model for the saved checkpoints.
+    /// [`rng::seed`]`(cfg.seed)`). `info` describes the model for the saved checkpoints
+    /// (put the vocabularies in `info.files`: they are saved with the model, never before).
+    ///
+    /// Checks `cfg` ([`TrainConfig::validate`]), then takes the lock of `out_dir` (creating
+    /// it) and repairs what an interrupted run left there ([`crate::run_dir`]); the lock is
+    /// held until the trainer is dropped. Nothing else is written until an epoch completes.
     pub fn new(
         cfg: TrainConfig,
         varmap: &VarMap,
@@ -282,6 +309,14 @@ impl Trainer {
         out_dir: impl Into<PathBuf>,
     ) -> Result<Self> {
         cfg.validate()?;
+        let out_dir = out_dir.into();
+        info.validate(&out_dir)?;
+        let lock = crate::run_dir::RunLock::acquire(&out_dir)?;
+        if cfg.verbose {
+            for line in &lock.recovered {
+                eprintln!("{}: {line}", out_dir.display());
+            }
+        }
         let optimizer = Optimizer::new(cfg.optimizer.clone(), varmap)?;
         let state = TrainerState {
             neka_version: env!("CARGO_PKG_VERSION").into(),
@@ -297,21 +332,30 @@ impl Trainer {
             history: Vec::new(),
             optimizer: cfg.optimizer.clone(),
             best_metrics: Default::default(),
+            batch_size: Some(cfg.batch_size),
+            seed: Some(cfg.seed),
         };
         Ok(Self {
             cfg,
-            out_dir: out_dir.into(),
+            out_dir,
             varmap: varmap.clone(),
             optimizer,
             info,
             state,
             steps: Vec::new(),
+            _lock: lock,
         })
     }
 
     /// Restores weights, optimizer state, epoch, step and RNG states from `dir` (a run's
-    /// output directory, or its `checkpoint/` folder). `cfg.epochs` may be raised to train
-    /// further; the optimizer kind must match.
+    /// output directory, or its `checkpoint/` folder).
+    ///
+    /// The saved run must agree with this one on everything that defines it — model kind and
+    /// config, dataset and data selection (`info.data`), preprocessing, classes and
+    /// vocabularies (`info.files`), optimizer kind, batch size and seed — or nothing is
+    /// loaded and [`Error::ResumeMismatch`] lists every difference. Only `cfg.epochs`, the
+    /// learning rate and schedule, patience, clipping, the batch cap and the evaluation batch
+    /// size may change.
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
         let ck = [dir.join(CKPT_DIR), dir.join(format!("{CKPT_DIR}.old")), dir.to_path_buf()]
             .into_iter()
@@ -320,17 +364,50 @@ impl Trainer {
                 Error::checkpoint(dir, "no checkpoint/state.json here: --resume takes the --out directory of an earlier run")
             })?;
         let state: TrainerState = checkpoint::read_json(&ck.join("state.json"))?;
+        let weights = ck.join(checkpoint::WEIGHTS_FILE);
+        let mut differences = Vec::new();
+        let meta = checkpoint::read_metadata(&weights)?;
+        match CheckpointInfo::from_metadata(&meta, &weights)? {
+            Some(mut saved) => {
+                // Records written before neka kept data selection and vocabularies in the
+                // weights (no `data` entry) hold neither: nothing to compare them with.
+                if !meta.contains_key("data") {
+                    saved.data = self.info.data.clone();
+                    saved.files = self.info.files.clone();
+                }
+                differences.extend(saved.differences(&self.info));
+            }
+            None => differences.push(format!(
+                "{} holds no neka record (model, config, dataset)",
+                weights.display()
+            )),
+        }
         if state.optimizer.name() != self.cfg.optimizer.name() {
-            return Err(Error::checkpoint(
-                ck.join("state.json"),
-                format!(
-                    "was trained with --optimizer {}, not {}",
-                    state.optimizer.name(),
-                    self.cfg.optimizer.name()
-                ),
+            differences.push(format!(
+                "optimizer: saved run {}, this run {} (--optimizer)",
+                state.optimizer.name(),
+                self.cfg.optimizer.name()
             ));
         }
-        checkpoint::load_into_varmap(&self.varmap, &ck.join(checkpoint::WEIGHTS_FILE))?;
+        if let Some(b) = state.batch_size.filter(|&b| b != self.cfg.batch_size) {
+            differences.push(format!(
+                "batch size: saved run {b}, this run {} (--batch-size)",
+                self.cfg.batch_size
+            ));
+        }
+        if let Some(s) = state.seed.filter(|&s| s != self.cfg.seed) {
+            differences.push(format!(
+                "seed: saved run {s}, this run {} (--seed)",
+                self.cfg.seed
+            ));
+        }
+        if !differences.is_empty() {
+            return Err(Error::ResumeMismatch {
+                dir: dir.to_path_buf(),
+                differences,
+            });
+        }
+        checkpoint::load_into_varmap(&self.varmap, &weights)?;
         let opt_path = ck.join("optimizer.safetensors");
         let (tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
         self.optimizer.load_state(tensors, state.step, &opt_path)?;
@@ -356,11 +433,22 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self, data_rng: &DataRng) -> Result<()> {
-        let tmp = self.out_dir.join(format!("{CKPT_DIR}.tmp"));
+        let tmp = self
+            .out_dir
+            .join(format!("{CKPT_DIR}.tmp-{}", std::process::id()));
+        let result = self.write_checkpoint(&tmp, data_rng);
+        if result.is_err() {
+            // e.g. a full disk: do not leave a partial copy holding the space.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    fn write_checkpoint(&self, tmp: &Path, data_rng: &DataRng) -> Result<()> {
         let cur = self.out_dir.join(CKPT_DIR);
         let old = self.out_dir.join(format!("{CKPT_DIR}.old"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let _ = std::fs::remove_dir_all(tmp);
+        std::fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
         checkpoint::save_tensors(
             &tmp.join(checkpoint::WEIGHTS_FILE),
             &checkpoint::varmap_tensors(&self.varmap),
@@ -376,14 +464,31 @@ impl Trainer {
         state.data_rng = data_rng.clone();
         state.step = self.optimizer.step_count();
         checkpoint::write_json(&tmp.join("state.json"), &state)?;
-        // Swap directories so that a complete checkpoint exists at every moment.
+        // Swap directories so that a complete checkpoint exists at every moment: between the
+        // two renames it is `checkpoint.old/`, which --resume and the next run's repair use.
         let _ = std::fs::remove_dir_all(&old);
         if cur.exists() {
             std::fs::rename(&cur, &old).map_err(|e| Error::io(&cur, e))?;
         }
-        std::fs::rename(&tmp, &cur).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(tmp, &cur).map_err(|e| Error::io(tmp, e))?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
+    }
+
+    /// Where to continue after a divergence: the last good state, or that there is none.
+    fn last_good_state(&self) -> String {
+        if self.out_dir.join(CKPT_DIR).join("state.json").is_file() && self.state.epochs_done > 0 {
+            format!(
+                "The last good state is {} (after epoch {}), untouched: continue from it with --resume {} \
+                 and a lower --lr or --clip-grad-norm",
+                self.out_dir.join(CKPT_DIR).display(),
+                self.state.epochs_done,
+                self.out_dir.display()
+            )
+        } else {
+            "No checkpoint had been saved yet: start again with a lower --lr or --clip-grad-norm"
+                .to_string()
+        }
     }
 
     /// Trains until `cfg.epochs` epochs are done, early stopping triggers, or Ctrl-C.
@@ -414,6 +519,13 @@ impl Trainer {
     {
         if train.is_empty() {
             return Err(Error::config("training data", "is empty"));
+        }
+        if val.is_some_and(|v| v.is_empty()) {
+            return Err(Error::config(
+                "validation data",
+                "is empty: choosing the best epoch and early stopping need at least one example \
+                 (check --val-size, or that the dev / validation file holds data)",
+            ));
         }
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
         if self.cfg.handle_ctrl_c {
@@ -455,13 +567,13 @@ impl Trainer {
                         self.write_steps()?;
                     }
                     return Err(Error::NonFiniteLoss(format!(
-                        "loss became {loss_v} at epoch {}, batch {} (step {}): training stopped. The last good \
-                         checkpoint is {} (after epoch {}); lower --lr or set --clip-grad-norm",
+                        "training loss became {loss_v} at epoch {}, batch {} (step {}): training stopped \
+                         and nothing of epoch {} was saved. {}",
                         epoch + 1,
                         i + 1,
                         self.optimizer.step_count() + 1,
-                        self.out_dir.join(CKPT_DIR).display(),
-                        self.state.epochs_done
+                        epoch + 1,
+                        self.last_good_state()
                     )));
                 }
                 let mut grads = out.loss.backward()?;
@@ -495,6 +607,13 @@ impl Trainer {
             }
             if let Some(done) = interrupted_at {
                 bar.abandon();
+                if let Some(name) = checkpoint::first_non_finite(&self.varmap)? {
+                    return Err(Error::NonFiniteLoss(format!(
+                        "interrupted in epoch {}, but weight `{name}` is no longer finite: nothing was saved. {}",
+                        epoch + 1,
+                        self.last_good_state()
+                    )));
+                }
                 running.seconds += start.elapsed().as_secs_f64();
                 self.state.running = running;
                 self.state.batches_done = done;
@@ -516,7 +635,29 @@ impl Trainer {
                 Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
                 None => None,
             };
-            let extra = on_epoch(epoch + 1)?.into_iter().collect();
+            let extra: std::collections::BTreeMap<String, f64> =
+                on_epoch(epoch + 1)?.into_iter().collect();
+            let bad = [
+                ("training loss", running.loss()),
+                ("validation loss", v.map_or(0.0, |v| v.loss)),
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|(k, v)| (k.as_str(), *v)))
+            .find(|(_, x)| !x.is_finite())
+            .map(|(what, x)| format!("{what} is {x}"));
+            let bad = match bad {
+                Some(b) => Some(b),
+                None => checkpoint::first_non_finite(&self.varmap)?
+                    .map(|name| format!("weight `{name}` is no longer finite")),
+            };
+            if let Some(what) = bad {
+                return Err(Error::NonFiniteLoss(format!(
+                    "after epoch {} the {what}: training stopped and nothing of epoch {} was saved. {}",
+                    epoch + 1,
+                    epoch + 1,
+                    self.last_good_state()
+                )));
+            }
             let m = EpochMetrics {
                 epoch: epoch + 1,
                 step: self.optimizer.step_count(),
@@ -598,6 +739,12 @@ impl Trainer {
                 }
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
+                eprintln!(
+                    "interrupted after epoch {}: checkpoint saved to {}; continue with --resume {}",
+                    epoch + 1,
+                    self.out_dir.join(CKPT_DIR).display(),
+                    self.out_dir.display()
+                );
                 stop = StopReason::Interrupted;
                 break;
             }
@@ -696,6 +843,12 @@ where
     M: TrainModel,
     D: Dataset<Batch = M::Batch>,
 {
+    if data.is_empty() {
+        return Err(Error::config(
+            "evaluation data",
+            "is empty: there is nothing to score (check the file or the split)",
+        ));
+    }
     let mut r = Running::default();
     for indices in data.epoch_plan(batch_size, None) {
         let out = model.step(&data.batch(&indices)?, false)?;

@@ -132,8 +132,31 @@ impl Vocab {
     /// are errors that name the file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text)
+        Self::from_json(&text, path)
+    }
+
+    /// Parses the JSON of [`Vocab::save`]; `path` names the source in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        serde_json::from_str(text)
             .map_err(|e| Error::bad_data(path, format!("not a neka vocabulary: {e}")))
+    }
+
+    /// The JSON [`Vocab::save`] writes (what a model's record embeds).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a vocabulary serialises");
+        s.push('\n');
+        s
+    }
+
+    /// Reads companion file `name` of the model in `dir` (the copy recorded in its weights
+    /// file, else the file beside it; see [`crate::checkpoint::read_companion`]).
+    pub fn load_companion(
+        dir: &Path,
+        info: &crate::checkpoint::CheckpointInfo,
+        name: &str,
+    ) -> Result<Self> {
+        let (text, path) = crate::checkpoint::read_companion(dir, info, name)?;
+        Self::from_json(&text, &path)
     }
 }
 

@@ -97,13 +97,32 @@ impl Config {
         self
     }
 
+    /// Checks every field against its range (a config read from an untrusted file, or built
+    /// from flags); the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use neka_common::checkpoint::check;
+        check::between("word_vocab", self.word_vocab, 2, 50_000_000)?;
+        if self.char_hidden > 0 {
+            check::between("char_vocab", self.char_vocab, 2, 50_000_000)?;
+            check::positive("char_dim", self.char_dim)?;
+        }
+        check::between("num_tags", self.num_tags, 1, 100_000)?;
+        check::positive("word_dim", self.word_dim)?;
+        check::positive("hidden_size", self.hidden_size)?;
+        check::between("num_layers", self.num_layers, 1, 64)?;
+        check::fraction("dropout", self.dropout as f64, false)?;
+        check::fraction("word_dropout", self.word_dropout as f64, false)?;
+        check::non_negative("word_dropout_alpha", self.word_dropout_alpha as f64)?;
+        check::fraction("label_smoothing", self.label_smoothing, false)
+    }
+
     fn char_features(&self) -> usize {
         2 * self.char_hidden
     }
 }
 
 /// The longest sentence [`LoadedTagger::tag`] accepts, in words (EWT's longest has 159).
-pub const MAX_SENTENCE_LEN: usize = 1000;
+pub const MAX_SENTENCE_LEN: usize = neka_common::data::tagging::MAX_SENTENCE_WORDS;
 
 /// The model name in `config.json`.
 pub const MODEL_NAME: &str = "pos-tagger";
@@ -126,7 +145,9 @@ impl LoadedTagger {
             "model.safetensors, config.json, words.json, chars.json, tags.json",
         )?;
         let cfg: Config = info.model_config(&cfg_path)?;
-        let vocabs = TaggingVocabs::load(dir, cfg.vocab)?;
+        cfg.validate()
+            .map_err(|msg| neka_common::Error::checkpoint(&cfg_path, msg))?;
+        let vocabs = TaggingVocabs::load(dir, &info, cfg.vocab)?;
         if (vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len())
             != (cfg.word_vocab, cfg.char_vocab, cfg.num_tags)
         {
@@ -274,6 +295,8 @@ impl Tagger {
             )
             .into());
         }
+        cfg.validate()
+            .map_err(|msg| neka_common::Error::config("tagger config", msg))?;
         if !(0.0..1.0).contains(&cfg.word_dropout) || cfg.word_dropout_alpha < 0.0 {
             return Err(neka_common::Error::config(
                 "word_dropout",

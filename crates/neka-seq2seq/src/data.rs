@@ -49,11 +49,22 @@ impl Seq2SeqVocabs {
         self.tgt.save(&dir.join(TGT_VOCAB_FILE))
     }
 
-    /// Reads the vocabularies written by [`Seq2SeqVocabs::save`].
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// The two vocabularies as companion files of a model's record
+    /// ([`neka_common::checkpoint::CheckpointInfo::files`]): written inside the weights file
+    /// and beside it when the trainer saves the model, never before.
+    pub fn files(&self) -> std::collections::BTreeMap<String, String> {
+        [(SRC_VOCAB_FILE, &self.src), (TGT_VOCAB_FILE, &self.tgt)]
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), v.to_json()))
+            .collect()
+    }
+
+    /// Reads the vocabularies of the model in `dir` whose record is `info` (the copies in
+    /// its weights file, else the files written by [`Seq2SeqVocabs::save`]).
+    pub fn load(dir: &Path, info: &neka_common::checkpoint::CheckpointInfo) -> Result<Self> {
         let load = |f: &str| {
             let p = dir.join(f);
-            let v = Vocab::load(&p)?;
+            let v = Vocab::load_companion(dir, info, f)?;
             let ok = [PAD, UNK, BOS, EOS]
                 .iter()
                 .enumerate()
@@ -240,7 +251,12 @@ mod tests {
         assert_eq!(&v.tgt.tokens()[..4], [PAD, UNK, BOS, EOS]);
         let dir = tempfile::tempdir().unwrap();
         v.save(dir.path())?;
-        assert_eq!(Seq2SeqVocabs::load(dir.path())?, v);
+        let mut info =
+            neka_common::checkpoint::CheckpointInfo::new("s", &serde_json::json!({}), "d")?;
+        assert_eq!(Seq2SeqVocabs::load(dir.path(), &info)?, v);
+        info.files = v.files();
+        std::fs::remove_file(dir.path().join(SRC_VOCAB_FILE)).unwrap();
+        assert_eq!(Seq2SeqVocabs::load(dir.path(), &info)?, v);
         let ds = Seq2SeqDataset::new(&pairs, &v, &Device::Cpu);
         let b = ds.batch(&[0, 1])?;
         let a = v.tgt.get("a").unwrap();

@@ -122,6 +122,24 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks every field against its range (a config read from an untrusted file, or built
+    /// from flags); the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use neka_common::checkpoint::check;
+        check::between("src_vocab", self.src_vocab, 5, 50_000_000)?;
+        check::between("tgt_vocab", self.tgt_vocab, 5, 50_000_000)?;
+        check::positive("embed_dim", self.embed_dim)?;
+        check::positive("enc_hidden", self.enc_hidden)?;
+        check::between("enc_layers", self.enc_layers, 1, 64)?;
+        check::positive("dec_hidden", self.dec_hidden)?;
+        check::fraction("dropout", self.dropout as f64, false)?;
+        check::fraction("teacher_forcing", self.teacher_forcing, true)?;
+        check::fraction("teacher_forcing_final", self.teacher_forcing_final, true)?;
+        check::fraction("label_smoothing", self.label_smoothing, false)
+    }
+}
+
 /// What the encoder hands the decoder.
 #[derive(Debug, Clone)]
 pub struct Encoded {
@@ -195,6 +213,7 @@ impl Seq2Seq {
         let bad = |msg: String| {
             neka_lstm::Error::Common(neka_common::Error::config("seq2seq config", msg))
         };
+        cfg.validate().map_err(bad)?;
         if cfg.src_vocab < 5 || cfg.tgt_vocab < 5 {
             return Err(bad(format!(
                 "src_vocab {} / tgt_vocab {}: set them from the vocabularies",

@@ -37,7 +37,8 @@ impl Translator {
         let varmap = VarMap::new();
         let vb = neka_common::init::seeded_var_builder(&varmap, candle_core::DType::F32, device);
         let model = Seq2Seq::new(cfg, vb)?;
-        let info = CheckpointInfo::new(MODEL_NAME, &cfg, dataset)?;
+        let mut info = CheckpointInfo::new(MODEL_NAME, &cfg, dataset)?;
+        info.files = vocabs.files();
         Ok(Self {
             model,
             vocabs,
@@ -55,7 +56,9 @@ impl Translator {
             "model.safetensors, config.json, src_vocab.json, tgt_vocab.json",
         )?;
         let cfg: Config = info.model_config(&cfg_path)?;
-        let vocabs = Seq2SeqVocabs::load(dir)?;
+        cfg.validate()
+            .map_err(|msg| neka_common::Error::checkpoint(&cfg_path, msg))?;
+        let vocabs = Seq2SeqVocabs::load(dir, &info)?;
         if (vocabs.src.len(), vocabs.tgt.len()) != (cfg.src_vocab, cfg.tgt_vocab) {
             return Err(neka_common::Error::checkpoint(
                 &cfg_path,

@@ -128,19 +128,38 @@ impl TaggingVocabs {
         self.tags.save(&dir.join(TAGS_FILE))
     }
 
-    /// Reads the vocabularies written by [`TaggingVocabs::save`]; `cfg` comes from the
+    /// The three vocabularies as companion files of a model's record
+    /// ([`crate::checkpoint::CheckpointInfo::files`]): written inside the weights file and
+    /// beside it when the trainer saves the model, never before.
+    pub fn files(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            (WORDS_FILE, &self.words),
+            (CHARS_FILE, &self.chars),
+            (TAGS_FILE, &self.tags),
+        ]
+        .into_iter()
+        .map(|(f, v)| (f.to_string(), v.to_json()))
+        .collect()
+    }
+
+    /// Reads the vocabularies of the tagger in `dir` whose record is `info` (the copies in
+    /// its weights file, else `words.json`, `chars.json`, `tags.json`); `cfg` comes from the
     /// model's config.
-    pub fn load(dir: &Path, cfg: TaggingVocabConfig) -> Result<Self> {
+    pub fn load(
+        dir: &Path,
+        info: &crate::checkpoint::CheckpointInfo,
+        cfg: TaggingVocabConfig,
+    ) -> Result<Self> {
         let load = |f: &str| {
             let p = dir.join(f);
-            if !p.is_file() {
+            if !info.files.contains_key(f) && !p.is_file() {
                 return Err(Error::checkpoint(
                     &p,
                     "vocabulary file is missing: a tagger directory holds model.safetensors, config.json, \
                      words.json, chars.json and tags.json",
                 ));
             }
-            Vocab::load(&p)
+            Vocab::load_companion(dir, info, f)
         };
         let v = Self {
             words: load(WORDS_FILE)?,
@@ -304,13 +323,36 @@ pub struct TaggingDataset {
     device: Device,
 }
 
+/// The longest sentence a tagging dataset or tagger accepts, in words (EWT's longest has
+/// 159): memory grows with the longest sentence of a batch, and a "sentence" of 100,000
+/// words is a file without sentence breaks, not a sentence.
+pub const MAX_SENTENCE_WORDS: usize = 1000;
+
 impl TaggingDataset {
-    /// Encodes `sentences` with `vocabs`.
+    /// Encodes `sentences` with `vocabs`. A sentence longer than [`MAX_SENTENCE_WORDS`] is an
+    /// error naming it (by position and first words).
     pub fn new(
         sentences: &[TaggedSentence],
         vocabs: &TaggingVocabs,
         device: &Device,
     ) -> Result<Self> {
+        if let Some((i, s)) = sentences
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.len() > MAX_SENTENCE_WORDS)
+        {
+            let start: Vec<&str> = s.forms.iter().take(5).map(String::as_str).collect();
+            return Err(Error::config(
+                "tagging data",
+                format!(
+                    "sentence {} (`{} …`) has {} words, more than the {MAX_SENTENCE_WORDS} a sentence may have: \
+                     is a blank line between sentences missing? Split it into sentences",
+                    i + 1,
+                    start.join(" "),
+                    s.len()
+                ),
+            ));
+        }
         Ok(Self {
             sentences: sentences
                 .iter()
@@ -373,7 +415,18 @@ mod tests {
         assert_eq!(v.char_ids(&long).len(), MAX_WORD_CHARS);
         let dir = tempfile::tempdir().unwrap();
         v.save(dir.path())?;
-        assert_eq!(TaggingVocabs::load(dir.path(), v.cfg)?, v);
+        // files beside the weights (a directory without a record) …
+        let bare = crate::checkpoint::CheckpointInfo::new("t", &serde_json::json!({}), "d")?;
+        assert_eq!(TaggingVocabs::load(dir.path(), &bare, v.cfg)?, v);
+        // … or the copies in the record, which win over the files
+        let mut info = bare.clone();
+        info.files = v.files();
+        std::fs::write(
+            dir.path().join(WORDS_FILE),
+            "{\"tokens\": [\"<pad>\", \"<unk>\", \"the\", \"cat\"]}",
+        )
+        .unwrap();
+        assert_eq!(TaggingVocabs::load(dir.path(), &info, v.cfg)?, v);
 
         let ds = TaggingDataset::new(&train, &v, &Device::Cpu)?;
         let b = ds.batch(&[0, 1])?;

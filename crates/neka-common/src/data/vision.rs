@@ -122,6 +122,28 @@ impl Normalize {
         }
     }
 
+    /// Checks what [`Normalize::apply`] relies on: one mean and one std per channel (as many
+    /// of each, at least one), every mean finite and every std finite and > 0. The message
+    /// says what is wrong (the caller names the file).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.mean.is_empty() || self.mean.len() != self.std.len() {
+            return Err(format!(
+                "needs one mean and one std per channel, found {} mean(s) and {} std(s)",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if let Some(m) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("mean {m} is not a finite number"));
+        }
+        if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!(
+                "std {s} must be a finite number > 0 (it divides every pixel)"
+            ));
+        }
+        Ok(())
+    }
+
     /// Normalises `u8` pixels of a single-channel image set into f32.
     pub fn apply(&self, pixels: &[u8]) -> Vec<f32> {
         let (m, s) = (self.mean[0] as f32, self.std[0] as f32);

@@ -1,0 +1,159 @@
+//! A training run's output directory (`--out`): locked while a run writes into it, and
+//! repaired from what an interrupted run left behind before anything new is written.
+//!
+//! * **Locked.** [`RunLock::acquire`] takes an advisory lock on `out/.neka.lock` (the OS
+//!   `flock`, which the kernel releases when the holder exits, even after `kill -9`) and writes
+//!   the holder's pid and start time into it. A second training into the same directory
+//!   stops with a message naming that pid instead of writing over the first. A lock file left
+//!   by a process that is gone is stale: nobody holds the OS lock, so the next run takes it
+//!   (and says so).
+//! * **Repaired.** Under the lock, [`recover`] removes temporary files that a killed save left
+//!   (`.*.tmp`, `checkpoint.tmp-*`), puts back `checkpoint/` from `checkpoint.old/` when a kill
+//!   fell between the two renames that replace it, and refreshes the readable copies of the
+//!   best model (`config.json`, vocabularies) from the record inside its weights
+//!   ([`crate::checkpoint::refresh_copies`]).
+
+use crate::{Error, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file in a run directory.
+pub const LOCK_FILE: &str = ".neka.lock";
+/// The folder of the latest training state in a run directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// Exclusive use of a run directory while this value lives (see the module docs).
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+    dir: PathBuf,
+    /// What [`recover`] repaired when the lock was taken (one line each).
+    pub recovered: Vec<String>,
+}
+
+impl RunLock {
+    /// Creates `dir` if needed, locks it, records this process as the holder and repairs what
+    /// an interrupted run left ([`recover`]). Fails, naming the holder, if another process
+    /// (or another trainer in this one) holds it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim().to_string();
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::RunDirInUse {
+                    dir: dir.to_path_buf(),
+                    holder: if holder.is_empty() {
+                        "a process that has not recorded its pid yet".into()
+                    } else {
+                        holder
+                    },
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let me = format!(
+            "pid {} (started at unix time {started})",
+            std::process::id()
+        );
+        (|| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{me}")?;
+            file.sync_all()
+        })()
+        .map_err(|e| Error::io(&path, e))?;
+        let mut recovered = Vec::new();
+        if !holder.is_empty() {
+            recovered.push(format!(
+                "stale lock of {holder} (that process is gone) taken over"
+            ));
+        }
+        recovered.extend(recover(dir)?);
+        Ok(Self {
+            file,
+            dir: dir.to_path_buf(),
+            recovered,
+        })
+    }
+
+    /// The locked directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // An empty lock file means "released cleanly"; the OS lock goes with the handle.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Repairs what an interrupted run left in `dir` (call it holding the [`RunLock`]): removes
+/// stale temporary files and folders, restores `checkpoint/` from `checkpoint.old/`, and
+/// refreshes the best model's readable copies. Returns what it did, one line each.
+pub fn recover(dir: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let cur = dir.join(CHECKPOINT_DIR);
+    let old = dir.join(format!("{CHECKPOINT_DIR}.old"));
+    for folder in [dir.to_path_buf(), cur.clone(), old.clone()] {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let temp_file = name.starts_with('.') && name.ends_with(".tmp");
+            let temp_dir = folder == dir && name.starts_with(&format!("{CHECKPOINT_DIR}.tmp"));
+            if !(temp_file || temp_dir) {
+                continue;
+            }
+            let p = e.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(|e| Error::io(&p, e))?;
+            done.push(format!(
+                "removed {} left by an interrupted save",
+                p.display()
+            ));
+        }
+    }
+    if old.is_dir() {
+        if cur.join("state.json").is_file() {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        } else {
+            if cur.exists() {
+                std::fs::remove_dir_all(&cur).map_err(|e| Error::io(&cur, e))?;
+            }
+            std::fs::rename(&old, &cur).map_err(|e| Error::io(&old, e))?;
+            done.push(format!(
+                "restored {} from {CHECKPOINT_DIR}.old (a save was interrupted between two renames)",
+                cur.display()
+            ));
+        }
+    }
+    if crate::checkpoint::refresh_copies(dir)? {
+        done.push(format!(
+            "rewrote config.json and the vocabularies in {} from the record in model.safetensors (a save was interrupted)",
+            dir.display()
+        ));
+    }
+    Ok(done)
+}

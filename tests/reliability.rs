@@ -1,0 +1,467 @@
+//! Run directories and bad input at the command line, as a hostile but fair user meets them:
+//! a resumed run that is not the same run, two trainings into one `--out`, Ctrl-C, a closed
+//! pipe, an empty or mis-sized evaluation set, out-of-range flags.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn example(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let exe = p.join("examples").join(name);
+    if !exe.is_file() {
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if !exe.is_file() {
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["build", "--example", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if p.ends_with("release") {
+                c.arg("--release");
+            }
+            assert!(c.status().unwrap().success(), "cannot build example {name}");
+        }
+    }
+    exe
+}
+
+fn cmd(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(example(name));
+    c.args(args)
+        .env_remove("NEKA_DATA_DIR")
+        .env("HF_HUB_OFFLINE", "1");
+    c
+}
+
+fn run(name: &str, args: &[&str]) -> Output {
+    cmd(name, args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let t = text(o);
+    assert!(!o.status.success(), "should fail: {t}");
+    assert!(!t.contains("panicked"), "panicked: {t}");
+    for n in needles {
+        assert!(t.contains(n), "expected `{n}` in: {t}");
+    }
+}
+
+fn mnist() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/neka-common/tests/fixtures/mnist-sample")
+        .display()
+        .to_string()
+}
+
+/// Every file of a directory tree with its bytes, for "nothing changed" checks.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            v.extend(snapshot(&p));
+        } else if !p.ends_with(".neka.lock") {
+            v.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    v.sort();
+    v
+}
+
+fn mnist_train(out: &Path, extra: &[&str]) -> Output {
+    let data = mnist();
+    let mut args = vec![
+        "--data-dir",
+        &data,
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if !extra.contains(&"--val-size") {
+        args.extend(["--val-size", "100"]);
+    }
+    args.extend_from_slice(extra);
+    run("mnist_cnn", &args)
+}
+
+#[test]
+fn resume_refuses_another_dataset_split_or_model_and_leaves_the_run_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = mnist_train(&out, &["--epochs", "1", "--max-batches", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = snapshot(&out);
+    let o = mnist_train(
+        &out,
+        &[
+            "--max-batches",
+            "2",
+            "--dataset",
+            "fashion-mnist",
+            "--resume",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(
+        &o,
+        &[
+            "cannot resume",
+            "dataset: saved run mnist, this run fashion-mnist",
+            "--out",
+        ],
+    );
+    let o = mnist_train(
+        &out,
+        &[
+            "--max-batches",
+            "2",
+            "--val-size",
+            "200",
+            "--resume",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &["data.val_size: saved run 100, this run 200"]);
+    let o = mnist_train(
+        &out,
+        &[
+            "--max-batches",
+            "2",
+            "--model",
+            "lenet5",
+            "--resume",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &["model: saved run mnist-net, this run lenet5"]);
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "a refused resume changed the run directory"
+    );
+    // what may change does: more epochs
+    let o = mnist_train(
+        &out,
+        &[
+            "--epochs",
+            "2",
+            "--max-batches",
+            "2",
+            "--lr",
+            "1e-4",
+            "--resume",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resumed from"), "{}", text(&o));
+}
+
+#[test]
+fn a_second_training_into_the_same_out_is_refused_and_ctrl_c_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = mnist();
+    let mut first = cmd(
+        "mnist_cnn",
+        &[
+            "--data-dir",
+            &data,
+            "--val-size",
+            "100",
+            "--device",
+            "cpu",
+            "--epochs",
+            "100000",
+            "--max-batches",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Wait until the first run has finished an epoch (its Ctrl-C handler is installed).
+    let t0 = std::time::Instant::now();
+    while !out.join("metrics.jsonl").is_file() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the first run never finished an epoch"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = mnist_train(&out, &["--dry-run"]);
+    assert_clean_failure(
+        &o,
+        &[
+            "in use by another training",
+            &format!("pid {}", first.id()),
+            "another --out",
+        ],
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = first.wait().unwrap();
+    let mut err = String::new();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "interrupted run ({status:?}): {err}"
+    );
+    assert!(err.contains("--resume"), "{err}");
+    // the lock is free again, and the interrupted run resumes
+    let o = mnist_train(
+        &out,
+        &[
+            "--epochs",
+            "2",
+            "--max-batches",
+            "1",
+            "--resume",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn evaluating_on_images_of_another_size_or_an_empty_test_set_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = neka_common::data::idx::encode_idx;
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.path().join(name), bytes).unwrap();
+    for (split, n) in [("train", 20usize), ("t10k", 10)] {
+        write(
+            &format!("{split}-images-idx3-ubyte"),
+            idx(2051, &[n, 32, 32], &vec![0u8; n * 32 * 32]),
+        );
+        write(
+            &format!("{split}-labels-idx1-ubyte"),
+            idx(2049, &[n], &vec![1u8; n]),
+        );
+    }
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mnist-cnn");
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--data-dir",
+    ];
+    let mut a = args.to_vec();
+    a.push(dir.path().to_str().unwrap());
+    assert_clean_failure(&run("mnist_cnn", &a), &["32×32 images", "takes 28×28"]);
+    for (split, n) in [("train", 20usize), ("t10k", 0)] {
+        write(
+            &format!("{split}-images-idx3-ubyte"),
+            idx(2051, &[n, 28, 28], &vec![0u8; n * 28 * 28]),
+        );
+        write(
+            &format!("{split}-labels-idx1-ubyte"),
+            idx(2049, &[n], &vec![1u8; n]),
+        );
+    }
+    assert_clean_failure(&run("mnist_cnn", &a), &["nothing to score"]);
+    // --val-size 0 would keep epoch 1 as "best" without looking: refused
+    let out = dir.path().join("run");
+    let data = mnist();
+    let o = run(
+        "mnist_cnn",
+        &[
+            "--data-dir",
+            &data,
+            "--val-size",
+            "0",
+            "--dry-run",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &["validation data", "is empty"]);
+}
+
+fn ud_data(root: &Path) -> PathBuf {
+    let data = root.join("data/ud-english-ewt");
+    std::fs::create_dir_all(&data).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/neka-common/tests/fixtures/ud/en_ewt-sample.conllu");
+    for split in ["train", "dev", "test"] {
+        std::fs::copy(&sample, data.join(format!("en_ewt-ud-{split}.conllu"))).unwrap();
+    }
+    root.join("data")
+}
+
+fn tagger_train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--char-hidden",
+        "4",
+        "--word-dim",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run("pos_tagger", &args)
+}
+
+#[test]
+fn a_refused_tagger_resume_leaves_model_and_vocabularies_loadable() {
+    let root = tempfile::tempdir().unwrap();
+    let data = ud_data(root.path());
+    let out = root.path().join("tagger");
+    let o = tagger_train(&data, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = snapshot(&out);
+    // Another vocabulary (fewer sentences, another min frequency): refused, nothing rewritten.
+    let o = tagger_train(
+        &data,
+        &out,
+        &[
+            "--train-sentences",
+            "5",
+            "--min-word-freq",
+            "1",
+            "--resume",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &["cannot resume", "words.json", "data.train_sentences"]);
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "a refused resume changed the run directory"
+    );
+    let o = run(
+        "pos_tagger",
+        &[
+            "tag",
+            "--model",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "The dog ran .",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A closed pipe ends `tag` quietly (`pos_tagger tag … | head -1`).
+    let mut child = cmd(
+        "pos_tagger",
+        &["tag", "--model", out.to_str().unwrap(), "--device", "cpu"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..20_000 {
+            if writeln!(stdin, "The dog ran quickly to the house .").is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            status.success() || status.signal() == Some(13),
+            "{status:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn out_of_range_flags_of_every_trainer_are_refused_with_the_range() {
+    let checks: &[(&str, &[&str], &str)] = &[
+        (
+            "pos_tagger",
+            &["train", "--clip-grad-norm=-1"],
+            "finite number ≥ 0",
+        ),
+        (
+            "pos_tagger",
+            &["train", "--clip-grad-norm", "nan"],
+            "finite number ≥ 0",
+        ),
+        ("translate", &["train", "--teacher-forcing", "2"], "[0, 1]"),
+        (
+            "char_rnn",
+            &["sample", "--model", "m", "--temperature=-1"],
+            "> 0",
+        ),
+        (
+            "char_rnn",
+            &["sample", "--model", "m", "--temperature", "nan"],
+            "> 0",
+        ),
+        ("vanishing_gradients", &["--lengths", "10,0"], "at least 1"),
+        ("seq_mnist", &["--clip-grad-norm=-0.5"], "finite number ≥ 0"),
+    ];
+    for (name, args, needle) in checks {
+        let o = run(name, args);
+        assert_clean_failure(&o, &[needle]);
+        assert_eq!(o.status.code(), Some(2), "{name} {args:?}: {}", text(&o));
+    }
+    let o = run("conv_basics", &["--help"]);
+    assert!(
+        o.status.success() && text(&o).contains("--figures"),
+        "{}",
+        text(&o)
+    );
+    let o = run("conv_basics", &["--no-such-flag"]);
+    assert_clean_failure(&o, &["--no-such-flag"]);
+}
