@@ -153,7 +153,7 @@ impl Conv2dConfig {
                 "conv2d: stride, dilation and groups must be positive: {c:?}"
             )));
         }
-        if c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+        if !c.in_channels.is_multiple_of(c.groups) || !c.out_channels.is_multiple_of(c.groups) {
             return Err(Error::Config(format!(
                 "conv2d: groups {} must divide in_channels {} and out_channels {}",
                 c.groups, c.in_channels, c.out_channels
