@@ -156,3 +156,57 @@ fn both_models_overfit_one_batch() -> R {
     }
     Ok(())
 }
+
+/// A model directory from an untrusted source is checked before use: a `normalize` that
+/// would divide by nothing or by zero, a class list of the wrong length, an `image_size`
+/// whose layers would need terabytes, all refused with the field named.
+#[test]
+fn untrusted_model_records_are_refused_naming_the_field() {
+    use neka_cnn::pipeline::LoadedModel;
+    use neka_common::checkpoint::{self, CheckpointInfo};
+    let dir = tempfile::tempdir().unwrap();
+    let vm = VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+    let (_, cfg) = CnnModel::from_name("mnist-net", 1, 28, 10, vb).unwrap();
+    let mut info = CheckpointInfo::new("mnist-net", &cfg, "mnist").unwrap();
+    info.normalize = Some(neka_common::data::Normalize {
+        mean: vec![0.1307],
+        std: vec![0.3081],
+    });
+    info.classes = (0..10).map(|i| i.to_string()).collect();
+    checkpoint::save_model(dir.path(), &vm, &info).unwrap();
+    LoadedModel::load(dir.path(), &Device::Cpu).expect("the good record loads");
+
+    let refused = |edit: &dyn Fn(&mut CheckpointInfo), needles: &[&str]| {
+        let mut bad = info.clone();
+        edit(&mut bad);
+        checkpoint::save_model(dir.path(), &vm, &bad).unwrap();
+        let e = LoadedModel::load(dir.path(), &Device::Cpu)
+            .err()
+            .expect("should be refused")
+            .to_string();
+        for n in needles {
+            assert!(e.contains(n), "expected `{n}` in: {e}");
+        }
+    };
+    refused(
+        &|i| i.normalize.as_mut().unwrap().std.clear(),
+        &["normalize", "1 mean(s) and 0 std(s)"],
+    );
+    refused(
+        &|i| i.normalize.as_mut().unwrap().std[0] = 0.0,
+        &["normalize", "std 0", "> 0"],
+    );
+    refused(
+        &|i| i.classes.truncate(9),
+        &["classes", "9 classes", "10 outputs"],
+    );
+    refused(
+        &|i| i.config["image_size"] = 100_000.into(),
+        &["fc1.weight", "the file holds [128, 9216]"],
+    );
+    refused(
+        &|i| i.config["in_channels"] = 1_000_000_000.into(),
+        &["conv1.weight", "the file holds [32, 1, 3, 3]"],
+    );
+}

@@ -445,4 +445,20 @@ mod tests {
         assert!(e.to_string().contains("NOPE"), "{e}");
         Ok(())
     }
+
+    #[test]
+    fn a_sentence_beyond_the_cap_is_refused_naming_it() {
+        let ok = sent("The cat sat .", "DET NOUN VERB PUNCT");
+        let long = TaggedSentence {
+            forms: vec!["word".to_string(); MAX_SENTENCE_WORDS + 1],
+            upos: vec!["NOUN".to_string(); MAX_SENTENCE_WORDS + 1],
+            xpos: Vec::new(),
+        };
+        let v = TaggingVocabs::build(std::slice::from_ref(&ok), TaggingVocabConfig::default());
+        let e = TaggingDataset::new(&[ok, long], &v, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sentence 2") && e.contains("1001 words"), "{e}");
+    }
 }
