@@ -7,6 +7,8 @@ pub use neka_common as common;
 pub use neka_lstm as lstm;
 pub use neka_rnn as rnn;
 pub use neka_seq2seq as seq2seq;
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// The allocator the examples run on: [mimalloc](https://github.com/microsoft/mimalloc).
 ///

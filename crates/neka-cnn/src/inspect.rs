@@ -11,14 +11,36 @@ use neka_common::data::Normalize;
 use neka_common::plot::images::{plot_image_grid, ImagePanel, Scale};
 use std::path::Path;
 
-/// Reads an image file as a model input `(1, 1, size, size)`: grayscale, resized (triangle
-/// filter), inverted when its background is light (MNIST digits are white on black), then
-/// normalised as the model was trained.
+/// The largest image [`load_image`] decodes, in pixels (64 megapixels): larger dimensions
+/// are refused from the header, before any pixel is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// The most memory the image decoder may allocate (512 MiB), so that a decompression bomb is
+/// a clear error rather than an out-of-memory kill.
+pub const MAX_IMAGE_ALLOC: u64 = 512 * 1024 * 1024;
+
+/// Reads an image file as a model input `(1, 1, size, size)`: grayscale, transparency
+/// composited (see below), resized (triangle filter), inverted when its background is light
+/// (MNIST digits are white on black), then normalised as the model was trained.
+///
+/// The format (PNG or JPEG) is detected from the content. Decoding is bounded: an image of
+/// more than [`MAX_IMAGE_PIXELS`] pixels is refused from its header and the decoder may
+/// allocate at most [`MAX_IMAGE_ALLOC`] bytes.
+///
+/// Transparency: a transparent pixel shows the background, never the colour stored under it.
+/// When the (alpha-weighted) visible pixels cover less than half the image they are the ink of
+/// a drawing on a transparent background, and the background is the opposite of their mean
+/// shade (dark ink → white, light ink → black); otherwise the visible pixels include the
+/// background and transparent ones take their dominant shade. Each pixel is then composited
+/// `l' = (α·l + (255 − α)·bg) / 255`. So black-on-transparent and white-on-transparent digits
+/// both come out as white-on-black; a fully transparent image is blank.
 pub fn load_image(path: &Path, size: u32, norm: &Normalize) -> Result<Tensor> {
-    let img = image::open(path)
-        .map_err(|e| Error::Config(format!("{}: cannot read as an image: {e}", path.display())))?;
+    let img = decode_image(path)?;
+    if size == 0 {
+        return Err(Error::Config("image size must be at least 1".into()));
+    }
     let gray = image::imageops::resize(
-        &img.to_luma8(),
+        &composite_gray(&img),
         size,
         size,
         image::imageops::FilterType::Triangle,
@@ -33,6 +55,60 @@ pub fn load_image(path: &Path, size: u32, norm: &Normalize) -> Result<Tensor> {
         (1, 1, size as usize, size as usize),
         &Device::Cpu,
     )?)
+}
+
+/// Decodes `path` with bounded dimensions and allocations (see [`load_image`]).
+fn decode_image(path: &Path) -> Result<image::DynamicImage> {
+    use image::ImageDecoder;
+    let cannot = |e: &dyn std::fmt::Display| {
+        Error::Config(format!("{}: cannot read as an image: {e}", path.display()))
+    };
+    let mut reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| cannot(&e))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| cannot(&e))?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(Error::Config(format!(
+            "{}: the image is {w}x{h} pixels, more than the {} megapixels neka decodes; \
+             scale it down first (the model sees it at 28x28)",
+            path.display(),
+            MAX_IMAGE_PIXELS / (1024 * 1024)
+        )));
+    }
+    image::DynamicImage::from_decoder(decoder).map_err(|e| cannot(&e))
+}
+
+/// The image as 8-bit gray with transparency composited onto its background (the rule of
+/// [`load_image`]).
+fn composite_gray(img: &image::DynamicImage) -> image::GrayImage {
+    if !img.color().has_alpha() {
+        return img.to_luma8();
+    }
+    let la = img.to_luma_alpha8();
+    let (w, h) = la.dimensions();
+    let (mut alpha_sum, mut ink_sum) = (0u64, 0u64);
+    for p in la.pixels() {
+        let [l, a] = p.0;
+        alpha_sum += u64::from(a);
+        ink_sum += u64::from(a) * u64::from(l);
+    }
+    let n = u64::from(w) * u64::from(h);
+    let ink_light = alpha_sum > 0 && ink_sum > 127 * alpha_sum;
+    let drawing = alpha_sum < n * 255 / 2;
+    let bg: u32 = match (drawing, ink_light) {
+        (true, true) | (false, false) => 0,
+        (true, false) | (false, true) => 255,
+    };
+    let bg = if alpha_sum == 0 { 0 } else { bg };
+    image::GrayImage::from_fn(w, h, |x, y| {
+        let [l, a] = la.get_pixel(x, y).0;
+        let (l, a) = (u32::from(l), u32::from(a));
+        image::Luma([((a * l + (255 - a) * bg + 127) / 255) as u8])
+    })
 }
 
 /// `(N, h, w)`-shaped values of a tensor `(N, …, h, w)` on the host, as f32 panels.
@@ -165,5 +241,108 @@ mod tests {
         let err = load_image(&dir.path().join("none.png"), 28, &norm).unwrap_err();
         assert!(err.to_string().contains("none.png"), "{err}");
         Ok(())
+    }
+
+    /// A digit stroke (a 3-pixel-wide vertical bar) in `ink` on a fully transparent
+    /// background whose hidden colour is `hidden`.
+    fn transparent_digit(ink: u8, hidden: u8) -> image::RgbaImage {
+        image::RgbaImage::from_fn(28, 28, |x, y| {
+            if (13..=15).contains(&x) && (4..24).contains(&y) {
+                image::Rgba([ink, ink, ink, 255])
+            } else {
+                image::Rgba([hidden, hidden, hidden, 0])
+            }
+        })
+    }
+
+    #[test]
+    fn a_digit_on_a_transparent_background_comes_out_white_on_black() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let norm = Normalize {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        // black ink over hidden black (what most editors store) and over hidden white; white
+        // ink over hidden white and over hidden black
+        for (ink, hidden) in [(0, 0), (0, 255), (255, 255), (255, 0)] {
+            let path = dir.path().join(format!("t{ink}-{hidden}.png"));
+            transparent_digit(ink, hidden).save(&path).unwrap();
+            let x: Vec<f32> = load_image(&path, 28, &norm)?.flatten_all()?.to_vec1()?;
+            let (stroke, bg) = (x[14 * 28 + 14], x[2 * 28 + 2]);
+            assert!(
+                stroke > 0.9 && bg < 0.1,
+                "ink {ink} hidden {hidden}: stroke {stroke} bg {bg}"
+            );
+        }
+        // half-transparent anti-aliased edge: in between
+        let mut img = transparent_digit(0, 0);
+        img.put_pixel(12, 10, image::Rgba([0, 0, 0, 128]));
+        let path = dir.path().join("aa.png");
+        img.save(&path).unwrap();
+        let x: Vec<f32> = load_image(&path, 28, &norm)?.flatten_all()?.to_vec1()?;
+        assert!(
+            x[10 * 28 + 12] > 0.2 && x[10 * 28 + 12] < 0.8,
+            "{}",
+            x[10 * 28 + 12]
+        );
+        // fully transparent: blank, not an error
+        let path = dir.path().join("empty.png");
+        image::RgbaImage::new(28, 28).save(&path).unwrap();
+        let x: Vec<f32> = load_image(&path, 28, &norm)?.flatten_all()?.to_vec1()?;
+        assert!(x.iter().all(|&v| v == 0.0));
+        Ok(())
+    }
+
+    /// CRC-32 (IEEE) of PNG chunks.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn a_huge_image_is_refused_from_its_header() {
+        // a 60-byte PNG claiming 30000 x 30000 gray pixels (900 megapixels)
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            let body = [kind, data].concat();
+            c.extend_from_slice(&body);
+            c.extend_from_slice(&crc32(&body).to_be_bytes());
+            c
+        };
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&30000u32.to_be_bytes());
+        ihdr.extend_from_slice(&30000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        // zlib: header, one empty final stored block, adler32 of nothing
+        let idat = [0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1];
+        let png = [
+            b"\x89PNG\r\n\x1a\n".to_vec(),
+            chunk(b"IHDR", &ihdr),
+            chunk(b"IDAT", &idat),
+            chunk(b"IEND", &[]),
+        ]
+        .concat();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.png");
+        std::fs::write(&path, png).unwrap();
+        let norm = Normalize {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        let e = load_image(&path, 28, &norm).unwrap_err().to_string();
+        assert!(
+            e.contains("bomb.png") && e.contains("30000x30000") && e.contains("megapixels"),
+            "{e}"
+        );
     }
 }

@@ -137,6 +137,7 @@ impl Vocab {
 
     /// Parses the JSON of [`Vocab::save`]; `path` names the source in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text); // a UTF-8 byte-order mark
         serde_json::from_str(text)
             .map_err(|e| Error::bad_data(path, format!("not a neka vocabulary: {e}")))
     }

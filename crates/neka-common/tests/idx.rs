@@ -97,6 +97,77 @@ fn a_header_bigger_than_the_file_allocates_nothing_and_errors() {
 }
 
 #[test]
+fn a_gzip_header_promising_more_than_deflate_can_hold_fails_before_decompressing() {
+    // 16 MiB of zeros compress to well under 1 MB: a header claiming 2^31 images of 28x28 (1.7 TB)
+    // cannot be true of any such gzip file (DEFLATE expands at most 1032:1), so it must fail
+    // at once, not after decompressing (the first version read 3.1 GB of such a file).
+    let d = tempfile::tempdir().unwrap();
+    let bomb = gz(&encode_idx(
+        IMAGES_MAGIC,
+        &[1 << 31, 28, 28],
+        &vec![0u8; 16 << 20],
+    ));
+    assert!(bomb.len() < 1_000_000, "{}", bomb.len()); // 1 MB can expand to ~1 GB at most
+    let err = idx::read_images(&write(d.path(), "bomb.gz", &bomb))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bomb.gz")
+            && err.contains("2147483648 images of 28x28")
+            && err.contains("decompresses to at most"),
+        "{err}"
+    );
+}
+
+/// A reader that counts the bytes taken from it.
+struct Counting<'a>(&'a [u8], std::rc::Rc<std::cell::Cell<usize>>);
+
+impl std::io::Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.set(self.1.get() + n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn gzip_data_is_streamed_and_stops_at_the_first_byte_too_many() {
+    // header: 10 images of 28x28 (7840 bytes); stream: 64 MiB. Without a length the deflate
+    // bound cannot apply; the reader must stop soon after byte 7841, not inflate it all.
+    let bytes = gz(&encode_idx(
+        IMAGES_MAGIC,
+        &[10, 28, 28],
+        &vec![7u8; 64 << 20],
+    ));
+    let taken = std::rc::Rc::new(std::cell::Cell::new(0));
+    let err = idx::read_idx_from(
+        Counting(&bytes, taken.clone()),
+        None,
+        Path::new("stream"),
+        IMAGES_MAGIC,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("stream") && err.contains("trailing"), "{err}");
+    assert!(
+        taken.get() < bytes.len() / 4,
+        "{} of {}",
+        taken.get(),
+        bytes.len()
+    );
+    // the same bytes from memory with their length: a good file reads the same as from disk
+    let good = gz(&images(3));
+    let a = idx::read_idx_from(
+        &good[..],
+        Some(good.len() as u64),
+        Path::new("m"),
+        IMAGES_MAGIC,
+    )
+    .unwrap();
+    assert_eq!((a.dims, a.data.len()), (vec![3, 2, 3], 18));
+}
+
+#[test]
 fn wrong_magic_says_what_the_file_is() {
     let d = tempfile::tempdir().unwrap();
     let labels = encode_idx(LABELS_MAGIC, &[3], &[1, 2, 3]);

@@ -42,12 +42,28 @@ pub fn read_conllu(path: &Path) -> Result<Vec<TaggedSentence>> {
     parse_conllu(&super::text::read_to_string(path)?, path)
 }
 
-/// Parses CoNLL-U text; `path` names the source in errors.
+/// [`read_conllu`] on any reader (plain or gzip, detected from the bytes); `path` names the
+/// source in errors.
+pub fn read_conllu_from(reader: impl std::io::Read, path: &Path) -> Result<Vec<TaggedSentence>> {
+    parse_conllu(&super::text::read_to_string_from(reader, path)?, path)
+}
+
+/// Parses CoNLL-U text; `path` names the source in errors. A leading UTF-8 byte order mark
+/// is accepted and dropped; a carriage return that does not end a `\r\n` pair (old Mac
+/// CR-only line endings) is an error naming `file:line`.
+///
+/// The ID column must be a positive integer (a word), a range `N-M` with `0 < N < M`
+/// (a multiword token, skipped) or a decimal `N.M` with `N ≥ 0`, `M ≥ 1` (an empty node,
+/// skipped); anything else (`-3`, `x-y`, `..`, `1-`, `3.x`, `0`) is an error naming
+/// `file:line`, never silently skipped.
 pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
+    let text = text.strip_prefix(super::text::UTF8_BOM).unwrap_or(text);
     let mut sentences = Vec::new();
     let mut cur = TaggedSentence::default();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
+    for (i, line) in super::text::split_lines(text, path)?
+        .into_iter()
+        .enumerate()
+    {
         let bad = |msg: String| Error::bad_line(path, i + 1, msg);
         if line.trim().is_empty() {
             if !cur.is_empty() {
@@ -65,14 +81,15 @@ pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
                 cols.len()
             )));
         }
-        let id = cols[0];
-        if id.contains('-') || id.contains('.') {
-            continue; // multiword-token range or empty node
-        }
-        if id.parse::<u32>().map_or(true, |n| n == 0) {
-            return Err(bad(format!(
-                "ID `{id}` is not a positive integer, a range `N-M` or an empty node `N.M`"
-            )));
+        match classify_id(cols[0]) {
+            Some(IdKind::Word) => {}
+            Some(IdKind::Range | IdKind::EmptyNode) => continue,
+            None => {
+                return Err(bad(format!(
+                    "ID `{}` is not a positive integer, a range `N-M` (0 < N < M) or an empty node `N.M` (M ≥ 1)",
+                    cols[0]
+                )))
+            }
         }
         let (form, upos, xpos) = (cols[1], cols[3], cols[4]);
         if form.is_empty() {
@@ -92,6 +109,37 @@ pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
         sentences.push(cur);
     }
     Ok(sentences)
+}
+
+/// What a CoNLL-U ID column names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdKind {
+    /// `N`, N ≥ 1: a syntactic word.
+    Word,
+    /// `N-M`, 1 ≤ N < M: a multiword token (its words follow on their own lines).
+    Range,
+    /// `N.M`, N ≥ 0, M ≥ 1: an empty node of the enhanced graph.
+    EmptyNode,
+}
+
+/// Classifies an ID column; `None` when it is none of the three forms. Numbers are ASCII
+/// digits only (no sign, no spaces).
+fn classify_id(id: &str) -> Option<IdKind> {
+    fn num(s: &str) -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+    if let Some((a, b)) = id.split_once('-') {
+        let (n, m) = (num(a)?, num(b)?);
+        (n >= 1 && n < m).then_some(IdKind::Range)
+    } else if let Some((a, b)) = id.split_once('.') {
+        let (_, m) = (num(a)?, num(b)?);
+        (m >= 1).then_some(IdKind::EmptyNode)
+    } else {
+        (num(id)? >= 1).then_some(IdKind::Word)
+    }
 }
 
 /// A treebank's train / dev / test splits.
@@ -230,5 +278,51 @@ mod tests {
                 .to_string();
             assert!(e.starts_with("bad.conllu:") && e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn malformed_ids_are_errors_not_skipped() {
+        for id in [
+            "-3", "x-y", "..", "1-", "3.x", "0", "3-3", "4-2", "1.0", "+1", "1-2-3", "1.2.3", " 1",
+        ] {
+            let text = format!(
+                "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n{id}\tx\tx\tX\tX\t_\t1\tdep\t_\t_\n"
+            );
+            let e = parse_conllu(&text, Path::new("ids.conllu"))
+                .expect_err(id)
+                .to_string();
+            assert!(e.starts_with("ids.conllu:2: ID `"), "{id}: {e}");
+        }
+        for (id, kind) in [
+            ("7", IdKind::Word),
+            ("1-2", IdKind::Range),
+            ("10-12", IdKind::Range),
+            ("0.1", IdKind::EmptyNode),
+            ("8.12", IdKind::EmptyNode),
+        ] {
+            assert_eq!(classify_id(id), Some(kind), "{id}");
+        }
+    }
+
+    #[test]
+    fn a_bom_is_accepted_and_cr_only_line_endings_are_an_error() {
+        let with_bom = format!("\u{feff}{GOOD}");
+        assert_eq!(
+            parse_conllu(&with_bom, Path::new("bom.conllu")).unwrap(),
+            parse_conllu(GOOD, Path::new("x.conllu")).unwrap()
+        );
+        let crlf = GOOD.replace('\n', "\r\n");
+        assert_eq!(
+            parse_conllu(&crlf, Path::new("crlf.conllu")).unwrap().len(),
+            2
+        );
+        let mac = GOOD.replace('\n', "\r");
+        let e = parse_conllu(&mac, Path::new("mac.conllu"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("mac.conllu:1:") && e.contains("CR-only"),
+            "{e}"
+        );
     }
 }

@@ -12,7 +12,9 @@
 //! The reader trusts nothing: gzip is detected from the first two bytes (not the name),
 //! the magic and dimensions are validated, the data length must equal what the header
 //! promises — no more, no less — and no buffer is ever sized from the header before the
-//! header is checked against the bytes actually present.
+//! header is checked against the bytes actually present: a raw file's size must match it, a
+//! gzip file's size bounds it (DEFLATE expands at most [`MAX_DEFLATE_RATIO`]:1), and the
+//! data is read in bounded chunks, so memory follows the real data, never the claim.
 
 use crate::{Error, Result};
 use std::fs::File;
@@ -24,6 +26,7 @@ pub const LABELS_MAGIC: u32 = 2049;
 /// Magic number of an IDX file of unsigned-byte images (3 dimensions).
 pub const IMAGES_MAGIC: u32 = 2051;
 
+/// The longest header read: the magic and at most 8 dimensions.
 const HEADER_LIMIT: usize = 4 + 4 * 8;
 
 /// An IDX file's dimensions and its raw bytes.
@@ -42,21 +45,48 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Opens a file for reading, decompressing it when its first two bytes are the gzip magic;
-/// also returns the file size for uncompressed files.
-pub(crate) fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+/// What [`sniff`] found at the start of a byte source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Not gzip: the bytes are the data; the total length when known.
+    Raw(Option<u64>),
+    /// A gzip stream; its compressed length when known.
+    Gzip(Option<u64>),
+}
+
+/// The most a DEFLATE stream can expand: one 258-byte match coded in 2 bits is 1032:1
+/// (zlib's documented maximum). A gzip file of `n` bytes never decompresses to more than
+/// `1032 · n` bytes, so a header that promises more is rejected before anything is read.
+pub const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Bytes read (and the buffer grown) at a time: the data buffer never runs ahead of the
+/// bytes actually present by more than this, whatever the header claims.
+const CHUNK: usize = 1 << 20;
+
+/// Wraps a byte source, decompressing it when its first two bytes are the gzip magic
+/// (detected from the content, never from a file name). `len` is the source's total length
+/// in bytes when known.
+pub(crate) fn sniff<'a, R: Read + 'a>(
+    mut r: R,
+    len: Option<u64>,
+) -> std::io::Result<(Box<dyn Read + 'a>, Source)> {
     let mut magic = [0u8; 2];
-    let n = read_fully(&mut file, &mut magic).map_err(|e| Error::io(path, e))?;
+    let n = read_fully(&mut r, &mut magic)?;
     let head = std::io::Cursor::new(magic[..n].to_vec());
-    let chained = head.chain(file);
+    let chained = head.chain(r);
     if n == 2 && magic == [0x1f, 0x8b] {
         let gz = flate2::read::MultiGzDecoder::new(BufReader::new(chained));
-        Ok((Box::new(gz), None))
+        Ok((Box::new(gz), Source::Gzip(len)))
     } else {
-        Ok((Box::new(BufReader::new(chained)), Some(len)))
+        Ok((Box::new(BufReader::new(chained)), Source::Raw(len)))
     }
+}
+
+/// Opens a file for reading, decompressing it when its first two bytes are the gzip magic.
+pub(crate) fn open(path: &Path) -> Result<(Box<dyn Read>, Source)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    sniff(file, Some(len)).map_err(|e| Error::io(path, e))
 }
 
 /// Reads until `buf` is full or EOF; returns the number of bytes read.
@@ -83,10 +113,51 @@ fn describe_magic(m: u32) -> &'static str {
 
 /// Reads an IDX file of unsigned bytes whose magic must be `expected_magic`.
 pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxData> {
-    let (mut r, raw_len) = open(path)?;
+    let (r, source) = open(path)?;
+    read_idx_stream(r, source, path, expected_magic)
+}
+
+/// Reads IDX data (raw or gzip, detected from the first bytes) from any reader; `len` is the
+/// number of bytes `reader` holds when known (a file's size), and `path` names the source in
+/// errors. [`read_idx`] is this on a file.
+///
+/// Memory stays proportional to the bytes actually present, whatever the header claims:
+/// * a raw source whose `len` differs from the header's promise fails before any data is read;
+/// * a gzip source of `len` bytes that promises more than [`MAX_DEFLATE_RATIO`]` · len` bytes
+///   fails before any data is read (no DEFLATE stream expands that much);
+/// * the data is read in bounded chunks, the buffer growing with the bytes that arrived and
+///   never past the header's promise; one byte more than promised fails at once (trailing
+///   bytes), and a stream that ends early fails when it ends (truncated).
+pub fn read_idx_from(
+    reader: impl Read,
+    len: Option<u64>,
+    path: &Path,
+    expected_magic: u32,
+) -> Result<IdxData> {
+    let (r, source) = sniff(reader, len).map_err(|e| Error::io(path, e))?;
+    read_idx_stream(r, source, path, expected_magic)
+}
+
+fn read_idx_stream(
+    mut r: impl Read,
+    source: Source,
+    path: &Path,
+    expected_magic: u32,
+) -> Result<IdxData> {
+    let ndims = (expected_magic & 0xff) as usize;
+    if expected_magic >> 8 != 0x08 || !(1..=(HEADER_LIMIT - 4) / 4).contains(&ndims) {
+        return Err(Error::config(
+            "IDX magic",
+            format!(
+                "{expected_magic:#010x}: neka reads unsigned-byte IDX files (0x000008NN) of 1 to {} dimensions",
+                (HEADER_LIMIT - 4) / 4
+            ),
+        ));
+    }
     let io = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::InvalidInput
             || e.kind() == std::io::ErrorKind::InvalidData
+            || e.kind() == std::io::ErrorKind::UnexpectedEof
         {
             Error::bad_data(path, format!("corrupt gzip stream: {e}"))
         } else {
@@ -111,7 +182,6 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxData> {
             ),
         ));
     }
-    let ndims = (magic & 0xff) as usize;
     let mut dims = Vec::with_capacity(ndims);
     for d in 0..ndims {
         let mut b = [0u8; 4];
@@ -123,7 +193,6 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxData> {
         }
         dims.push(u32::from_be_bytes(b) as usize);
     }
-    debug_assert!(4 + 4 * ndims <= HEADER_LIMIT);
     let header_len = 4 + 4 * ndims as u64;
     let expected = dims
         .iter()
@@ -151,27 +220,54 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxData> {
             format!("{problem}: the header promises {what} ({expected} bytes of data) but {holds} {have}"),
         )
     };
-    // Raw file: compare against the real size before reading anything more.
-    if let Some(len) = raw_len {
-        let have = len.saturating_sub(header_len);
-        if have != expected {
-            return Err(size_error(have, "the file holds"));
+    match source {
+        // Raw file: compare against the real size before reading anything more.
+        Source::Raw(Some(len)) => {
+            let have = len.saturating_sub(header_len);
+            if have != expected {
+                return Err(size_error(have, "the file holds"));
+            }
         }
+        // Gzip: the compressed size bounds the decompressed size.
+        Source::Gzip(Some(len)) => {
+            let most = len.saturating_mul(MAX_DEFLATE_RATIO);
+            if expected.saturating_add(header_len) > most {
+                return Err(Error::bad_data(
+                    path,
+                    format!(
+                        "truncated: the header promises {what} ({expected} bytes of data) but a                          {len}-byte gzip file decompresses to at most {most} bytes (DEFLATE                          expands at most {MAX_DEFLATE_RATIO}:1); the header or the file is corrupt"
+                    ),
+                ));
+            }
+        }
+        Source::Raw(None) | Source::Gzip(None) => {}
     }
-    // Read at most one byte more than promised; the buffer grows with the bytes actually
-    // present, never with what the header claims.
-    let mut data = Vec::new();
-    r.by_ref()
-        .take(expected.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(io)?;
-    if data.len() as u64 != expected {
-        let holds = if data.len() as u64 > expected {
-            "the decompressed file holds at least"
-        } else {
-            "the decompressed file holds"
+    // Read in bounded chunks, at most one byte more than promised. The buffer grows with the
+    // bytes actually present (doubling, capped at the promise), never with what the header
+    // claims.
+    let mut data: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; CHUNK.min(expected.saturating_add(1) as usize)];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
         };
-        return Err(size_error(data.len() as u64, holds));
+        let have = data.len() as u64 + n as u64;
+        if have > expected {
+            return Err(size_error(have, "the decompressed file holds at least"));
+        }
+        if data.capacity() < have as usize {
+            let want = (data.capacity().saturating_mul(2))
+                .max(have as usize)
+                .min(expected as usize);
+            data.reserve_exact(want - data.len());
+        }
+        data.extend_from_slice(&chunk[..n]);
+    }
+    if data.len() as u64 != expected {
+        return Err(size_error(data.len() as u64, "the decompressed file holds"));
     }
     Ok(IdxData { dims, data })
 }

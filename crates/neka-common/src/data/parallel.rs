@@ -47,8 +47,37 @@ pub fn prepare(line: &str, lowercase: bool) -> Vec<String> {
 
 /// Reads two line-aligned files.
 pub fn read_parallel(src: &Path, tgt: &Path, cfg: ParallelConfig) -> Result<ParallelCorpus> {
-    let s = text::read_lines(src)?;
-    let t = text::read_lines(tgt)?;
+    pair_lines(
+        text::read_lines(src)?,
+        src,
+        text::read_lines(tgt)?,
+        tgt,
+        cfg,
+    )
+}
+
+/// [`read_parallel`] on two readers (each plain or gzip, detected from the bytes); the paths
+/// name the sources in errors.
+pub fn read_parallel_from(
+    src: impl std::io::Read,
+    src_path: &Path,
+    tgt: impl std::io::Read,
+    tgt_path: &Path,
+    cfg: ParallelConfig,
+) -> Result<ParallelCorpus> {
+    let s = text::read_lines_from(src, src_path)?;
+    let t = text::read_lines_from(tgt, tgt_path)?;
+    pair_lines(s, src_path, t, tgt_path, cfg)
+}
+
+/// Applies the module's rules to the lines of the two sides.
+fn pair_lines(
+    s: Vec<String>,
+    src: &Path,
+    t: Vec<String>,
+    tgt: &Path,
+    cfg: ParallelConfig,
+) -> Result<ParallelCorpus> {
     if s.len() != t.len() {
         return Err(Error::config(
             "parallel files",
@@ -253,5 +282,30 @@ mod tests {
             e.contains("x.de has 4 lines but") && e.contains("x.en has 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn readers_drop_a_bom_and_refuse_cr_only_line_endings() {
+        let (a, b) = (Path::new("x.de"), Path::new("x.en"));
+        let c = read_parallel_from(
+            &b"\xef\xbb\xbfEin Hund.\r\nZwei.\n"[..],
+            a,
+            &b"A dog.\nTwo.\n"[..],
+            b,
+            ParallelConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.pairs[0].0, ["ein", "hund", "."]);
+        assert_eq!(c.pairs.len(), 2);
+        let e = read_parallel_from(
+            &b"Ein Hund.\rZwei.\r"[..],
+            a,
+            &b"A dog.\rTwo.\r"[..],
+            b,
+            ParallelConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("x.de:1:") && e.contains("CR-only"), "{e}");
     }
 }

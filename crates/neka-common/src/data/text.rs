@@ -4,13 +4,24 @@ use crate::{Error, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The whole file as UTF-8 text.
+/// The UTF-8 byte order mark some editors (Notepad) write at the start of a file.
+pub const UTF8_BOM: &str = "\u{feff}";
+
+/// The whole file as UTF-8 text, without a leading UTF-8 byte order mark (accepted and
+/// dropped: it is an encoding marker, not text). Plain or gzip (detected from the bytes).
 pub fn read_to_string(path: &Path) -> Result<String> {
-    let (mut r, _) = super::idx::open(path)?;
+    let (r, _) = super::idx::open(path)?;
+    read_to_string_from(r, path)
+}
+
+/// [`read_to_string`] on any reader (plain or gzip, detected from the first bytes); `path`
+/// names the source in errors.
+pub fn read_to_string_from(reader: impl Read, path: &Path) -> Result<String> {
+    let (mut r, _) = super::idx::sniff(reader, None).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
     r.read_to_end(&mut bytes)
         .map_err(|e| Error::bad_data(path, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| {
+    let mut text = String::from_utf8(bytes).map_err(|e| {
         Error::bad_data(
             path,
             format!(
@@ -18,15 +29,52 @@ pub fn read_to_string(path: &Path) -> Result<String> {
                 e.utf8_error().valid_up_to()
             ),
         )
-    })
+    })?;
+    if text.starts_with(UTF8_BOM) {
+        text.drain(..UTF8_BOM.len());
+    }
+    Ok(text)
 }
 
-/// The file's lines, without line endings (`\n` or `\r\n`).
+/// The file's lines, without line endings (`\n` or `\r\n`); a carriage return anywhere else
+/// is an error naming `file:line` ([`split_lines`]).
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    Ok(read_to_string(path)?
-        .lines()
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+    Ok(split_lines(&read_to_string(path)?, path)?
+        .into_iter()
+        .map(str::to_string)
         .collect())
+}
+
+/// [`read_lines`] on any reader (plain or gzip); `path` names the source in errors.
+pub fn read_lines_from(reader: impl Read, path: &Path) -> Result<Vec<String>> {
+    Ok(split_lines(&read_to_string_from(reader, path)?, path)?
+        .into_iter()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Splits text into lines at `\n`, dropping a `\r` before it (`\r\n` endings). A carriage
+/// return that does not end a `\r\n` pair is an [`Error::BadLine`]: such files use old Mac
+/// (CR-only) line endings, or mix endings, and reading them as one long line would silently
+/// misalign everything after it. `path` names the source in errors.
+pub fn split_lines<'a>(text: &'a str, path: &Path) -> Result<Vec<&'a str>> {
+    text.lines()
+        .enumerate()
+        .map(|(i, raw)| {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.contains('\r') {
+                Err(Error::bad_line(
+                    path,
+                    i + 1,
+                    "carriage return (CR) without a line feed: the file has old Mac (CR-only) \
+                     or mixed line endings; convert it to LF (or CRLF) line endings, e.g. with \
+                     `tr '\\r' '\\n'`",
+                ))
+            } else {
+                Ok(line)
+            }
+        })
+        .collect()
 }
 
 /// Finds `name` or `name.gz` in `dir`.
@@ -110,5 +158,27 @@ mod tests {
         assert!(e.contains("a.txt") && e.contains("not UTF-8"), "{e}");
         assert!(find_file(dir.path(), "b").is_some());
         assert!(find_file(dir.path(), "c").is_none());
+    }
+
+    #[test]
+    fn a_bom_is_dropped_and_cr_only_endings_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bom.txt");
+        std::fs::write(&p, "\u{feff}eins\nzwei\n").unwrap();
+        assert_eq!(read_lines(&p).unwrap(), ["eins", "zwei"]);
+        assert_eq!(read_to_string(&p).unwrap(), "eins\nzwei\n");
+        let mac = dir.path().join("mac.txt");
+        std::fs::write(&mac, "eins\rzwei\r").unwrap();
+        let e = read_lines(&mac).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:1:", mac.display())) && e.contains("CR-only"),
+            "{e}"
+        );
+        std::fs::write(&mac, "eins\r\nzw\rei\r\n").unwrap();
+        let e = read_lines(&mac).unwrap_err().to_string();
+        assert!(
+            e.contains("mac.txt:2:") && e.contains("carriage return"),
+            "{e}"
+        );
     }
 }
