@@ -16,11 +16,10 @@ use neka_cnn::CnnModel;
 use neka_common::data::ImageBatch;
 use neka_common::device::DeviceRequest;
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::train::{Classifier, TrainModel};
+use neka_common::train::{Classifier, StepContext, TrainModel};
 use std::time::Instant;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+neka::use_mimalloc!();
 
 #[derive(Parser)]
 struct Args {
@@ -45,7 +44,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    neka::alloc::keep_freed_memory();
+    neka::cli::init();
     let a = Args::parse();
     let device = a.device.device()?;
     let convs: Vec<&str> = match a.conv.as_str() {
@@ -82,7 +81,7 @@ fn main() -> Result<()> {
             };
             let train = batch(64)?;
             let step = |opt: &mut Optimizer| -> Result<()> {
-                let out = Classifier(&model).step(&train, true)?;
+                let out = Classifier(&model).step(&train, &StepContext::train(0))?;
                 opt.backward_step(&out.loss)?;
                 Ok(())
             };

@@ -17,8 +17,7 @@ use clap::Parser;
 use neka_lstm::{Lstm, LstmConfig, SeqInput};
 use std::time::Instant;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+neka::use_mimalloc!();
 
 #[derive(Parser)]
 struct Args {
@@ -67,7 +66,7 @@ fn candle_direction(lstm: &candle_nn::rnn::LSTM, x: &Tensor, reverse: bool) -> R
 }
 
 fn main() -> Result<()> {
-    neka::alloc::keep_freed_memory();
+    neka::cli::init();
     let a = Args::parse();
     let dev = Device::Cpu;
     let tokens = (a.batch * a.steps) as f64;

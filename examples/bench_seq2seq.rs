@@ -15,14 +15,13 @@ use clap::Parser;
 use neka_common::data::parallel::{multi30k_files, read_parallel, ParallelConfig};
 use neka_common::data::Dataset;
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::train::TrainModel;
+use neka_common::train::{StepContext, TrainModel};
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs};
 use neka_seq2seq::{AttentionKind, CellType, Config, DecodeConfig, Translator};
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+neka::use_mimalloc!();
 
 #[derive(Parser)]
 struct Args {
@@ -51,7 +50,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    neka::alloc::keep_freed_memory();
+    neka::cli::init();
     let a = Args::parse();
     let dev = a.device.device()?;
     let root = neka_common::data::vision::data_root(a.data_dir.as_deref()).ok_or_else(|| {
@@ -88,7 +87,7 @@ fn main() -> Result<()> {
     for (i, idx) in plan.iter().take(a.iters + 2).enumerate() {
         let batch = ds.batch(idx)?;
         let t0 = Instant::now();
-        let out = translator.model.step(&batch, true)?;
+        let out = translator.model.step(&batch, &StepContext::train(0))?;
         let _ = out.loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = out.loss.backward()?;

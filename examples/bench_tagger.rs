@@ -13,14 +13,13 @@ use neka_common::data::conllu;
 use neka_common::data::tagging::{TaggingDataset, TaggingVocabConfig, TaggingVocabs};
 use neka_common::data::Dataset;
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::train::TrainModel;
+use neka_common::train::{StepContext, TrainModel};
 use neka_lstm::tagger::{Config, Tagger};
 use neka_lstm::CellType;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+neka::use_mimalloc!();
 
 #[derive(Parser)]
 struct Args {
@@ -40,7 +39,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    neka::alloc::keep_freed_memory();
+    neka::cli::init();
     let a = Args::parse();
     let dev = a.device.device()?;
     let bank = conllu::load_ewt(a.data_dir.as_deref())?;
@@ -67,7 +66,7 @@ fn main() -> Result<()> {
     for (i, idx) in plan.iter().take(a.iters + 2).enumerate() {
         let batch = train.batch(idx)?;
         let t0 = Instant::now();
-        let out = model.step(&batch, true)?;
+        let out = model.step(&batch, &StepContext::train(0))?;
         let grads = out.loss.backward()?;
         opt.step(&grads)?;
         dev.synchronize()?;

@@ -16,6 +16,8 @@ use neka_cnn::lecture::{
 use neka_cnn::{conv2d, Pool2d};
 use std::path::PathBuf;
 
+neka::use_mimalloc!();
+
 /// The lecture's convolution examples, computed with candle's operators.
 #[derive(Parser)]
 struct Args {
@@ -34,9 +36,8 @@ fn show(name: &str, t: &Tensor) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    neka::cli::quiet_broken_pipe();
+    neka::cli::init();
     let args = Args::parse();
-    neka::alloc::keep_freed_memory();
     let dev = Device::Cpu;
     println!("== 1-D convolution: (f*g)[n] = sum_m f[m] g[n-m]");
     let (f, g) = (LECTURE_F, LECTURE_G);

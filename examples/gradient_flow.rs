@@ -23,8 +23,7 @@ use neka_common::plot::{plot_lines_with, Legend, Series};
 use neka_rnn::analysis::{gradient_flow, FlowConfig, Psi};
 use std::path::PathBuf;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+neka::use_mimalloc!();
 
 #[derive(Parser)]
 #[command(about = "Exploding and vanishing gradients of linear and tanh RNNs, W = rho * Q")]
@@ -90,7 +89,7 @@ fn panel(a: &Args, psi: Psi, input_scale: f64) -> Result<Vec<Curve>> {
 }
 
 fn main() -> Result<()> {
-    neka::alloc::keep_freed_memory();
+    neka::cli::init();
     let a = Args::parse();
     anyhow::ensure!(
         a.steps >= 1 && a.hidden >= 1,

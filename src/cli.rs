@@ -1,5 +1,323 @@
-//! What the example launchers share: value parsers that check a flag's range when it is
-//! parsed (clap prints the allowed range and exits 2), and Unix-friendly process behaviour.
+//! What the example launchers share: the training flags ([`TrainArgs`]) and the model
+//! source ([`ModelArgs`]), opening or resuming a run directory, reading sentences, value
+//! parsers that check a flag's range when it is parsed (clap prints the allowed range and
+//! exits 2), and Unix-friendly process behaviour.
+//!
+//! A training example flattens [`TrainArgs`] into its own flags and calls
+//! [`TrainArgs::to_train_config`] with its model's defaults (`default_train_config()` in the
+//! model's module), so each default lives in one place, the model crate:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use clap::Parser;
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     train: neka::cli::TrainArgs,
+//! }
+//! let cli = Cli::parse();
+//! let device = cli.train.start()?; // the device, and the seeded RNG
+//! let cfg = cli.train.to_train_config(neka::cnn::default_train_config())?;
+//! # let _ = (device, cfg);
+//! # Ok(())
+//! # }
+//! ```
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use candle_nn::VarMap;
+use clap::Args;
+use neka_common::checkpoint::CheckpointInfo;
+use neka_common::data::Dataset;
+use neka_common::device::DeviceRequest;
+use neka_common::metrics::EvalMetrics;
+use neka_common::optim::{LrSchedule, OptimizerConfig};
+use neka_common::train::{
+    FitReport, Monitor, RunOptions, StopReason, TrainConfig, TrainModel, Trainer,
+};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// The flags every training command shares. A flag left out takes the model's default
+/// (its `default_train_config()`), shown here as "[default: the model's]".
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrainArgs {
+    /// Epochs to train [default: the model's].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples (sentences, streams) per batch [default: the model's].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// adamw, sgd or adadelta [default: the model's].
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Learning rate [default: the model's; with --optimizer: 1e-3 adamw, 0.05 sgd, 1.0 adadelta].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Adam's β₂ (the tagger uses 0.9 as Dozat & Manning; PyTorch's default is 0.999).
+    #[arg(long, value_parser = probability)]
+    pub beta2: Option<f64>,
+    /// constant, step[:STEP_SIZE[:GAMMA]] or cosine[:T_MAX], per epoch [default: the model's].
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Clip the global gradient norm to this value, 0 = off [default: the model's].
+    #[arg(long, value_parser = clip_norm)]
+    pub clip_grad_norm: Option<f64>,
+    /// Stop after this many epochs without a better monitored metric.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// The metric that picks the best epoch and drives early stopping: val_accuracy,
+    /// val_loss, val_perplexity, val_bleu (translation), with :max or :min [default: the model's].
+    #[arg(long)]
+    pub monitor: Option<String>,
+    /// Also average the weights of the last N epochs (stochastic weight averaging); the
+    /// average is kept instead of the best epoch if it is better on validation data.
+    #[arg(long)]
+    pub average_last: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+    /// Output directory [default: runs/<example>/<run name>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run saved in this directory (weights, optimizer, epoch, RNG state).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Train on at most this many batches per epoch.
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+    /// Run a handful of batches end to end (1 epoch of 5 batches; image data: small
+    /// subsets), for CI.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl TrainArgs {
+    /// The device asked for, after seeding neka's RNG with `--seed` (do this before building
+    /// the model: its initial weights come from that RNG).
+    pub fn start(&self) -> Result<Device> {
+        let device = self.device.device()?;
+        neka_common::rng::seed(self.seed);
+        Ok(device)
+    }
+
+    /// The training configuration: `defaults` (the model's) with every flag given applied.
+    /// `--optimizer` without `--lr` takes that optimizer's usual rate; a default cosine
+    /// schedule that spans the default epochs spans `--epochs`; `--clip-grad-norm 0` turns
+    /// clipping off; `--dry-run` trains 1 epoch of 5 batches.
+    pub fn to_train_config(&self, defaults: TrainConfig) -> Result<TrainConfig> {
+        let mut c = defaults;
+        let default_epochs = c.epochs;
+        c.epochs = if self.dry_run {
+            1
+        } else {
+            self.epochs.unwrap_or(c.epochs)
+        };
+        c.batch_size = self.batch_size.unwrap_or(c.batch_size);
+        c.optimizer = match (&self.optimizer, self.lr) {
+            (Some(name), lr) => {
+                OptimizerConfig::from_name(name, lr.unwrap_or_else(|| default_lr(name)))?
+            }
+            (None, Some(lr)) => c.optimizer.with_lr(lr),
+            (None, None) => c.optimizer,
+        };
+        if let Some(b2) = self.beta2 {
+            c.optimizer = c.optimizer.with_beta2(b2)?;
+        }
+        c.schedule = match &self.schedule {
+            Some(s) => LrSchedule::parse(s, c.epochs)?,
+            None => c.schedule.spanning(default_epochs, c.epochs),
+        };
+        if let Some(v) = self.clip_grad_norm {
+            c.clip_grad_norm = (v > 0.0).then_some(v);
+        }
+        c.patience = self.patience.or(c.patience);
+        if let Some(m) = &self.monitor {
+            c.monitor = Some(Monitor::parse(m)?);
+        }
+        c.average_last = self.average_last.unwrap_or(c.average_last);
+        c.seed = self.seed;
+        c.max_batches_per_epoch = if self.dry_run {
+            Some(5)
+        } else {
+            self.max_batches.or(c.max_batches_per_epoch)
+        };
+        Ok(c)
+    }
+
+    /// The output directory: `--out`, else the `--resume` directory, else `default`.
+    pub fn out_dir(&self, default: impl FnOnce() -> PathBuf) -> PathBuf {
+        self.out
+            .clone()
+            .or_else(|| self.resume.clone())
+            .unwrap_or_else(default)
+    }
+
+    /// Opens the run directory `out` for training (its lock is held by the trainer) with a
+    /// command line's run options (progress, epoch lines, Ctrl-C saves), and restores the
+    /// run saved in `--resume` if given, saying so.
+    pub fn trainer(
+        &self,
+        cfg: TrainConfig,
+        varmap: &VarMap,
+        info: CheckpointInfo,
+        out: &Path,
+    ) -> Result<Trainer> {
+        let mut trainer =
+            Trainer::new(cfg, varmap, info, out)?.with_options(RunOptions::interactive());
+        if let Some(dir) = &self.resume {
+            trainer.resume(dir)?;
+            println!(
+                "resumed from {} after epoch {}",
+                dir.display(),
+                trainer.epochs_done()
+            );
+        }
+        Ok(trainer)
+    }
+}
+
+/// The learning rate `--optimizer NAME` takes without `--lr`: 1e-3 for adamw, 0.05 for sgd,
+/// 1.0 for adadelta (pytorch/examples' MNIST).
+pub fn default_lr(optimizer: &str) -> f64 {
+    match optimizer.to_ascii_lowercase().as_str() {
+        "sgd" => 0.05,
+        "adadelta" => 1.0,
+        _ => 1e-3,
+    }
+}
+
+/// [`Trainer::fit_and_test`] for a command line: train (validating on `val`), load the best
+/// model, score it on `test` and save it with its test metrics — or, if Ctrl-C stopped the
+/// run, end the process with status 130 (its checkpoint is saved for `--resume`).
+pub fn fit_and_test<M, T, V>(
+    trainer: &mut Trainer,
+    model: &M,
+    train: &T,
+    val: &V,
+    test: &V,
+) -> Result<(FitReport, EvalMetrics)>
+where
+    M: TrainModel,
+    T: Dataset<Batch = M::Batch>,
+    V: Dataset<Batch = M::Batch>,
+{
+    match trainer.fit_and_test(model, train, Some(val), test)? {
+        Some(done) => Ok(done),
+        None => exit_interrupted(),
+    }
+}
+
+/// Ends the process with status 130 if the run was stopped by Ctrl-C (its checkpoint is
+/// saved for `--resume`); otherwise returns.
+pub fn exit_if_interrupted(report: &FitReport) {
+    if report.stop == StopReason::Interrupted {
+        exit_interrupted();
+    }
+}
+
+/// Where a saved model comes from: `--model DIR` or `--model-id ORG/NAME` (a Hugging Face
+/// Hub repository, downloaded once into the Hub cache), and the device to load it on.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model directory (model.safetensors, config.json and the model's other files)
+    /// [default: the example's pretrained model in models/].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Hugging Face Hub model id (ORG/NAME) instead of --model.
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+}
+
+impl ModelArgs {
+    /// The model directory: `--model-id` (fetching `model.safetensors`, `config.json` and
+    /// `companions`, e.g. vocabularies), else `--model`, else `default`.
+    pub fn dir(&self, default: &str, companions: &[&str]) -> Result<PathBuf> {
+        match &self.model_id {
+            #[cfg(feature = "hub")]
+            Some(id) => Ok(neka_common::hub::model_dir_with(id, None, companions)?),
+            #[cfg(not(feature = "hub"))]
+            Some(_) => {
+                let _ = companions;
+                anyhow::bail!("--model-id needs the `hub` feature (on by default; you built with --no-default-features)")
+            }
+            None => Ok(self.model.clone().unwrap_or_else(|| PathBuf::from(default))),
+        }
+    }
+
+    /// The directory ([`Self::dir`]) and the device.
+    pub fn open(&self, default: &str, companions: &[&str]) -> Result<(PathBuf, Device)> {
+        Ok((self.dir(default, companions)?, self.device.device()?))
+    }
+}
+
+/// `base` (a model's config, usually `Config { …, ..Config::default() }`) with every flag
+/// that was given put in place: `flags` is a clap struct of `Option`s named as `base`'s
+/// fields (`#[arg(long = "hidden")] hidden_size: Option<usize>`), so a flag left out keeps
+/// the model's default and the defaults live in one place, the model's `Config::default()`.
+///
+/// ```
+/// #[derive(clap::Args, serde::Serialize)]
+/// struct Flags {
+///     #[arg(long = "hidden")]
+///     hidden_size: Option<usize>,
+///     #[arg(long = "layers")]
+///     num_layers: Option<usize>,
+/// }
+/// let flags = Flags { hidden_size: Some(32), num_layers: None };
+/// let cfg = neka::cli::config_with(neka::lstm::char_lm::Config::default(), &flags)?;
+/// assert_eq!((cfg.hidden_size, cfg.num_layers), (32, 1));
+/// # Ok::<(), anyhow::Error>(())
+/// ```
+pub fn config_with<C, F>(base: C, flags: &F) -> Result<C>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned,
+    F: serde::Serialize,
+{
+    let mut cfg = serde_json::to_value(base)?;
+    let flags = serde_json::to_value(flags)?;
+    let (Some(fields), Some(given)) = (cfg.as_object_mut(), flags.as_object()) else {
+        anyhow::bail!("config_with: the config and the flags must both be structs");
+    };
+    for (name, value) in given.iter().filter(|(_, v)| !v.is_null()) {
+        anyhow::ensure!(
+            fields.contains_key(name),
+            "config_with: flag field `{name}` is not a field of the model's config"
+        );
+        fields.insert(name.clone(), value.clone());
+    }
+    Ok(serde_json::from_value(cfg)?)
+}
+
+/// The sentences given as arguments or, with none, one per line on stdin.
+pub fn sentences(args: &[String]) -> Result<Vec<String>> {
+    if !args.is_empty() {
+        return Ok(args.to_vec());
+    }
+    std::io::stdin()
+        .lock()
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .context("reading sentences from stdin")
+}
+
+/// The number of trainable parameters in `varmap` (buffers such as batch-norm running
+/// statistics are not parameters).
+pub fn param_count(varmap: &VarMap) -> usize {
+    varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+/// What every example does first: quiet exit on a closed pipe ([`quiet_broken_pipe`]) and
+/// mimalloc keeping freed memory for reuse ([`crate::alloc::keep_freed_memory`]).
+pub fn init() {
+    quiet_broken_pipe();
+    crate::alloc::keep_freed_memory();
+}
 
 /// `--clip-grad-norm`: a finite number ≥ 0 (0 = no clipping).
 pub fn clip_norm(s: &str) -> Result<f64, String> {

@@ -10,18 +10,31 @@ pub use neka_seq2seq as seq2seq;
 #[doc(hidden)]
 pub mod fuzzing;
 
-/// The allocator the examples run on: [mimalloc](https://github.com/microsoft/mimalloc).
+/// Makes [mimalloc](https://github.com/microsoft/mimalloc) the program's allocator — what
+/// every example runs on. candle allocates a fresh buffer for every tensor; glibc malloc
+/// returns large ones to the OS and page-faults them back in on every step; mimalloc caches
+/// them (≈1.4× faster CNN training here). Pair it with [`cli::init`] first thing in `main`.
 ///
 /// ```ignore
-/// #[global_allocator]
-/// static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// neka::use_mimalloc!();
 ///
 /// fn main() {
-///     neka::alloc::keep_freed_memory();
+///     neka::cli::init(); // includes alloc::keep_freed_memory()
 ///     // …
 /// }
 /// ```
+#[macro_export]
+macro_rules! use_mimalloc {
+    () => {
+        #[global_allocator]
+        static GLOBAL: $crate::alloc::MiMalloc = $crate::alloc::MiMalloc;
+    };
+}
+
+/// The allocator's tuning (see [`use_mimalloc!`]).
 pub mod alloc {
+    pub use mimalloc::MiMalloc;
+
     /// mimalloc's `purge_delay` option (index 15 of `mi_option_e` in mimalloc 2 and 3).
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 

@@ -242,7 +242,10 @@ fn check_command(root: &Path, command: &str) -> Vec<String> {
     };
     let mut errors = Vec::new();
     match value("--example") {
-        Some(Some(name)) if !root.join(format!("examples/{name}.rs")).is_file() => {
+        Some(Some(name))
+            if !root.join(format!("examples/{name}.rs")).is_file()
+                && !root.join(format!("examples/{name}/main.rs")).is_file() =>
+        {
             errors.push(format!("example `examples/{name}.rs` does not exist"))
         }
         Some(None) => errors.push(format!("`{command}`: --example without a name")),

@@ -58,8 +58,6 @@ fn tagger_overfits_twenty_sentences() {
         optimizer: OptimizerConfig::adamw(1e-2),
         schedule: LrSchedule::Constant,
         clip_grad_norm: Some(5.0),
-        progress: false,
-        verbose: false,
         seed: 1,
         ..TrainConfig::default()
     };

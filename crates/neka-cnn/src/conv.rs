@@ -51,10 +51,13 @@ impl Padding {
                 arith::same_padding(kernel.1, dilation),
             ) {
                 (Some(h), Some(w)) => Ok((h, w)),
-                _ => Err(Error::Config(format!(
-                    "padding `same` = (k-1)/2 needs odd kernel sizes, got {}x{}",
-                    kernel.0, kernel.1
-                ))),
+                _ => Err(Error::config(
+                    "padding",
+                    format!(
+                        "`same` = (k-1)/2 needs odd kernel sizes, got {}x{}",
+                        kernel.0, kernel.1
+                    ),
+                )),
             },
         }
     }
@@ -76,9 +79,10 @@ impl std::str::FromStr for Padding {
         match nums.as_deref() {
             Ok([p]) => Ok(Padding::uniform(*p)),
             Ok([h, w]) => Ok(Padding::Explicit(*h, *w)),
-            _ => Err(Error::Config(format!(
-                "padding `{s}`: expected same, valid, N or H,W"
-            ))),
+            _ => Err(Error::config(
+                "padding",
+                format!("`{s}`: expected same, valid, N or H,W"),
+            )),
         }
     }
 }
@@ -144,20 +148,25 @@ impl Conv2dConfig {
         let c = self;
         if c.in_channels == 0 || c.out_channels == 0 || c.kernel_size.0 == 0 || c.kernel_size.1 == 0
         {
-            return Err(Error::Config(format!(
-                "conv2d: channels and kernel sizes must be positive: {c:?}"
-            )));
+            return Err(Error::config(
+                "conv2d",
+                format!("channels and kernel sizes must be positive: {c:?}"),
+            ));
         }
         if c.stride == 0 || c.dilation == 0 || c.groups == 0 {
-            return Err(Error::Config(format!(
-                "conv2d: stride, dilation and groups must be positive: {c:?}"
-            )));
+            return Err(Error::config(
+                "conv2d",
+                format!("stride, dilation and groups must be positive: {c:?}"),
+            ));
         }
         if !c.in_channels.is_multiple_of(c.groups) || !c.out_channels.is_multiple_of(c.groups) {
-            return Err(Error::Config(format!(
-                "conv2d: groups {} must divide in_channels {} and out_channels {}",
-                c.groups, c.in_channels, c.out_channels
-            )));
+            return Err(Error::config(
+                "conv2d",
+                format!(
+                    "groups {} must divide in_channels {} and out_channels {}",
+                    c.groups, c.in_channels, c.out_channels
+                ),
+            ));
         }
         self.padding.resolve(self.kernel_size, self.dilation)?;
         Ok(())
@@ -460,10 +469,4 @@ impl Module for Conv2d {
             CpuImpl::Candle => self.forward_candle(xs),
         }
     }
-}
-
-/// Flattens `(B, …)` to `(B, features)`: the bridge from the convolutional feature maps to
-/// the fully-connected head.
-pub fn flatten(xs: &Tensor) -> candle_core::Result<Tensor> {
-    xs.flatten_from(1)
 }

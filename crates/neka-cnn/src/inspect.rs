@@ -37,7 +37,7 @@ pub const MAX_IMAGE_ALLOC: u64 = 512 * 1024 * 1024;
 pub fn load_image(path: &Path, size: u32, norm: &Normalize) -> Result<Tensor> {
     let img = decode_image(path)?;
     if size == 0 {
-        return Err(Error::Config("image size must be at least 1".into()));
+        return Err(Error::config("image size", "must be at least 1"));
     }
     let gray = image::imageops::resize(
         &composite_gray(&img),
@@ -60,9 +60,8 @@ pub fn load_image(path: &Path, size: u32, norm: &Normalize) -> Result<Tensor> {
 /// Decodes `path` with bounded dimensions and allocations (see [`load_image`]).
 fn decode_image(path: &Path) -> Result<image::DynamicImage> {
     use image::ImageDecoder;
-    let cannot = |e: &dyn std::fmt::Display| {
-        Error::Config(format!("{}: cannot read as an image: {e}", path.display()))
-    };
+    let cannot =
+        |e: &dyn std::fmt::Display| Error::bad_data(path, format!("cannot read as an image: {e}"));
     let mut reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| cannot(&e))?;
@@ -72,12 +71,14 @@ fn decode_image(path: &Path) -> Result<image::DynamicImage> {
     let decoder = reader.into_decoder().map_err(|e| cannot(&e))?;
     let (w, h) = decoder.dimensions();
     if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
-        return Err(Error::Config(format!(
-            "{}: the image is {w}x{h} pixels, more than the {} megapixels neka decodes; \
-             scale it down first (the model sees it at 28x28)",
-            path.display(),
-            MAX_IMAGE_PIXELS / (1024 * 1024)
-        )));
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "the image is {w}x{h} pixels, more than the {} megapixels neka decodes; \
+                 scale it down first (the model sees it at 28x28)",
+                MAX_IMAGE_PIXELS / (1024 * 1024)
+            ),
+        ));
     }
     image::DynamicImage::from_decoder(decoder).map_err(|e| cannot(&e))
 }
@@ -137,7 +138,7 @@ pub fn plot_filters(model: &CnnModel, path: &Path, title: &str) -> Result<()> {
     }; // colour inputs: channel mean
     let p = panels(&w.reshape((co, kh, kw))?, |i| format!("{i}"))?;
     let px = (96 / kh.max(kw)).max(4) as u32;
-    Ok(plot_image_grid(path, title, &p, 8, px, Scale::Diverging)?)
+    plot_image_grid(path, title, &p, 8, px, Scale::Diverging)
 }
 
 /// Draws `x (1, C, H, W)` (normalised, as the model sees it) and the first `per_stage` maps of
@@ -164,7 +165,7 @@ pub fn plot_feature_maps(
     }
     let size = all.iter().map(|p| p.h.max(p.w)).max().unwrap_or(1);
     let px = (112 / size).max(2) as u32;
-    Ok(plot_image_grid(path, title, &all, cols, px, Scale::Gray)?)
+    plot_image_grid(path, title, &all, cols, px, Scale::Gray)
 }
 
 /// What `mnist_cnn inspect` draws for the image `x` (described by `what`): conv1's filters in

@@ -34,7 +34,6 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Which implementation the CNN layers use on CPU (other devices always take candle's ops).
@@ -58,28 +57,43 @@ impl std::str::FromStr for CpuImpl {
             "kernels" | "kernel" => Ok(Self::Kernels),
             "im2col" => Ok(Self::Im2col),
             "candle" => Ok(Self::Candle),
-            other => Err(crate::Error::Config(format!(
-                "CPU implementation `{other}`: expected kernels, im2col or candle"
-            ))),
+            other => Err(crate::Error::config(
+                "CPU implementation",
+                format!("`{other}`: expected kernels, im2col or candle"),
+            )),
         }
     }
 }
 
-static CPU_IMPL: AtomicU8 = AtomicU8::new(0);
-
-/// Selects the CPU implementation of the CNN layers for the whole process (benchmarks,
-/// comparisons).
-pub fn set_cpu_impl(i: CpuImpl) {
-    CPU_IMPL.store(i as u8, Ordering::Relaxed);
+thread_local! {
+    static CPU_IMPL: std::cell::Cell<CpuImpl> = const { std::cell::Cell::new(CpuImpl::Kernels) };
 }
 
-/// The CPU implementation in use.
+/// Selects the CPU implementation of the CNN layers for the calling thread (benchmarks,
+/// comparisons, the twin tests): per thread, so tests running side by side do not switch
+/// each other's layers. Set it on the thread that runs the model.
+pub fn set_cpu_impl(i: CpuImpl) {
+    CPU_IMPL.with(|c| c.set(i));
+}
+
+/// The CPU implementation in use on the calling thread ([`CpuImpl::Kernels`] unless
+/// [`set_cpu_impl`] said otherwise).
 pub fn cpu_impl() -> CpuImpl {
-    match CPU_IMPL.load(Ordering::Relaxed) {
-        0 => CpuImpl::Kernels,
-        1 => CpuImpl::Im2col,
-        _ => CpuImpl::Candle,
+    CPU_IMPL.with(|c| c.get())
+}
+
+/// Runs `f` with the CPU implementation `i` on this thread, then restores the previous one
+/// (also when `f` panics).
+pub fn with_cpu_impl<T>(i: CpuImpl, f: impl FnOnce() -> T) -> T {
+    struct Restore(CpuImpl);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_cpu_impl(self.0);
+        }
     }
+    let _restore = Restore(cpu_impl());
+    set_cpu_impl(i);
+    f()
 }
 
 pub use neka_common::cpu::KernelFloat;

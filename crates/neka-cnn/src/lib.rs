@@ -43,19 +43,16 @@ pub use summary::{summarize, LayerSpec, Summary};
 use candle_core::{ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
-/// Errors of neka-cnn.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    #[error(transparent)]
-    Common(#[from] neka_common::Error),
-    /// A layer or model configuration that does not fit together.
-    #[error("{0}")]
-    Config(String),
-}
+/// neka's one error type (from neka-common): every library crate of the zoo returns it.
+pub use neka_common::{Error, Result};
 
-pub type Result<T> = std::result::Result<T, Error>;
+/// How the zoo's CNNs train unless told otherwise (`mnist_cnn`'s defaults): 3 epochs of
+/// batches of 64 with AdamW at 1e-3 (PyTorch's defaults otherwise), constant rate, no
+/// clipping; validation accuracy picks the best epoch.
+pub fn default_train_config() -> neka_common::train::TrainConfig {
+    let adamw = neka_common::optim::OptimizerConfig::adamw(1e-3);
+    neka_common::train::TrainConfig::new(3, 64, adamw).eval_batch(1000)
+}
 
 /// The CNNs of the zoo, chosen by name (`mnist-net`, `lenet5`) — what the examples and
 /// checkpoints use. Each variant carries its model.
@@ -86,7 +83,8 @@ impl CnnModel {
                     num_classes,
                     ..Default::default()
                 };
-                let json = serde_json::to_value(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+                let json = serde_json::to_value(&cfg)
+                    .map_err(|e| Error::config("model config", e.to_string()))?;
                 Ok((Self::MnistNet(MnistNet::new(&cfg, vb)?), json))
             }
             "lenet5" => {
@@ -95,18 +93,21 @@ impl CnnModel {
                     image_size,
                     num_classes,
                 };
-                let json = serde_json::to_value(&cfg).map_err(|e| Error::Config(e.to_string()))?;
+                let json = serde_json::to_value(&cfg)
+                    .map_err(|e| Error::config("model config", e.to_string()))?;
                 Ok((Self::LeNet5(LeNet5::new(&cfg, vb)?), json))
             }
-            other => Err(Error::Config(format!(
-                "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
-            ))),
+            other => Err(Error::config(
+                "model",
+                format!("`{other}`: expected one of {MODEL_NAMES:?}"),
+            )),
         }
     }
 
     /// Builds the model `name` from a `config.json` `config` value.
     pub fn from_config(name: &str, config: &serde_json::Value, vb: VarBuilder) -> Result<Self> {
-        let bad = |e: serde_json::Error| Error::Config(format!("config of `{name}`: {e}"));
+        let bad =
+            |e: serde_json::Error| Error::config(format!("config of `{name}`"), e.to_string());
         match name {
             "mnist-net" => Ok(Self::MnistNet(MnistNet::new(
                 &serde_json::from_value(config.clone()).map_err(bad)?,
@@ -116,9 +117,10 @@ impl CnnModel {
                 &serde_json::from_value(config.clone()).map_err(bad)?,
                 vb,
             )?)),
-            other => Err(Error::Config(format!(
-                "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
-            ))),
+            other => Err(Error::config(
+                "model",
+                format!("`{other}`: expected one of {MODEL_NAMES:?}"),
+            )),
         }
     }
 
@@ -140,7 +142,8 @@ impl CnnModel {
 
     /// The model's layer summary for a config value.
     pub fn summary_for(name: &str, config: &serde_json::Value) -> Result<Summary> {
-        let bad = |e: serde_json::Error| Error::Config(format!("config of `{name}`: {e}"));
+        let bad =
+            |e: serde_json::Error| Error::config(format!("config of `{name}`"), e.to_string());
         match name {
             "mnist-net" => serde_json::from_value::<mnist_net::Config>(config.clone())
                 .map_err(bad)?
@@ -148,9 +151,10 @@ impl CnnModel {
             "lenet5" => serde_json::from_value::<lenet5::Config>(config.clone())
                 .map_err(bad)?
                 .summary(),
-            other => Err(Error::Config(format!(
-                "unknown model `{other}`: expected one of {MODEL_NAMES:?}"
-            ))),
+            other => Err(Error::config(
+                "model",
+                format!("`{other}`: expected one of {MODEL_NAMES:?}"),
+            )),
         }
     }
 }

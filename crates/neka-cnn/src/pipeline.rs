@@ -12,7 +12,12 @@ use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use neka_common::checkpoint::{self, CheckpointInfo};
 use neka_common::data::{vision, Dataset, Normalize, VisionDatasetKind};
+use neka_common::metrics::EvalMetrics;
+use neka_common::train::{evaluate, Classifier};
 use std::path::Path;
+
+/// Class names with their probabilities, most likely first ([`LoadedModel::top_k`]).
+pub type TopK = Vec<(String, f32)>;
 
 /// A CNN loaded from a model directory (`model.safetensors` + `config.json`).
 pub struct LoadedModel {
@@ -26,18 +31,17 @@ impl LoadedModel {
     /// Loads `dir/config.json`, builds the model it names and loads `dir/model.safetensors`
     /// into it (strictly: every tensor present with its shape, nothing extra).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(neka_common::Error::checkpoint(
-                dir,
-                "model directory not found (it should hold model.safetensors and config.json)",
-            )
-            .into());
-        }
-        let (info, source) = checkpoint::read_record(dir)?;
-        let (model, varmap) = checkpoint::load_model(dir, device, |vb| {
-            CnnModel::from_config(&info.model, &info.config, vb)
-                .map_err(|e| neka_common::Error::checkpoint(&source, e.to_string()))
-        })?;
+        let p = checkpoint::Pretrained::load(
+            dir,
+            device,
+            None,
+            "model.safetensors and config.json",
+            |info, source, vb| {
+                CnnModel::from_config(&info.model, &info.config, vb)
+                    .map_err(|e| neka_common::Error::checkpoint(source, e.to_string()))
+            },
+        )?;
+        let (model, info, varmap, source) = (p.model, p.info, p.varmap, p.source);
         let field = |k: &str| info.config.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
         let (classes, channels) = (field("num_classes"), field("in_channels"));
         if !info.classes.is_empty() && info.classes.len() != classes {
@@ -47,8 +51,7 @@ impl LoadedModel {
                     "field `classes` names {} classes, the model has {classes} outputs",
                     info.classes.len()
                 ),
-            )
-            .into());
+            ));
         }
         if info
             .normalize
@@ -60,8 +63,7 @@ impl LoadedModel {
                 format!(
                     "field `normalize` must give one mean and std per input channel ({channels})"
                 ),
-            )
-            .into());
+            ));
         }
         Ok(Self {
             model,
@@ -74,10 +76,13 @@ impl LoadedModel {
     /// The normalisation the model was trained with.
     pub fn normalize(&self) -> Result<Normalize> {
         self.info.normalize.clone().ok_or_else(|| {
-            Error::Config(format!(
-                "model `{}` has no `normalize` field in config.json",
-                self.info.model
-            ))
+            Error::config(
+                "normalize",
+                format!(
+                    "model `{}` has no `normalize` field in config.json",
+                    self.info.model
+                ),
+            )
         })
     }
 
@@ -98,10 +103,10 @@ impl LoadedModel {
             .test
             .to_dataset(&self.normalize()?, &Device::Cpu)?;
         if index >= test.len() {
-            return Err(Error::Config(format!(
-                "--index {index}: the {kind} test set has {} images",
-                test.len()
-            )));
+            return Err(Error::config(
+                "--index",
+                format!("{index}: the {kind} test set has {} images", test.len()),
+            ));
         }
         let b = test.batch(&[index])?;
         let y = b.y.to_vec1::<u32>()?[0] as usize;
@@ -112,6 +117,85 @@ impl LoadedModel {
             .cloned()
             .unwrap_or_else(|| y.to_string());
         Ok((b.x, format!("{kind} test image {index} (label {label})")))
+    }
+
+    /// Loads image files (PNG/JPEG, any size) as the model's input ([`crate::inspect::load_image`]:
+    /// grey, resized, white-on-black, normalised as in training) and names each one's `k`
+    /// most likely classes with their probabilities, best first. One result per file: a file
+    /// that cannot be read is an error for that file only.
+    pub fn classify_files(
+        &self,
+        paths: &[impl AsRef<Path>],
+        k: usize,
+    ) -> Result<Vec<Result<TopK>>> {
+        let norm = self.normalize()?;
+        Ok(paths
+            .iter()
+            .map(|p| {
+                let x = crate::inspect::load_image(p.as_ref(), self.image_size(), &norm)?;
+                self.top_k(&x, k)
+            })
+            .collect())
+    }
+
+    /// The `k` most likely classes of one image `(1, C, H, W)` and their probabilities, best
+    /// first.
+    pub fn top_k(&self, x: &Tensor, k: usize) -> Result<TopK> {
+        let probs: Vec<f32> = self.probabilities(x)?.flatten_all()?.to_vec1()?;
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
+        Ok(order
+            .into_iter()
+            .take(k)
+            .map(|i| (self.class_name(i), probs[i]))
+            .collect())
+    }
+
+    fn class_name(&self, i: usize) -> String {
+        self.info
+            .classes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string())
+    }
+
+    /// Loss and accuracy on the test split of `kind` (default: the dataset the model was
+    /// trained on, from `config.json`), normalised as in training. An error if the data's
+    /// images are not the size the model takes.
+    pub fn evaluate_test(
+        &self,
+        kind: Option<VisionDatasetKind>,
+        data_dir: Option<&Path>,
+        batch_size: usize,
+    ) -> Result<(VisionDatasetKind, EvalMetrics)> {
+        let kind = match kind {
+            Some(k) => k,
+            None => self.info.dataset.parse().map_err(|_| {
+                Error::config(
+                    "dataset",
+                    format!(
+                        "`{}` in config.json is not mnist or fashion-mnist: pass --dataset",
+                        self.info.dataset
+                    ),
+                )
+            })?,
+        };
+        let data = vision::load(kind, data_dir)?;
+        let size = self.image_size() as usize;
+        let (rows, cols) = (data.test.images.rows, data.test.images.cols);
+        if (rows, cols) != (size, size) {
+            return Err(Error::config(
+                "dataset",
+                format!(
+                    "{} holds {rows}×{cols} images; the model takes {size}×{size} (its \
+                     image_size): evaluate it on images of that size",
+                    data.source
+                ),
+            ));
+        }
+        let test = data.test.to_dataset(&self.normalize()?, &self.device)?;
+        let m = evaluate(&Classifier(&self.model), &test, batch_size)?;
+        Ok((kind, m))
     }
 
     /// The most likely class of one image and its probability.

@@ -59,15 +59,19 @@ impl Pool2d {
     /// Checks kernel, stride and padding (PyTorch requires `p ≤ k/2`).
     pub fn validate(&self) -> Result<()> {
         if self.kernel == 0 || self.stride == 0 {
-            return Err(Error::Config(format!(
-                "pool: kernel and stride must be positive: {self:?}"
-            )));
+            return Err(Error::config(
+                "pooling",
+                format!("kernel and stride must be positive: {self:?}"),
+            ));
         }
         if 2 * self.padding > self.kernel {
-            return Err(Error::Config(format!(
-                "pool: padding {} must be at most half the kernel {}",
-                self.padding, self.kernel
-            )));
+            return Err(Error::config(
+                "pooling",
+                format!(
+                    "padding {} must be at most half the kernel {}",
+                    self.padding, self.kernel
+                ),
+            ));
         }
         Ok(())
     }

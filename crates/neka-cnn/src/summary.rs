@@ -66,7 +66,7 @@ pub fn summarize(input: (usize, usize, usize), layers: &[(&str, LayerSpec)]) -> 
     let mut rows = Vec::new();
     for (name, layer) in layers {
         let spatial = shape.len() == 3;
-        let bad = |msg: String| Error::Config(format!("layer `{name}`: {msg}"));
+        let bad = |msg: String| Error::config(format!("layer `{name}`"), msg);
         let (kind, params, macs) = match layer {
             LayerSpec::Conv(c) => {
                 if !spatial || shape[0] != c.in_channels {

@@ -6,7 +6,7 @@ use neka_cnn::{conv2d, CnnModel, Conv2dConfig, Padding};
 use neka_common::data::vision::{self, VisionDatasetKind};
 use neka_common::data::{Dataset, ImageBatch};
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::train::{Classifier, TrainModel};
+use neka_common::train::{Classifier, StepContext, TrainModel};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -136,7 +136,7 @@ fn both_models_overfit_one_batch() -> R {
         let mut last = f32::MAX;
         let mut steps = 0;
         while steps < 200 {
-            let out = Classifier(&model).step(&batch, true)?;
+            let out = Classifier(&model).step(&batch, &StepContext::train(0))?;
             last = out.loss.to_scalar()?;
             if last < 0.05 {
                 break;

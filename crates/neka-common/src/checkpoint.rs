@@ -746,6 +746,52 @@ where
     Ok((model, varmap))
 }
 
+/// A trained model loaded from its directory — the one loader path of the zoo's
+/// `LoadedModel`, `LoadedTagger`, `Translator` and `CharLm::load`: the directory is opened
+/// ([`open_model_dir`]), the model is built from its record and loaded strictly
+/// ([`load_model`]).
+pub struct Pretrained<M> {
+    pub model: M,
+    /// The record: model name, config, dataset, classes, metrics, companion files.
+    pub info: CheckpointInfo,
+    /// The variables holding the weights.
+    pub varmap: VarMap,
+    /// The file the record was read from, to name in errors about the config.
+    pub source: PathBuf,
+}
+
+impl<M> Pretrained<M> {
+    /// Opens `dir` (which must exist; `holds` lists its files, for the message), checks that
+    /// its record names `model` (`None`: any model), then builds the model with
+    /// `build(&info, &source, vb)` — which reads and checks the config and companion files
+    /// before anything is allocated — and loads `model.safetensors` into it strictly.
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        model: Option<&str>,
+        holds: &str,
+        build: impl FnOnce(&CheckpointInfo, &Path, candle_nn::VarBuilder) -> Result<M>,
+    ) -> Result<Self> {
+        let (info, source) = match model {
+            Some(name) => open_model_dir(dir, name, holds)?,
+            None if !dir.is_dir() => {
+                return Err(Error::checkpoint(
+                    dir,
+                    format!("model directory not found (it should hold {holds})"),
+                ))
+            }
+            None => read_record(dir)?,
+        };
+        let (model, varmap) = load_model(dir, device, |vb| build(&info, &source, vb))?;
+        Ok(Self {
+            model,
+            info,
+            varmap,
+            source,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,20 +14,22 @@ use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, DType, Device, DeviceLocation, Layout, Result, Shape, Storage, Tensor, D,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
 
-static FUSED_CPU: AtomicBool = AtomicBool::new(true);
+thread_local! {
+    static FUSED_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
 /// Turns the fused CPU cross-entropy of [`cross_entropy`] on (the default) or off (candle's
-/// ops everywhere), for the whole process: benchmarks and comparisons.
+/// ops everywhere) for the calling thread: benchmarks and comparisons (per thread, so
+/// parallel tests do not switch each other's path).
 pub fn set_fused_cpu_cross_entropy(on: bool) {
-    FUSED_CPU.store(on, Ordering::Relaxed);
+    FUSED_CPU.with(|f| f.set(on));
 }
 
 /// The one place that picks the losses' path: `true` for the fused CPU ops
 /// ([`crate::cpu::kernel_applies`] and the switch on), `false` for candle's ops (CUDA, Metal).
 pub fn loss_uses_kernel(location: DeviceLocation, dtype: DType) -> bool {
-    crate::cpu::kernel_applies(location, dtype) && FUSED_CPU.load(Ordering::Relaxed)
+    crate::cpu::kernel_applies(location, dtype) && FUSED_CPU.with(|f| f.get())
 }
 
 /// Mean cross-entropy of `logits (N, C)` against class indices `targets (N)` (u32 or i64):

@@ -60,18 +60,36 @@ impl Running {
     }
 }
 
-/// Rewrites `metrics.jsonl` and `metrics.csv` in `dir` from the full history.
-pub fn write_history(dir: &Path, history: &[EpochMetrics]) -> Result<()> {
-    let mut jsonl = String::new();
-    let mut csv = String::from(
-        "epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,samples_per_sec,seconds\n",
-    );
+/// The first columns of `metrics.csv`; the hook's extra metrics follow, sorted by name.
+pub const CSV_COLUMNS: [&str; 9] = [
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "samples_per_sec",
+    "seconds",
+];
+
+/// `metrics.csv`'s text: [`CSV_COLUMNS`], then one column per extra metric of any epoch
+/// (`val_bleu`, `val_perplexity`, …, named `val_<name>` and sorted), empty where an epoch
+/// lacks it.
+pub fn history_csv(history: &[EpochMetrics]) -> String {
+    let extra: std::collections::BTreeSet<&str> = history
+        .iter()
+        .flat_map(|m| m.extra.keys().map(String::as_str))
+        .collect();
+    let mut csv = CSV_COLUMNS.join(",");
+    for k in &extra {
+        csv.push_str(&format!(",val_{k}"));
+    }
+    csv.push('\n');
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for m in history {
-        jsonl.push_str(&serde_json::to_string(m).expect("metrics serialise"));
-        jsonl.push('\n');
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}",
             m.epoch,
             m.step,
             m.lr,
@@ -82,9 +100,24 @@ pub fn write_history(dir: &Path, history: &[EpochMetrics]) -> Result<()> {
             m.samples_per_sec,
             m.seconds
         ));
+        for k in &extra {
+            csv.push(',');
+            csv.push_str(&opt(m.extra.get(*k).copied()));
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+/// Rewrites `metrics.jsonl` and `metrics.csv` ([`history_csv`]) in `dir` from the full history.
+pub fn write_history(dir: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut jsonl = String::new();
+    for m in history {
+        jsonl.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+        jsonl.push('\n');
     }
     write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
-    write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
+    write_atomic(&dir.join("metrics.csv"), history_csv(history).as_bytes())
 }
 
 pub use crate::plot::{plot_heatmap, plot_lines, Series};
@@ -349,6 +382,38 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_gets_one_column_per_extra_metric() {
+        let epoch = |e: usize, extra: &[(&str, f64)]| EpochMetrics {
+            epoch: e,
+            step: 10 * e,
+            lr: 0.1,
+            train_loss: 1.0,
+            train_accuracy: 0.5,
+            val_loss: Some(2.0),
+            val_accuracy: None,
+            samples_per_sec: 3.0,
+            seconds: 4.0,
+            extra: extra.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let csv = history_csv(&[
+            epoch(1, &[("bleu", 12.5)]),
+            epoch(2, &[("perplexity", 7.0), ("bleu", 13.0)]),
+        ]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("{},val_bleu,val_perplexity", CSV_COLUMNS.join(","))
+        );
+        assert_eq!(lines[1], "1,10,0.1,1,0.5,2,,3,4,12.5,");
+        assert_eq!(lines[2], "2,20,0.1,1,0.5,2,,3,4,13,7");
+        // Without extras the file is what it always was.
+        assert_eq!(
+            history_csv(&[epoch(1, &[])]).lines().next(),
+            Some(CSV_COLUMNS.join(",").as_str())
+        );
+    }
 
     #[test]
     fn bleu_matches_sacrebleu_on_known_cases() {

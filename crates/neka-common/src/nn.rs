@@ -11,7 +11,6 @@ use candle_core::{
     CpuStorage, DType, Device, DeviceLocation, Layout, Module, ModuleT, Result, Shape, Tensor,
 };
 use candle_nn::{Init, VarBuilder};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The PyTorch default init bound for a layer with `fan_in` inputs per output: `1/√fan_in`.
 pub fn pytorch_bound(fan_in: usize) -> f64 {
@@ -42,11 +41,14 @@ pub fn linear(
     Ok(candle_nn::Linear::new(w, b))
 }
 
-static FUSED_LINEAR: AtomicBool = AtomicBool::new(true);
+thread_local! {
+    static FUSED_LINEAR: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
-/// Turns the CPU kernel of [`linear_forward`] on (the default) or off (candle's ops).
+/// Turns the CPU kernel of [`linear_forward`] on (the default) or off (candle's ops) for the
+/// calling thread (so parallel tests do not switch each other's path).
 pub fn set_fused_cpu_linear(on: bool) {
-    FUSED_LINEAR.store(on, Ordering::Relaxed);
+    FUSED_LINEAR.with(|f| f.set(on));
 }
 
 /// The one place that picks [`linear_forward`]'s path: `true` for neka's CPU op
@@ -55,7 +57,7 @@ pub fn set_fused_cpu_linear(on: bool) {
 pub fn linear_uses_kernel(location: DeviceLocation, dtype: DType, weight_dtype: DType) -> bool {
     crate::cpu::kernel_applies(location, dtype)
         && weight_dtype == dtype
-        && FUSED_LINEAR.load(Ordering::Relaxed)
+        && FUSED_LINEAR.with(|f| f.get())
 }
 
 /// `y = x Wᵀ + b`, then `max(0, y)` if `relu`, for a candle [`candle_nn::Linear`].

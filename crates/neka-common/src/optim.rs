@@ -90,6 +90,73 @@ impl OptimizerConfig {
         }
     }
 
+    /// This optimizer with base learning rate `lr` (its other hyper-parameters kept).
+    pub fn with_lr(self, lr: f64) -> Self {
+        match self {
+            Self::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => Self::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            },
+            Self::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+                ..
+            } => Self::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            },
+            Self::Adadelta {
+                rho,
+                eps,
+                weight_decay,
+                ..
+            } => Self::Adadelta {
+                lr,
+                rho,
+                eps,
+                weight_decay,
+            },
+        }
+    }
+
+    /// This AdamW with `β₂ = beta2`; an error (naming `--beta2`) for the other optimizers.
+    pub fn with_beta2(self, beta2: f64) -> Result<Self> {
+        match self {
+            Self::AdamW {
+                lr,
+                beta1,
+                eps,
+                weight_decay,
+                ..
+            } => Ok(Self::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            }),
+            other => Err(Error::config(
+                "--beta2",
+                format!(
+                    "Adam's β₂ does not apply to {}: leave --beta2 out, or use --optimizer adamw",
+                    other.name()
+                ),
+            )),
+        }
+    }
+
     /// The base learning rate.
     pub fn lr(&self) -> f64 {
         match self {
@@ -365,9 +432,10 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Turns the in-place CPU AdamW update on (the default) or off (tensor ops everywhere).
+    /// Turns the in-place CPU AdamW update on (the default) or off (tensor ops everywhere)
+    /// for the calling thread (so parallel tests do not switch each other's path).
     pub fn set_fused_cpu(on: bool) {
-        fused::ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+        fused::ENABLED.with(|e| e.set(on));
     }
 
     /// The optimizer state as named tensors (`<slot>.<param name>`), for checkpoints.
@@ -506,6 +574,18 @@ impl LrSchedule {
         }
     }
 
+    /// This schedule for a run of `epochs` instead of `planned`: a cosine that spans the
+    /// planned run (`t_max = planned`) spans the new one; anything else is unchanged.
+    pub fn spanning(self, planned: usize, epochs: usize) -> Self {
+        match self {
+            Self::Cosine { t_max, eta_min } if t_max == planned => Self::Cosine {
+                t_max: epochs,
+                eta_min,
+            },
+            other => other,
+        }
+    }
+
     /// Parses `constant`, `step[:STEP_SIZE[:GAMMA]]` or `cosine[:T_MAX]`; `epochs` is the
     /// default `T_MAX`. Values out of range are errors ([`LrSchedule::validate`]).
     pub fn parse(s: &str, epochs: usize) -> Result<Self> {
@@ -563,9 +643,9 @@ impl LrSchedule {
 /// the update itself.
 mod fused {
     use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    pub(super) static ENABLED: AtomicBool = AtomicBool::new(true);
+    thread_local! {
+        pub(super) static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    }
 
     /// One AdamW step's hyper-parameters; `t` is the 1-based step.
     pub(super) struct Adam {
@@ -582,7 +662,7 @@ mod fused {
     /// Metal parameters take the tensor ops.
     pub(super) fn applies(theta: &Tensor, g: &Tensor, st: &[Tensor]) -> bool {
         let kernel = |t: &Tensor| crate::cpu::kernel_applies(t.device().location(), t.dtype());
-        ENABLED.load(Ordering::Relaxed)
+        ENABLED.with(|e| e.get())
             && kernel(theta)
             && std::iter::once(g)
                 .chain(st)

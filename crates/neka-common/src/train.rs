@@ -54,14 +54,56 @@ pub struct StepOutput {
     pub count: usize,
 }
 
+/// Where training stands when [`TrainModel::step`] is called. Models that schedule something
+/// over training (teacher forcing, a truncated-BPTT state reset) read it here instead of
+/// keeping counters of their own, so `--resume` restores them with the trainer's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepContext {
+    /// Optimizer steps completed before this batch (0 for the first batch of a run).
+    pub step: usize,
+    /// 1-based epoch (0 outside training: [`evaluate`]).
+    pub epoch: usize,
+    /// 0-based index of the batch in its epoch.
+    pub batch: usize,
+    /// Training (dropout on, gradients taken) or evaluation.
+    pub train: bool,
+}
+
+impl StepContext {
+    /// Evaluation: no dropout, no gradients, nothing scheduled.
+    pub fn eval() -> Self {
+        Self {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+            train: false,
+        }
+    }
+
+    /// A training step `step` (batch `step` of epoch 1), for tests and hand-written loops.
+    pub fn train(step: usize) -> Self {
+        Self {
+            step,
+            epoch: 1,
+            batch: step,
+            train: true,
+        }
+    }
+}
+
 /// A model as the training loop sees it: a batch in, a loss and a count of correct
-/// predictions out. `train` switches dropout and similar layers on.
+/// predictions out. `ctx.train` switches dropout and similar layers on.
 pub trait TrainModel {
     type Batch;
-    fn step(&self, batch: &Self::Batch, train: bool) -> candle_core::Result<StepOutput>;
+    fn step(&self, batch: &Self::Batch, ctx: &StepContext) -> candle_core::Result<StepOutput>;
     /// What [`StepOutput::count`] counts, for the progress line's rate (`… 531 tokens/s`).
     fn count_unit(&self) -> &'static str {
         "samples"
+    }
+    /// The validation metric that picks the best epoch and drives early stopping, unless
+    /// [`TrainConfig::monitor`] says otherwise: validation accuracy for classifiers.
+    fn monitor(&self) -> Monitor {
+        Monitor::default()
     }
 }
 
@@ -71,8 +113,8 @@ pub struct Classifier<'a, M>(pub &'a M);
 
 impl<M: ModuleT> TrainModel for Classifier<'_, M> {
     type Batch = ImageBatch;
-    fn step(&self, batch: &ImageBatch, train: bool) -> candle_core::Result<StepOutput> {
-        let logits = self.0.forward_t(&batch.x, train)?;
+    fn step(&self, batch: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+        let logits = self.0.forward_t(&batch.x, ctx.train)?;
         let loss = crate::loss::cross_entropy(&logits, &batch.y)?;
         let correct = logits
             .argmax(D::Minus1)?
@@ -88,7 +130,124 @@ impl<M: ModuleT> TrainModel for Classifier<'_, M> {
     }
 }
 
-/// How to train.
+/// Whether a [`Monitor`]ed metric is better larger or smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Goal {
+    Max,
+    Min,
+}
+
+/// The metric that picks the best epoch (the one saved as `model.safetensors`) and drives
+/// early stopping, with its direction.
+///
+/// Names: `val_accuracy`, `val_loss`, `val_perplexity` (`exp(val_loss)`), `train_accuracy`,
+/// `train_loss`, or `val_<name>` for a metric `<name>` returned by [`Trainer::fit_with`]'s
+/// hook (the translator's `val_bleu`). Without validation data `val_accuracy` and `val_loss`
+/// fall back to the training figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    pub metric: String,
+    pub goal: Goal,
+}
+
+impl Default for Monitor {
+    /// Validation accuracy, higher is better.
+    fn default() -> Self {
+        Self::max("val_accuracy")
+    }
+}
+
+impl std::fmt::Display for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let goal = match self.goal {
+            Goal::Max => "max",
+            Goal::Min => "min",
+        };
+        write!(f, "{}:{goal}", self.metric)
+    }
+}
+
+impl Monitor {
+    /// `metric`, higher is better.
+    pub fn max(metric: &str) -> Self {
+        Self {
+            metric: metric.into(),
+            goal: Goal::Max,
+        }
+    }
+
+    /// `metric`, lower is better.
+    pub fn min(metric: &str) -> Self {
+        Self {
+            metric: metric.into(),
+            goal: Goal::Min,
+        }
+    }
+
+    /// Parses `METRIC[:max|:min]` (`--monitor val_bleu`, `--monitor val_loss:min`); without a
+    /// direction, losses and perplexities are minimised and everything else maximised.
+    pub fn parse(s: &str) -> Result<Self> {
+        let (metric, goal) = match s.rsplit_once(':') {
+            Some((m, "max")) => (m, Some(Goal::Max)),
+            Some((m, "min")) => (m, Some(Goal::Min)),
+            Some((_, g)) => {
+                return Err(Error::config(
+                    "--monitor",
+                    format!("`{s}`: the direction `{g}` is neither max nor min"),
+                ))
+            }
+            None => (s, None),
+        };
+        if metric.is_empty()
+            || !metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::config(
+                "--monitor",
+                format!("`{s}`: expected a metric name such as val_accuracy, val_loss or val_bleu, optionally :max or :min"),
+            ));
+        }
+        let lower_is_better = metric.ends_with("loss") || metric.ends_with("perplexity");
+        let goal = goal.unwrap_or(if lower_is_better {
+            Goal::Min
+        } else {
+            Goal::Max
+        });
+        Ok(Self {
+            metric: metric.into(),
+            goal,
+        })
+    }
+
+    /// The monitored value in an epoch's metrics (`None` if the epoch did not measure it).
+    pub fn value(&self, m: &EpochMetrics) -> Option<f64> {
+        match self.metric.as_str() {
+            "val_accuracy" => Some(m.val_accuracy.unwrap_or(m.train_accuracy)),
+            "val_loss" => Some(m.val_loss.unwrap_or(m.train_loss)),
+            "val_perplexity" => Some(m.val_loss.unwrap_or(m.train_loss).exp()),
+            "train_accuracy" => Some(m.train_accuracy),
+            "train_loss" => Some(m.train_loss),
+            other => m
+                .extra
+                .get(other.strip_prefix("val_").unwrap_or(other))
+                .or_else(|| m.extra.get(other))
+                .copied(),
+        }
+    }
+
+    /// Whether `new` beats `old` (ties do not).
+    pub fn better(&self, new: f64, old: f64) -> bool {
+        match self.goal {
+            Goal::Max => new > old,
+            Goal::Min => new < old,
+        }
+    }
+}
+
+/// How to train: what defines the run and is saved with it. How the run is shown (progress
+/// bar, epoch lines, Ctrl-C) is [`RunOptions`], not saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: usize,
@@ -101,30 +260,66 @@ pub struct TrainConfig {
     /// Clip the global gradient norm to this value.
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
-    /// Stop after this many epochs without a better validation accuracy.
+    /// Stop after this many epochs without a better monitored metric.
     #[serde(default)]
     pub patience: Option<usize>,
     pub seed: u64,
     /// Train on at most this many batches per epoch (smoke tests, `--dry-run`).
     #[serde(default)]
     pub max_batches_per_epoch: Option<usize>,
+    /// The metric that picks the best epoch; `None`: the model's ([`TrainModel::monitor`]).
+    #[serde(default)]
+    pub monitor: Option<Monitor>,
+    /// Also average the weights of the last `average_last` epochs (stochastic weight
+    /// averaging, [`WeightAverage`]); the average replaces the best epoch if the monitored
+    /// metric says it is better on validation data. 0 = off.
+    #[serde(default)]
+    pub average_last: usize,
+}
+
+/// How a run is shown and controlled; not part of what defines it (never saved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
     /// Show a progress bar (on a terminal).
-    #[serde(default = "yes")]
     pub progress: bool,
     /// Print one line per epoch to stdout.
-    #[serde(default = "yes")]
     pub verbose: bool,
     /// Install a Ctrl-C handler: finish the batch, save a checkpoint, return.
-    #[serde(default)]
     pub handle_ctrl_c: bool,
     /// Record every optimizer step's loss and gradient norm ([`Trainer::step_log`],
     /// `steps.csv`).
-    #[serde(default)]
     pub log_steps: bool,
 }
 
-fn yes() -> bool {
-    true
+impl Default for RunOptions {
+    /// Progress bar and epoch lines on; no Ctrl-C handler, no step log.
+    fn default() -> Self {
+        Self {
+            progress: true,
+            verbose: true,
+            handle_ctrl_c: false,
+            log_steps: false,
+        }
+    }
+}
+
+impl RunOptions {
+    /// What a command-line training shows: progress, epoch lines, Ctrl-C saves a checkpoint.
+    pub fn interactive() -> Self {
+        Self {
+            handle_ctrl_c: true,
+            ..Self::default()
+        }
+    }
+
+    /// Nothing printed (tests, experiments that run many trainings).
+    pub fn quiet() -> Self {
+        Self {
+            progress: false,
+            verbose: false,
+            ..Self::default()
+        }
+    }
 }
 
 impl TrainConfig {
@@ -176,6 +371,44 @@ impl TrainConfig {
         self.optimizer.validate()?;
         self.schedule.validate()
     }
+
+    /// `epochs` epochs of batches of `batch_size` with `optimizer`, the rest as
+    /// [`TrainConfig::default`]; with the builders below, a model's training defaults
+    /// read as one line: `TrainConfig::new(10, 64, OptimizerConfig::adamw(2e-3)).clip(1.0).cosine()`.
+    pub fn new(epochs: usize, batch_size: usize, optimizer: OptimizerConfig) -> Self {
+        Self {
+            epochs,
+            batch_size,
+            optimizer,
+            ..Self::default()
+        }
+    }
+
+    /// Validation and test batches of `n`.
+    pub fn eval_batch(mut self, n: usize) -> Self {
+        self.eval_batch_size = n;
+        self
+    }
+
+    /// Clips the global gradient norm to `max_norm`.
+    pub fn clip(mut self, max_norm: f64) -> Self {
+        self.clip_grad_norm = Some(max_norm);
+        self
+    }
+
+    /// A cosine learning-rate schedule over the whole run (`T_max` = the epochs).
+    pub fn cosine(mut self) -> Self {
+        self.schedule = LrSchedule::Cosine {
+            t_max: self.epochs,
+            eta_min: 0.0,
+        };
+        self
+    }
+
+    /// The first 1-based epoch whose weights go into the average (`None`: averaging off).
+    pub fn first_averaged_epoch(&self) -> Option<usize> {
+        (self.average_last > 0).then(|| self.epochs.saturating_sub(self.average_last) + 1)
+    }
 }
 
 impl Default for TrainConfig {
@@ -190,10 +423,8 @@ impl Default for TrainConfig {
             patience: None,
             seed: 0,
             max_batches_per_epoch: None,
-            progress: true,
-            verbose: true,
-            handle_ctrl_c: false,
-            log_steps: false,
+            monitor: None,
+            average_last: 0,
         }
     }
 }
@@ -223,10 +454,55 @@ pub enum StopReason {
 #[derive(Debug, Clone)]
 pub struct FitReport {
     pub history: Vec<EpochMetrics>,
+    /// The epoch saved as the best model (for a kept weight average: the last averaged one).
     pub best_epoch: Option<usize>,
+    /// The best validation accuracy of any epoch (not of the average).
     pub best_val_accuracy: Option<f64>,
+    /// What picked the best model, and its value there.
+    pub monitor: Monitor,
+    pub best_score: Option<f64>,
+    /// The weight average of the last epochs, when [`TrainConfig::average_last`] is on.
+    pub average: Option<AverageReport>,
     pub stop: StopReason,
     pub out_dir: PathBuf,
+}
+
+/// How the weight average of the last epochs did against the best single epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AverageReport {
+    /// 1-based epochs averaged, first and last.
+    pub first_epoch: usize,
+    pub last_epoch: usize,
+    /// Validation metrics of the averaged weights (`epoch` = the last averaged one).
+    pub metrics: EpochMetrics,
+    /// Whether the average was better than the best epoch and replaced it as the best model.
+    pub kept: bool,
+}
+
+impl FitReport {
+    /// What was kept as the best model: `best epoch N` or `weight average of epochs A–B`.
+    pub fn kept(&self) -> String {
+        match &self.average {
+            Some(a) if a.kept => format!(
+                "weight average of epochs {}–{}",
+                a.first_epoch, a.last_epoch
+            ),
+            _ => format!("best epoch {}", self.best_epoch.unwrap_or(0)),
+        }
+    }
+
+    /// Validation accuracy of the model kept (the average's, if it was kept).
+    pub fn kept_val_accuracy(&self) -> Option<f64> {
+        match &self.average {
+            Some(a) if a.kept => a.metrics.val_accuracy,
+            _ => self.best_val_accuracy,
+        }
+    }
+
+    /// Wall time of the epochs trained, seconds (over resumes too).
+    pub fn train_seconds(&self) -> f64 {
+        self.history.iter().map(|m| m.seconds).sum()
+    }
 }
 
 /// Everything besides weights and optimizer moments that a resumed run needs.
@@ -254,6 +530,9 @@ struct TrainerState {
     batch_size: Option<usize>,
     #[serde(default)]
     seed: Option<u64>,
+    /// Snapshots in the running weight average (`average.safetensors` holds their sum).
+    #[serde(default)]
+    averaged: usize,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -288,11 +567,23 @@ pub struct Trainer {
     optimizer: Optimizer,
     info: CheckpointInfo,
     state: TrainerState,
+    opts: RunOptions,
+    average: WeightAverage,
     steps: Vec<StepLog>,
     _lock: crate::run_dir::RunLock,
 }
 
+/// How an epoch's training pass ended.
+enum Pass {
+    /// All batches done: the epoch's running sums and the data RNG after its plan.
+    Done(Running, Box<DataRng>),
+    /// Stopped by Ctrl-C (the checkpoint is saved).
+    Interrupted,
+}
+
 const CKPT_DIR: &str = crate::run_dir::CHECKPOINT_DIR;
+/// In `checkpoint/`: the sum of the weight-average snapshots so far (f64), for `--resume`.
+const AVERAGE_FILE: &str = "average.safetensors";
 
 impl Trainer {
     /// A trainer for the variables in `varmap` (build the model first, after
@@ -312,10 +603,8 @@ impl Trainer {
         let out_dir = out_dir.into();
         info.validate(&out_dir)?;
         let lock = crate::run_dir::RunLock::acquire(&out_dir)?;
-        if cfg.verbose {
-            for line in &lock.recovered {
-                eprintln!("{}: {line}", out_dir.display());
-            }
+        for line in &lock.recovered {
+            eprintln!("{}: {line}", out_dir.display());
         }
         let optimizer = Optimizer::new(cfg.optimizer.clone(), varmap)?;
         let state = TrainerState {
@@ -334,6 +623,7 @@ impl Trainer {
             best_metrics: Default::default(),
             batch_size: Some(cfg.batch_size),
             seed: Some(cfg.seed),
+            averaged: 0,
         };
         Ok(Self {
             cfg,
@@ -342,9 +632,22 @@ impl Trainer {
             optimizer,
             info,
             state,
+            opts: RunOptions::default(),
+            average: WeightAverage::default(),
             steps: Vec::new(),
             _lock: lock,
         })
+    }
+
+    /// Sets how the run is shown and controlled (progress bar, epoch lines, Ctrl-C, step log).
+    pub fn with_options(mut self, opts: RunOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// The training configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
     }
 
     /// Restores weights, optimizer state, epoch, step and RNG states from `dir` (a run's
@@ -411,6 +714,15 @@ impl Trainer {
         let opt_path = ck.join("optimizer.safetensors");
         let (tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
         self.optimizer.load_state(tensors, state.step, &opt_path)?;
+        self.average = if state.averaged > 0 {
+            let path = ck.join(AVERAGE_FILE);
+            let device = self.varmap.all_vars().first().map(|v| v.device().clone());
+            let device = device.unwrap_or(candle_core::Device::Cpu);
+            let (sum, _) = checkpoint::load_tensors(&path, &device)?;
+            WeightAverage::from_sum(sum.into_iter().collect(), state.averaged)
+        } else {
+            WeightAverage::default()
+        };
         rng::set_state(state.model_rng.clone());
         self.info.metrics = state.best_metrics.clone();
         self.state = state;
@@ -459,7 +771,11 @@ impl Trainer {
             &self.optimizer.state_tensors(),
             None,
         )?;
+        if self.average.count() > 0 {
+            checkpoint::save_tensors(&tmp.join(AVERAGE_FILE), &self.average.sum_tensors(), None)?;
+        }
         let mut state = self.state.clone();
+        state.averaged = self.average.count();
         state.model_rng = rng::state();
         state.data_rng = data_rng.clone();
         state.step = self.optimizer.step_count();
@@ -501,22 +817,98 @@ impl Trainer {
         self.fit_with(model, train, val, |_| Ok(Vec::new()))
     }
 
-    /// [`Trainer::fit`] with a hook called after each epoch's validation (with the 1-based
-    /// epoch) that returns extra metrics — e.g. a translation model's validation BLEU. They
-    /// are printed, kept in the history (`metrics.jsonl`, field `extra`) and, for the best
-    /// epoch, in `config.json`.
+    /// [`Trainer::fit`] with a hook called after each epoch's validation with that epoch's
+    /// metrics (validation loss and accuracy already measured), returning extra metrics — e.g.
+    /// a translation model's validation BLEU. They are printed, kept in the history
+    /// (`metrics.jsonl` field `extra`, extra `metrics.csv` columns), can be monitored
+    /// (`val_<name>`), and for the best epoch are saved in `config.json` as `val_<name>`.
+    ///
+    /// One epoch is: [`Self::train_epoch`] (the optimizer steps), [`Self::measure`]
+    /// (validation, the hook, the finiteness checks), [`Self::record`] (history, best model,
+    /// checkpoint, metrics files), then the stopping rules. After the last epoch a weight
+    /// average, if asked for, is compared with the best epoch ([`Self::finish_average`]).
     pub fn fit_with<M, T, V>(
         &mut self,
         model: &M,
         train: &T,
         val: Option<&V>,
-        mut on_epoch: impl FnMut(usize) -> Result<Vec<(String, f64)>>,
+        mut on_epoch: impl FnMut(&EpochMetrics) -> Result<Vec<(String, f64)>>,
     ) -> Result<FitReport>
     where
         M: TrainModel,
         T: Dataset<Batch = M::Batch>,
         V: Dataset<Batch = M::Batch>,
     {
+        self.begin(train, val)?;
+        let monitor = self.cfg.monitor.clone().unwrap_or_else(|| model.monitor());
+        let mut stop = StopReason::Completed;
+        while self.state.epochs_done < self.cfg.epochs {
+            let epoch = self.state.epochs_done + 1;
+            let started = Instant::now();
+            let (running, data_rng) = match self.train_epoch(model, train, epoch)? {
+                Pass::Done(running, rng) => (running, *rng),
+                Pass::Interrupted => {
+                    stop = StopReason::Interrupted;
+                    break;
+                }
+            };
+            let train_secs = running.seconds + started.elapsed().as_secs_f64();
+            let m = self.measure(
+                model,
+                val,
+                epoch,
+                running,
+                train_secs,
+                started,
+                &mut on_epoch,
+            )?;
+            let improved = self.record(&m, &monitor, data_rng)?;
+            self.print_epoch(&m, improved, model.count_unit());
+            if let Some(p) = self.cfg.patience {
+                if self.state.bad_epochs >= p {
+                    if self.opts.verbose {
+                        println!(
+                            "early stopping: no better {} for {p} epochs",
+                            monitor.metric
+                        );
+                    }
+                    stop = StopReason::EarlyStopped;
+                    break;
+                }
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                eprintln!(
+                    "interrupted after epoch {epoch}: checkpoint saved to {}; continue with --resume {}",
+                    self.out_dir.join(CKPT_DIR).display(),
+                    self.out_dir.display()
+                );
+                stop = StopReason::Interrupted;
+                break;
+            }
+        }
+        let average = match stop {
+            StopReason::Interrupted => None,
+            _ => self.finish_average(model, val, &monitor, &mut on_epoch)?,
+        };
+        Ok(FitReport {
+            history: self.state.history.clone(),
+            best_epoch: self.state.best_epoch,
+            best_val_accuracy: self
+                .state
+                .history
+                .iter()
+                .filter_map(|m| m.val_accuracy)
+                .reduce(f64::max),
+            monitor,
+            best_score: self.state.best,
+            average,
+            stop,
+            out_dir: self.out_dir.clone(),
+        })
+    }
+
+    /// Checks the data, creates the output folder, installs the Ctrl-C handler.
+    fn begin<T: Dataset, V: Dataset>(&mut self, train: &T, val: Option<&V>) -> Result<()> {
         if train.is_empty() {
             return Err(Error::config("training data", "is empty"));
         }
@@ -528,239 +920,353 @@ impl Trainer {
             ));
         }
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
-        if self.cfg.handle_ctrl_c {
+        if self.opts.handle_ctrl_c {
             install_ctrl_c_handler();
         }
         INTERRUPTED.store(false, Ordering::SeqCst);
-        let mut stop = StopReason::Completed;
-        let base_lr = self.cfg.optimizer.lr();
-        let total_epochs = self.cfg.epochs;
-        while self.state.epochs_done < total_epochs {
-            let epoch = self.state.epochs_done; // 0-based
-            let lr = self.cfg.schedule.lr_at(base_lr, epoch);
-            self.optimizer.set_lr(lr);
-            let epoch_rng = self.state.data_rng.clone();
-            let mut data_rng = epoch_rng.clone();
-            let mut plan = train.epoch_plan(self.cfg.batch_size, Some(&mut data_rng));
-            if let Some(m) = self.cfg.max_batches_per_epoch {
-                plan.truncate(m);
-            }
-            let bar = self.progress_bar(plan.len(), epoch + 1, total_epochs);
-            let start = Instant::now();
-            let mut running = self.state.running;
-            let skip = self.state.batches_done;
-            bar.set_position(skip as u64);
-            let mut interrupted_at = None;
-            for (i, indices) in plan.iter().enumerate().skip(skip) {
-                let batch = train.batch(indices)?;
-                let out = model.step(&batch, true)?;
-                let loss_v = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                if !loss_v.is_finite() {
-                    bar.abandon();
-                    if self.cfg.log_steps {
-                        self.steps.push(StepLog {
-                            step: self.optimizer.step_count() + 1,
-                            epoch: epoch + 1,
-                            loss: loss_v,
-                            grad_norm: f64::NAN,
-                        });
-                        self.write_steps()?;
-                    }
-                    return Err(Error::NonFiniteLoss(format!(
-                        "training loss became {loss_v} at epoch {}, batch {} (step {}): training stopped \
-                         and nothing of epoch {} was saved. {}",
-                        epoch + 1,
-                        i + 1,
-                        self.optimizer.step_count() + 1,
-                        epoch + 1,
-                        self.last_good_state()
-                    )));
-                }
-                let mut grads = out.loss.backward()?;
-                if self.cfg.clip_grad_norm.is_some() || self.cfg.log_steps {
-                    let max = self.cfg.clip_grad_norm.unwrap_or(f64::INFINITY);
-                    let grad_norm = clip_grad_norm(&mut grads, self.optimizer.params(), max)?;
-                    if self.cfg.log_steps {
-                        self.steps.push(StepLog {
-                            step: self.optimizer.step_count() + 1,
-                            epoch: epoch + 1,
-                            loss: loss_v,
-                            grad_norm,
-                        });
-                    }
-                }
-                self.optimizer.step(&grads)?;
-                running.add(loss_v, out.correct, out.count);
-                let secs = running.seconds + start.elapsed().as_secs_f64();
-                bar.set_message(format!(
-                    "loss {:.4} acc {:.2}% {:.0} {}/s",
-                    running.loss(),
-                    100.0 * running.accuracy(),
-                    running.count as f64 / secs.max(1e-9),
-                    model.count_unit()
-                ));
-                bar.inc(1);
-                if INTERRUPTED.load(Ordering::SeqCst) && i + 1 < plan.len() {
-                    interrupted_at = Some(i + 1);
-                    break;
-                }
-            }
-            if let Some(done) = interrupted_at {
+        Ok(())
+    }
+
+    /// One epoch's optimizer steps (from where an interrupted epoch stopped): the seeded
+    /// batch plan, forward, a finite loss, backward, clipping, the optimizer step. On Ctrl-C
+    /// it saves a checkpoint mid-epoch and returns [`Pass::Interrupted`].
+    fn train_epoch<M, T>(&mut self, model: &M, train: &T, epoch: usize) -> Result<Pass>
+    where
+        M: TrainModel,
+        T: Dataset<Batch = M::Batch>,
+    {
+        let lr = self.cfg.schedule.lr_at(self.cfg.optimizer.lr(), epoch - 1);
+        self.optimizer.set_lr(lr);
+        let epoch_rng = self.state.data_rng.clone();
+        let mut data_rng = epoch_rng.clone();
+        let mut plan = train.epoch_plan(self.cfg.batch_size, Some(&mut data_rng));
+        if let Some(m) = self.cfg.max_batches_per_epoch {
+            plan.truncate(m);
+        }
+        let bar = self.progress_bar(plan.len(), epoch, self.cfg.epochs);
+        let start = Instant::now();
+        let mut running = self.state.running;
+        let skip = self.state.batches_done;
+        bar.set_position(skip as u64);
+        for (i, indices) in plan.iter().enumerate().skip(skip) {
+            let ctx = StepContext {
+                step: self.optimizer.step_count(),
+                epoch,
+                batch: i,
+                train: true,
+            };
+            let out = model.step(&train.batch(indices)?, &ctx)?;
+            let loss_v = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss_v.is_finite() {
                 bar.abandon();
-                if let Some(name) = checkpoint::first_non_finite(&self.varmap)? {
-                    return Err(Error::NonFiniteLoss(format!(
-                        "interrupted in epoch {}, but weight `{name}` is no longer finite: nothing was saved. {}",
-                        epoch + 1,
-                        self.last_good_state()
-                    )));
+                if self.opts.log_steps {
+                    self.log_step(epoch, loss_v, f64::NAN);
+                    self.write_steps()?;
                 }
-                running.seconds += start.elapsed().as_secs_f64();
-                self.state.running = running;
-                self.state.batches_done = done;
-                self.state.step = self.optimizer.step_count();
-                self.save_checkpoint(&epoch_rng)?;
-                eprintln!(
-                    "interrupted in epoch {} after batch {done}/{}: checkpoint saved to {}; continue with --resume {}",
-                    epoch + 1,
-                    plan.len(),
-                    self.out_dir.join(CKPT_DIR).display(),
-                    self.out_dir.display()
-                );
-                stop = StopReason::Interrupted;
-                break;
-            }
-            bar.finish_and_clear();
-            let train_secs = running.seconds + start.elapsed().as_secs_f64();
-            let v = match val {
-                Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
-                None => None,
-            };
-            let extra: std::collections::BTreeMap<String, f64> =
-                on_epoch(epoch + 1)?.into_iter().collect();
-            let bad = [
-                ("training loss", running.loss()),
-                ("validation loss", v.map_or(0.0, |v| v.loss)),
-            ]
-            .into_iter()
-            .chain(extra.iter().map(|(k, v)| (k.as_str(), *v)))
-            .find(|(_, x)| !x.is_finite())
-            .map(|(what, x)| format!("{what} is {x}"));
-            let bad = match bad {
-                Some(b) => Some(b),
-                None => checkpoint::first_non_finite(&self.varmap)?
-                    .map(|name| format!("weight `{name}` is no longer finite")),
-            };
-            if let Some(what) = bad {
                 return Err(Error::NonFiniteLoss(format!(
-                    "after epoch {} the {what}: training stopped and nothing of epoch {} was saved. {}",
-                    epoch + 1,
-                    epoch + 1,
+                    "training loss became {loss_v} at epoch {epoch}, batch {} (step {}): training stopped \
+                     and nothing of epoch {epoch} was saved. {}",
+                    i + 1,
+                    ctx.step + 1,
                     self.last_good_state()
                 )));
             }
-            let m = EpochMetrics {
-                epoch: epoch + 1,
-                step: self.optimizer.step_count(),
-                lr,
-                train_loss: running.loss(),
-                train_accuracy: running.accuracy(),
-                val_loss: v.map(|v| v.loss),
-                val_accuracy: v.map(|v| v.accuracy),
-                samples_per_sec: running.count as f64 / train_secs.max(1e-9),
-                seconds: running.seconds + start.elapsed().as_secs_f64(),
-                extra,
-            };
-            let score = m.val_accuracy.unwrap_or(m.train_accuracy);
-            let improved = self.state.best.is_none_or(|b| score > b);
-            self.state.history.push(m.clone());
-            self.state.epochs_done += 1;
-            self.state.batches_done = 0;
-            self.state.running = Running::default();
-            self.state.data_rng = data_rng.clone();
-            if improved {
-                self.state.best = Some(score);
-                self.state.best_epoch = Some(epoch + 1);
-                self.state.bad_epochs = 0;
-                let mut info = self.info.clone();
-                info.metrics.insert("epoch".into(), (epoch + 1) as f64);
-                if let Some(a) = m.val_accuracy {
-                    info.metrics.insert("val_accuracy".into(), a);
-                }
-                if let Some(l) = m.val_loss {
-                    info.metrics.insert("val_loss".into(), l);
-                }
-                info.metrics
-                    .insert("train_accuracy".into(), m.train_accuracy);
-                for (k, v) in &m.extra {
-                    info.metrics.insert(format!("val_{k}"), *v);
-                }
-                checkpoint::save_model(&self.out_dir, &self.varmap, &info)?;
-                self.state.best_metrics = info.metrics.clone();
-                self.info = info;
-            } else {
-                self.state.bad_epochs += 1;
-            }
-            self.save_checkpoint(&data_rng)?;
-            metrics::write_history(&self.out_dir, &self.state.history)?;
-            if self.cfg.log_steps {
-                self.write_steps()?;
-            }
-            metrics::plot_history(&self.out_dir.join("curves.png"), &self.state.history)?;
-            if self.cfg.verbose {
-                let extra: String = m
-                    .extra
-                    .iter()
-                    .map(|(k, v)| format!(" {k} {v:.4}"))
-                    .collect();
-                println!(
-                    "epoch {}/{}  train loss {:.4} acc {:.2}%{}{extra}  lr {:.2e}  {:.0} {}/s  {:.1}s{}",
-                    epoch + 1,
-                    total_epochs,
-                    m.train_loss,
-                    100.0 * m.train_accuracy,
-                    match (m.val_loss, m.val_accuracy) {
-                        (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2}%", 100.0 * a),
-                        _ => String::new(),
-                    },
-                    lr,
-                    m.samples_per_sec,
-                    model.count_unit(),
-                    m.seconds,
-                    if improved { "  *best" } else { "" }
-                );
-            }
-            if let Some(p) = self.cfg.patience {
-                if self.state.bad_epochs >= p {
-                    if self.cfg.verbose {
-                        println!("early stopping: no better validation accuracy for {p} epochs");
-                    }
-                    stop = StopReason::EarlyStopped;
-                    break;
+            let mut grads = out.loss.backward()?;
+            if self.cfg.clip_grad_norm.is_some() || self.opts.log_steps {
+                let max = self.cfg.clip_grad_norm.unwrap_or(f64::INFINITY);
+                let grad_norm = clip_grad_norm(&mut grads, self.optimizer.params(), max)?;
+                if self.opts.log_steps {
+                    self.log_step(epoch, loss_v, grad_norm);
                 }
             }
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                eprintln!(
-                    "interrupted after epoch {}: checkpoint saved to {}; continue with --resume {}",
-                    epoch + 1,
-                    self.out_dir.join(CKPT_DIR).display(),
-                    self.out_dir.display()
-                );
-                stop = StopReason::Interrupted;
-                break;
+            self.optimizer.step(&grads)?;
+            running.add(loss_v, out.correct, out.count);
+            let secs = running.seconds + start.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} {}/s",
+                running.loss(),
+                100.0 * running.accuracy(),
+                running.count as f64 / secs.max(1e-9),
+                model.count_unit()
+            ));
+            bar.inc(1);
+            if INTERRUPTED.load(Ordering::SeqCst) && i + 1 < plan.len() {
+                bar.abandon();
+                self.save_interrupted(epoch, i + 1, plan.len(), running, start, &epoch_rng)?;
+                return Ok(Pass::Interrupted);
             }
         }
-        Ok(FitReport {
-            history: self.state.history.clone(),
-            best_epoch: self.state.best_epoch,
-            best_val_accuracy: self
-                .state
-                .history
-                .iter()
-                .filter_map(|m| m.val_accuracy)
-                .reduce(f64::max),
-            stop,
-            out_dir: self.out_dir.clone(),
-        })
+        bar.finish_and_clear();
+        running.seconds += start.elapsed().as_secs_f64();
+        Ok(Pass::Done(running, Box::new(data_rng)))
+    }
+
+    fn log_step(&mut self, epoch: usize, loss: f64, grad_norm: f64) {
+        self.steps.push(StepLog {
+            step: self.optimizer.step_count() + 1,
+            epoch,
+            loss,
+            grad_norm,
+        });
+    }
+
+    /// Ctrl-C in the middle of an epoch: saves where it stopped (`batches_done` of `total`),
+    /// unless a weight is already non-finite.
+    fn save_interrupted(
+        &mut self,
+        epoch: usize,
+        done: usize,
+        total: usize,
+        mut running: Running,
+        start: Instant,
+        epoch_rng: &DataRng,
+    ) -> Result<()> {
+        if let Some(name) = checkpoint::first_non_finite(&self.varmap)? {
+            return Err(Error::NonFiniteLoss(format!(
+                "interrupted in epoch {epoch}, but weight `{name}` is no longer finite: nothing was saved. {}",
+                self.last_good_state()
+            )));
+        }
+        running.seconds += start.elapsed().as_secs_f64();
+        self.state.running = running;
+        self.state.batches_done = done;
+        self.state.step = self.optimizer.step_count();
+        self.save_checkpoint(epoch_rng)?;
+        eprintln!(
+            "interrupted in epoch {epoch} after batch {done}/{total}: checkpoint saved to {}; continue with --resume {}",
+            self.out_dir.join(CKPT_DIR).display(),
+            self.out_dir.display()
+        );
+        Ok(())
+    }
+
+    /// The epoch's metrics: validation loss and accuracy, then the hook's extra metrics; an
+    /// error (and nothing saved) if any of them, the training loss or a weight is not finite.
+    #[allow(clippy::too_many_arguments)]
+    fn measure<M, V>(
+        &self,
+        model: &M,
+        val: Option<&V>,
+        epoch: usize,
+        running: Running,
+        train_secs: f64,
+        started: Instant,
+        on_epoch: &mut impl FnMut(&EpochMetrics) -> Result<Vec<(String, f64)>>,
+    ) -> Result<EpochMetrics>
+    where
+        M: TrainModel,
+        V: Dataset<Batch = M::Batch>,
+    {
+        let v = match val {
+            Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
+            None => None,
+        };
+        let mut m = EpochMetrics {
+            epoch,
+            step: self.optimizer.step_count(),
+            lr: self.optimizer.lr(),
+            train_loss: running.loss(),
+            train_accuracy: running.accuracy(),
+            val_loss: v.map(|v| v.loss),
+            val_accuracy: v.map(|v| v.accuracy),
+            samples_per_sec: running.count as f64 / train_secs.max(1e-9),
+            seconds: 0.0,
+            extra: Default::default(),
+        };
+        m.extra = on_epoch(&m)?.into_iter().collect();
+        m.seconds = running.seconds + started.elapsed().as_secs_f64();
+        let bad = [
+            ("training loss", m.train_loss),
+            ("validation loss", m.val_loss.unwrap_or(0.0)),
+        ]
+        .into_iter()
+        .chain(m.extra.iter().map(|(k, v)| (k.as_str(), *v)))
+        .find(|(_, x)| !x.is_finite())
+        .map(|(what, x)| format!("{what} is {x}"));
+        let bad = match bad {
+            Some(b) => Some(b),
+            None => checkpoint::first_non_finite(&self.varmap)?
+                .map(|name| format!("weight `{name}` is no longer finite")),
+        };
+        if let Some(what) = bad {
+            return Err(Error::NonFiniteLoss(format!(
+                "after epoch {epoch} the {what}: training stopped and nothing of epoch {epoch} was saved. {}",
+                self.last_good_state()
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Keeps an epoch: history, the best model if `monitor` improved, the weight-average
+    /// snapshot, the checkpoint, `metrics.{jsonl,csv}`, `steps.csv` and `curves.png`.
+    /// Returns whether the epoch is the new best.
+    fn record(&mut self, m: &EpochMetrics, monitor: &Monitor, data_rng: DataRng) -> Result<bool> {
+        let score =
+            monitor.value(m).ok_or_else(|| {
+                Error::config(
+                    "--monitor",
+                    format!(
+                    "`{}` was not measured in epoch {} (it measured val_loss, val_accuracy{}): \
+                     monitor one of those",
+                    monitor.metric,
+                    m.epoch,
+                    m.extra.keys().map(|k| format!(", val_{k}")).collect::<String>()
+                ),
+                )
+            })?;
+        let improved = self.state.best.is_none_or(|b| monitor.better(score, b));
+        self.state.history.push(m.clone());
+        self.state.epochs_done = m.epoch;
+        self.state.batches_done = 0;
+        self.state.running = Running::default();
+        self.state.data_rng = data_rng;
+        if improved {
+            self.state.best = Some(score);
+            self.state.best_epoch = Some(m.epoch);
+            self.state.bad_epochs = 0;
+            self.save_best(m, &[])?;
+        } else {
+            self.state.bad_epochs += 1;
+        }
+        if self
+            .cfg
+            .first_averaged_epoch()
+            .is_some_and(|first| m.epoch >= first)
+        {
+            self.average.add(&self.varmap)?;
+        }
+        let data_rng = self.state.data_rng.clone();
+        self.save_checkpoint(&data_rng)?;
+        metrics::write_history(&self.out_dir, &self.state.history)?;
+        if self.opts.log_steps {
+            self.write_steps()?;
+        }
+        metrics::plot_history(&self.out_dir.join("curves.png"), &self.state.history)?;
+        Ok(improved)
+    }
+
+    /// Saves the weights in the varmap as the best model, with `m`'s validation metrics.
+    fn save_best(&mut self, m: &EpochMetrics, more: &[(&str, f64)]) -> Result<()> {
+        let mut info = self.info.clone();
+        info.metrics.insert("epoch".into(), m.epoch as f64);
+        if let Some(a) = m.val_accuracy {
+            info.metrics.insert("val_accuracy".into(), a);
+        }
+        if let Some(l) = m.val_loss {
+            info.metrics.insert("val_loss".into(), l);
+        }
+        info.metrics
+            .insert("train_accuracy".into(), m.train_accuracy);
+        for (k, v) in &m.extra {
+            info.metrics.insert(format!("val_{k}"), *v);
+        }
+        for (k, v) in more {
+            info.metrics.insert(k.to_string(), *v);
+        }
+        checkpoint::save_model(&self.out_dir, &self.varmap, &info)?;
+        self.state.best_metrics = info.metrics.clone();
+        self.info = info;
+        Ok(())
+    }
+
+    fn print_epoch(&self, m: &EpochMetrics, improved: bool, unit: &str) {
+        if !self.opts.verbose {
+            return;
+        }
+        let extra: String = m
+            .extra
+            .iter()
+            .map(|(k, v)| format!(" {k} {v:.4}"))
+            .collect();
+        println!(
+            "epoch {}/{}  train loss {:.4} acc {:.2}%{}{extra}  lr {:.2e}  {:.0} {unit}/s  {:.1}s{}",
+            m.epoch,
+            self.cfg.epochs,
+            m.train_loss,
+            100.0 * m.train_accuracy,
+            match (m.val_loss, m.val_accuracy) {
+                (Some(l), Some(a)) => format!("  val loss {l:.4} acc {:.2}%", 100.0 * a),
+                _ => String::new(),
+            },
+            m.lr,
+            m.samples_per_sec,
+            m.seconds,
+            if improved { "  *best" } else { "" }
+        );
+    }
+
+    /// With [`TrainConfig::average_last`]: sets the weights to the average of the snapshots,
+    /// measures it like an epoch (validation and the hook) and, if `monitor` says it beats the
+    /// best epoch, saves it as the best model (`config.json` gets `averaged_epochs`). The
+    /// checkpoint keeps the last epoch's weights, so `--resume` goes on from there; after this
+    /// call the varmap holds the average — [`Trainer::load_best`] loads what was kept.
+    fn finish_average<M, V>(
+        &mut self,
+        model: &M,
+        val: Option<&V>,
+        monitor: &Monitor,
+        on_epoch: &mut impl FnMut(&EpochMetrics) -> Result<Vec<(String, f64)>>,
+    ) -> Result<Option<AverageReport>>
+    where
+        M: TrainModel,
+        V: Dataset<Batch = M::Batch>,
+    {
+        let (Some(first), Some(last)) =
+            (self.cfg.first_averaged_epoch(), self.state.history.last())
+        else {
+            return Ok(None);
+        };
+        if self.average.count() == 0 {
+            return Ok(None);
+        }
+        let mut m = last.clone();
+        let first_epoch = first.max(m.epoch + 1 - self.average.count());
+        self.average.apply(&self.varmap)?;
+        let v = match val {
+            Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
+            None => None,
+        };
+        m.val_loss = v.map(|v| v.loss);
+        m.val_accuracy = v.map(|v| v.accuracy);
+        m.extra = Default::default();
+        m.extra = on_epoch(&m)?.into_iter().collect();
+        let score = monitor.value(&m).filter(|x| x.is_finite());
+        let kept = match (score, self.state.best) {
+            (Some(s), Some(b)) => val.is_some() && monitor.better(s, b),
+            _ => false,
+        };
+        if self.opts.verbose {
+            let show = |v: Option<f64>| match v {
+                Some(v) if monitor.metric.ends_with("accuracy") => format!("{:.2}%", 100.0 * v),
+                Some(v) => format!("{v:.4}"),
+                None => "n/a".into(),
+            };
+            println!(
+                "weight average of epochs {first_epoch}–{}: {} {} (best epoch {}: {}){}",
+                m.epoch,
+                monitor.metric,
+                show(score),
+                self.state.best_epoch.unwrap_or(0),
+                show(self.state.best),
+                if kept {
+                    "; the average is kept"
+                } else {
+                    "; the best epoch is kept"
+                }
+            );
+        }
+        if kept {
+            self.state.best = score;
+            // The checkpoint keeps the last epoch's weights and best score: a resumed run
+            // replaces the average only with an epoch better than the best single one.
+            self.save_best(&m, &[("averaged_epochs", self.average.count() as f64)])?;
+        }
+        Ok(Some(AverageReport {
+            first_epoch,
+            last_epoch: m.epoch,
+            metrics: m,
+            kept,
+        }))
     }
 
     /// The steps recorded by this trainer when [`TrainConfig::log_steps`] is on.
@@ -821,7 +1327,7 @@ impl Trainer {
     }
 
     fn progress_bar(&self, len: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-        if !self.cfg.progress {
+        if !self.opts.progress {
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::new(len as u64);
@@ -851,7 +1357,7 @@ where
     }
     let mut r = Running::default();
     for indices in data.epoch_plan(batch_size, None) {
-        let out = model.step(&data.batch(&indices)?, false)?;
+        let out = model.step(&data.batch(&indices)?, &StepContext::eval())?;
         let loss = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         r.add(loss, out.correct, out.count);
     }
@@ -867,8 +1373,9 @@ where
 /// weights wander around a flat region of the loss; their mean often generalises better
 /// than any single snapshot.
 ///
-/// Add the weights after each epoch to average from [`Trainer::fit_with`]'s hook, then
-/// [`WeightAverage::apply`] the mean and compare it with the best snapshot on validation data.
+/// [`TrainConfig::average_last`] makes the trainer do it: add the weights after each of the
+/// last epochs, [`WeightAverage::apply`] the mean and keep it if it beats the best epoch on
+/// validation data.
 #[derive(Debug, Default)]
 pub struct WeightAverage {
     sum: std::collections::BTreeMap<String, Tensor>,
@@ -900,6 +1407,19 @@ impl WeightAverage {
     /// Snapshots added so far.
     pub fn count(&self) -> usize {
         self.count
+    }
+
+    /// An average holding `count` snapshots whose sum is `sum` (from [`Self::sum_tensors`]).
+    pub fn from_sum(sum: std::collections::BTreeMap<String, Tensor>, count: usize) -> Self {
+        Self { sum, count }
+    }
+
+    /// The running sum of the snapshots, by variable name (f64).
+    pub fn sum_tensors(&self) -> Vec<(String, Tensor)> {
+        self.sum
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Sets every variable of `varmap` to the mean of the snapshots.

@@ -7,7 +7,9 @@ use candle_nn::VarMap;
 use common::{cfg, data, info, weights, Mlp};
 use neka_common::data::ImageBatch;
 use neka_common::rng;
-use neka_common::train::{request_stop, Classifier, StepOutput, StopReason, TrainModel, Trainer};
+use neka_common::train::{
+    request_stop, Classifier, StepContext, StepOutput, StopReason, TrainModel, Trainer,
+};
 
 struct StopAt<'a> {
     inner: Classifier<'a, Mlp>,
@@ -17,14 +19,14 @@ struct StopAt<'a> {
 
 impl TrainModel for StopAt<'_> {
     type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, train: bool) -> candle_core::Result<StepOutput> {
-        if train {
+    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+        if ctx.train {
             self.calls.set(self.calls.get() + 1);
             if self.calls.get() == self.at {
                 request_stop(); // what the Ctrl-C handler does
             }
         }
-        self.inner.step(b, train)
+        self.inner.step(b, ctx)
     }
 }
 

@@ -8,7 +8,7 @@ use common::{cfg, data, info, weights, Mlp};
 use neka_common::checkpoint::{self, CheckpointInfo};
 use neka_common::data::ImageBatch;
 use neka_common::rng;
-use neka_common::train::{evaluate, Classifier, StepOutput, TrainModel, Trainer};
+use neka_common::train::{evaluate, Classifier, StepContext, StepOutput, TrainModel, Trainer};
 use neka_common::Error;
 use std::path::Path;
 
@@ -236,9 +236,9 @@ struct NanValidation<'a> {
 
 impl TrainModel for NanValidation<'_> {
     type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, train: bool) -> candle_core::Result<StepOutput> {
-        let mut out = self.inner.step(b, train)?;
-        if !train {
+    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+        let mut out = self.inner.step(b, ctx)?;
+        if !ctx.train {
             self.evals.set(self.evals.get() + 1); // one validation batch per epoch
             if self.evals.get() >= self.from {
                 out.loss = (out.loss * f64::NAN)?;

@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use common::{cfg, data, info, weights, Mlp};
 use neka_common::data::ImageBatch;
 use neka_common::rng;
-use neka_common::train::{Classifier, StepOutput, StopReason, TrainModel, Trainer};
+use neka_common::train::{Classifier, StepContext, StepOutput, StopReason, TrainModel, Trainer};
 
 fn run(epochs: usize, out: &std::path::Path) -> (Vec<(String, Vec<f32>)>, Vec<f64>) {
     let (train, val) = data();
@@ -94,9 +94,9 @@ struct NanAfter<'a> {
 
 impl TrainModel for NanAfter<'_> {
     type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, train: bool) -> candle_core::Result<StepOutput> {
-        let mut out = self.inner.step(b, train)?;
-        if train {
+    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+        let mut out = self.inner.step(b, ctx)?;
+        if ctx.train {
             self.calls.set(self.calls.get() + 1);
             if self.calls.get() >= self.at {
                 out.loss = (out.loss * f64::NAN)?;

@@ -13,7 +13,7 @@ use crate::{AnyRecurrent, CellType, ManyToMany, RecurrentConfig, SeqInput};
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Module, VarBuilder};
 use neka_common::data::StreamBatch;
-use neka_common::train::{StepOutput, TrainModel};
+use neka_common::train::{StepContext, StepOutput, TrainModel};
 use neka_common::vocab::Vocab;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -30,6 +30,15 @@ pub struct Config {
     pub dropout: f32,
 }
 
+/// How the character model trains unless told otherwise (`char_rnn`'s defaults): 1 epoch
+/// over 32 parallel streams, AdamW at 2e-3, gradient norm clipped to 1.
+pub fn default_train_config() -> neka_common::train::TrainConfig {
+    let adamw = neka_common::optim::OptimizerConfig::adamw(2e-3);
+    neka_common::train::TrainConfig::new(1, 32, adamw)
+        .eval_batch(32)
+        .clip(1.0)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -37,8 +46,8 @@ impl Default for Config {
             vocab_size: 100,
             embed_dim: 64,
             hidden_size: 256,
-            num_layers: 2,
-            dropout: 0.1,
+            num_layers: 1,
+            dropout: 0.0,
         }
     }
 }
@@ -68,7 +77,30 @@ pub struct CharLm {
     cfg: Config,
 }
 
+/// The vocabulary file of a character model's directory.
+pub const VOCAB_FILE: &str = "vocab.json";
+
 impl CharLm {
+    /// Loads a model directory written by training (`model.safetensors`, `config.json`,
+    /// [`VOCAB_FILE`]), strictly: the model and its character vocabulary.
+    pub fn load(
+        dir: &std::path::Path,
+        device: &candle_core::Device,
+    ) -> crate::Result<(Self, Vocab)> {
+        let p = neka_common::checkpoint::Pretrained::load(
+            dir,
+            device,
+            None,
+            "model.safetensors, config.json, vocab.json",
+            |info, source, vb| {
+                let cfg: Config = info.model_config(source)?;
+                let vocab = Vocab::load_companion(dir, info, VOCAB_FILE)?;
+                Ok((Self::new(cfg, vb)?, vocab))
+            },
+        )?;
+        Ok(p.model)
+    }
+
     pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
         let embed = candle_nn::embedding(cfg.vocab_size, cfg.embed_dim, vb.pp("embed"))?;
         let rcfg = RecurrentConfig {
@@ -193,7 +225,8 @@ impl TrainModel for Tbptt<'_> {
 
     /// Mean cross-entropy of the next character over all `B·T` positions; `correct` counts
     /// argmax hits.
-    fn step(&self, batch: &StreamBatch, train: bool) -> Result<StepOutput> {
+    fn step(&self, batch: &StreamBatch, ctx: &StepContext) -> Result<StepOutput> {
+        let train = ctx.train;
         let slot = usize::from(train);
         let prev = if batch.chunk == 0 {
             None

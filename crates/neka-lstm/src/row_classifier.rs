@@ -29,6 +29,15 @@ pub struct Config {
     pub num_classes: usize,
 }
 
+/// How the row classifier trains unless told otherwise (`seq_mnist`'s defaults): 3 epochs of
+/// 64 images, AdamW at 1e-3, gradient norm clipped to 1 (recurrent nets need it).
+pub fn default_train_config() -> neka_common::train::TrainConfig {
+    let adamw = neka_common::optim::OptimizerConfig::adamw(1e-3);
+    neka_common::train::TrainConfig::new(3, 64, adamw)
+        .eval_batch(1000)
+        .clip(1.0)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {

@@ -27,10 +27,12 @@ use crate::{AnyRecurrent, CellType, ManyToMany, RecurrentConfig, SeqInput, Seque
 use candle_core::{Device, Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder, VarMap};
 use neka_common::checkpoint::{self, CheckpointInfo};
+use neka_common::data::conllu::TaggedSentence;
 use neka_common::data::tagging::{TagBatch, TaggingVocabConfig, TaggingVocabs};
 use neka_common::loss::{masked_correct, masked_cross_entropy};
+use neka_common::metrics::ConfusionMatrix;
 use neka_common::nn::Dropout;
-use neka_common::train::{StepOutput, TrainModel};
+use neka_common::train::{StepContext, StepOutput, TrainModel};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -63,6 +65,20 @@ pub struct Config {
     pub label_smoothing: f64,
     /// How words map to ids (saved with the model, so tagging uses the same mapping).
     pub vocab: TaggingVocabConfig,
+}
+
+/// How the tagger trains unless told otherwise (`pos_tagger train`'s defaults, those of the
+/// pretrained `models/pos-bilstm-ewt`): 30 epochs of 32 sentences, AdamW at 2e-3 with
+/// β₂ = 0.9 (Dozat & Manning), a cosine schedule over the run, gradient norm clipped to 5;
+/// dev accuracy picks the best epoch.
+pub fn default_train_config() -> neka_common::train::TrainConfig {
+    let adamw = neka_common::optim::OptimizerConfig::adamw(2e-3)
+        .with_beta2(0.9)
+        .expect("AdamW has a β₂");
+    neka_common::train::TrainConfig::new(30, 32, adamw)
+        .eval_batch(256)
+        .clip(5.0)
+        .cosine()
 }
 
 impl Default for Config {
@@ -136,32 +152,90 @@ pub struct LoadedTagger {
 }
 
 impl LoadedTagger {
+    /// The files a tagger's model directory holds besides `model.safetensors` and
+    /// `config.json` (what a Hub download fetches).
+    pub const FILES: [&'static str; 3] = [
+        neka_common::data::tagging::WORDS_FILE,
+        neka_common::data::tagging::CHARS_FILE,
+        neka_common::data::tagging::TAGS_FILE,
+    ];
+
+    /// Tags raw text, one sentence per string, tokenised as EWT is
+    /// ([`neka_common::data::text::tokenize_ewt`]): `(tokens, tags)` per sentence.
+    pub fn tag_text<S: AsRef<str>>(
+        &self,
+        lines: &[S],
+    ) -> crate::Result<Vec<(Vec<String>, Vec<String>)>> {
+        let tokens: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| neka_common::data::text::tokenize_ewt(l.as_ref()))
+            .collect();
+        let tags = self.tag(&tokens)?;
+        Ok(tokens.into_iter().zip(tags).collect())
+    }
+
+    /// Tags gold-tagged sentences (a CoNLL-U file's) and counts every token's (gold,
+    /// predicted) UPOS pair: the confusion matrix over the model's tag set, which gives
+    /// accuracy and per-tag precision / recall / F1 ([`ConfusionMatrix::report`]). A gold tag
+    /// the model does not know is an error naming the sentence and the tag.
+    pub fn evaluate(&self, sentences: &[TaggedSentence]) -> crate::Result<ConfusionMatrix> {
+        let forms: Vec<Vec<&str>> = sentences
+            .iter()
+            .map(|s| s.forms.iter().map(String::as_str).collect())
+            .collect();
+        let predicted = self.tag(&forms)?;
+        let tags = &self.vocabs.tags;
+        let mut cm = ConfusionMatrix::new(tags.tokens().to_vec());
+        for (i, (s, p)) in sentences.iter().zip(&predicted).enumerate() {
+            for (gold, pred) in s.upos.iter().zip(p) {
+                let g = tags.get(gold).ok_or_else(|| {
+                    neka_common::Error::config(
+                        "gold tag",
+                        format!(
+                            "sentence {}: `{gold}` is not one of the model's {} tags ({})",
+                            i + 1,
+                            tags.len(),
+                            tags.tokens().join(" ")
+                        ),
+                    )
+                })?;
+                // `tag` only predicts tags of the set (`X` for an id it cannot name).
+                let q = tags.get(pred).or_else(|| tags.get("X")).unwrap_or(0);
+                cm.add(g as usize, q as usize);
+            }
+        }
+        Ok(cm)
+    }
+
     /// Loads `model.safetensors`, `config.json` and the vocabularies from `dir` (strictly:
     /// a missing, extra or misshaped tensor is an error naming it).
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (info, cfg_path) = checkpoint::open_model_dir(
+        let p = checkpoint::Pretrained::load(
             dir,
-            MODEL_NAME,
+            device,
+            Some(MODEL_NAME),
             "model.safetensors, config.json, words.json, chars.json, tags.json",
+            |info, cfg_path, vb| {
+                let cfg: Config = info.model_config(cfg_path)?;
+                cfg.validate()
+                    .map_err(|msg| neka_common::Error::checkpoint(cfg_path, msg))?;
+                let vocabs = TaggingVocabs::load(dir, info, cfg.vocab)?;
+                if (vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len())
+                    != (cfg.word_vocab, cfg.char_vocab, cfg.num_tags)
+                {
+                    return Err(neka_common::Error::checkpoint(
+                        cfg_path,
+                        format!(
+                            "config sizes (words {}, chars {}, tags {}) differ from the vocabulary files ({}, {}, {})",
+                            cfg.word_vocab, cfg.char_vocab, cfg.num_tags,
+                            vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len()
+                        ),
+                    ));
+                }
+                Ok((Tagger::new(cfg, vb)?, vocabs))
+            },
         )?;
-        let cfg: Config = info.model_config(&cfg_path)?;
-        cfg.validate()
-            .map_err(|msg| neka_common::Error::checkpoint(&cfg_path, msg))?;
-        let vocabs = TaggingVocabs::load(dir, &info, cfg.vocab)?;
-        if (vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len())
-            != (cfg.word_vocab, cfg.char_vocab, cfg.num_tags)
-        {
-            return Err(neka_common::Error::checkpoint(
-                &cfg_path,
-                format!(
-                    "config sizes (words {}, chars {}, tags {}) differ from the vocabulary files ({}, {}, {})",
-                    cfg.word_vocab, cfg.char_vocab, cfg.num_tags,
-                    vocabs.words.len(), vocabs.chars.len(), vocabs.tags.len()
-                ),
-            )
-            .into());
-        }
-        let (tagger, varmap) = checkpoint::load_model(dir, device, |vb| Tagger::new(cfg, vb))?;
+        let ((tagger, vocabs), info, varmap) = (p.model, p.info, p.varmap);
         Ok(Self {
             tagger,
             vocabs,
@@ -186,8 +260,7 @@ impl LoadedTagger {
                     i + 1,
                     s.len()
                 ),
-            )
-            .into());
+            ));
         }
         let enc: Vec<_> = sentences
             .iter()
@@ -248,8 +321,7 @@ impl LoadedTagger {
                     self.tagger.cfg.cell,
                     words.len()
                 ),
-            )
-            .into());
+            ));
         }
         let dev = self.tagger.word_embed.embeddings().device();
         let enc = self.vocabs.encode_words(words);
@@ -292,8 +364,7 @@ impl Tagger {
                     "word_vocab {}, char_vocab {}, num_tags {}: set them from the vocabularies (Config::with_vocabs)",
                     cfg.word_vocab, cfg.char_vocab, cfg.num_tags
                 ),
-            )
-            .into());
+            ));
         }
         cfg.validate()
             .map_err(|msg| neka_common::Error::config("tagger config", msg))?;
@@ -304,8 +375,7 @@ impl Tagger {
                     "word_dropout {} must be in [0, 1) and word_dropout_alpha {} ≥ 0",
                     cfg.word_dropout, cfg.word_dropout_alpha
                 ),
-            )
-            .into());
+            ));
         }
         let word_embed = candle_nn::embedding(cfg.word_vocab, cfg.word_dim, vb.pp("word_embed"))?;
         let chars = if cfg.char_hidden > 0 {
@@ -431,7 +501,8 @@ impl TrainModel for Tagger {
 
     /// Masked cross-entropy over the real tokens (label-smoothed in training if configured);
     /// `count` = tokens.
-    fn step(&self, batch: &TagBatch, train: bool) -> Result<StepOutput> {
+    fn step(&self, batch: &TagBatch, ctx: &StepContext) -> Result<StepOutput> {
+        let train = ctx.train;
         let Some(tags) = &batch.tags else {
             candle_core::bail!(
                 "the tagger needs gold tags to compute a loss (batch built from untagged text)"

@@ -373,8 +373,6 @@ fn char_lm_learns_a_pattern_with_truncated_bptt_and_continues_it() {
         batch_size: 8,
         optimizer: neka_common::optim::OptimizerConfig::adamw(1e-2),
         clip_grad_norm: Some(1.0),
-        progress: false,
-        verbose: false,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(

@@ -63,10 +63,6 @@ impl Rnn {
         })
     }
 
-    pub fn rnn_config(&self) -> &Config {
-        &self.cfg
-    }
-
     /// `x (B, T, F)` → `output (B, T, D·H)`, `h_n (L·D, B, H)`. See [`SeqInput`] for lengths
     /// and the initial state `h0`.
     pub fn forward_seq(&self, x: &Tensor, input: SeqInput, train: bool) -> Result<RecurrentOutput> {

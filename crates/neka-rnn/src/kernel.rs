@@ -12,7 +12,7 @@
 //! aux  (D·B·S0 [+ D·G]) the initial states [h_0 | C_0] of every direction, then bias_hh
 //! ```
 //!
-//! for `D = 1` direction (forward, or reversed with [`RecurrentOp::reverse`]) or `D = 2` (a
+//! for `D = 1` direction (forward) or `D = 2` (a
 //! bidirectional layer: direction 0 forward, 1 reversed; the two are independent, so forward
 //! *and* backward passes run them on two threads). Per direction it runs the recurrence with
 //! one GEMM per step (`rec = h_{t-1} W^T + b_hh`) and the cell's pointwise equations
@@ -53,8 +53,6 @@ impl KernelFloat for f64 {}
 pub struct RecurrentOp<C: Cell> {
     pub cell: C,
     pub hidden: usize,
-    /// With one direction (`D = 1`): run `t = T−1 … 0`. Ignored for `D = 2`.
-    pub reverse: bool,
     /// `aux` ends with bias_hh.
     pub has_bias: bool,
     /// Per-row sequence lengths (`1..=T`); `None` = all `T`.
@@ -68,18 +66,11 @@ pub struct RecurrentOp<C: Cell> {
 }
 
 impl<C: Cell> RecurrentOp<C> {
-    /// The op for one layer; `reverse` applies to a single direction.
-    pub fn new(
-        cell: C,
-        hidden: usize,
-        reverse: bool,
-        has_bias: bool,
-        lengths: Option<Arc<Vec<usize>>>,
-    ) -> Self {
+    /// The op for one layer (one direction forward, or two: forward and reversed).
+    pub fn new(cell: C, hidden: usize, has_bias: bool, lengths: Option<Arc<Vec<usize>>>) -> Self {
         Self {
             cell,
             hidden,
-            reverse,
             has_bias,
             lengths,
             keep_reserve: true,
@@ -178,13 +169,9 @@ impl<C: Cell> RecurrentOp<C> {
         })
     }
 
-    /// Whether direction `k` runs `t = T−1 … 0`.
+    /// Whether direction `k` runs `t = T−1 … 0`: the second of a bidirectional layer.
     fn reversed(&self, d: &Dims, k: usize) -> bool {
-        if d.dirs == 2 {
-            k == 1
-        } else {
-            self.reverse
-        }
+        d.dirs == 2 && k == 1
     }
 
     /// Runs `f(0)`, …, `f(dirs − 1)`; two directions run side by side on candle's CPU pool.

@@ -14,16 +14,5 @@ pub use runner::{
     use_fused_cpu_kernel, Recurrent, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder,
 };
 
-/// Errors of neka-rnn.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    #[error(transparent)]
-    Common(#[from] neka_common::Error),
-    /// A configuration that does not fit together; names the field.
-    #[error("invalid recurrent config: {0}")]
-    Config(String),
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
+/// neka's one error type (from neka-common): every library crate of the zoo returns it.
+pub use neka_common::{Error, Result};

@@ -84,7 +84,9 @@ impl RecurrentConfig {
         self.directions() * self.hidden_size
     }
     pub fn validate(&self) -> crate::Result<()> {
-        let bad = |field: &str, msg: String| crate::Error::Config(format!("{field}: {msg}"));
+        let bad = |field: &str, msg: String| {
+            crate::Error::config(format!("recurrent config `{field}`"), msg)
+        };
         if self.input_size == 0 {
             return Err(bad("input_size", "must be at least 1".into()));
         }
@@ -414,14 +416,8 @@ impl<C: Cell> Recurrent<C> {
             };
             // Training keeps the reserve for BPTT; inference holds one step (a backward pass
             // after an inference forward still works: the op recomputes the reserve).
-            let op = RecurrentOp::new(
-                self.cell,
-                h,
-                false,
-                dirs[0].bias_hh.is_some(),
-                lengths.clone(),
-            )
-            .keep_reserve(train);
+            let op = RecurrentOp::new(self.cell, h, dirs[0].bias_hh.is_some(), lengths.clone())
+                .keep_reserve(train);
             let out = gx.apply_op3(&w.contiguous()?, &aux.contiguous()?, op)?;
             let n_out = b * t * nd * h;
             layer_in = out.narrow(0, 0, n_out)?.reshape((b, t, nd * h))?;

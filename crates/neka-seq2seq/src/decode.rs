@@ -60,7 +60,7 @@ impl DecodeConfig {
     /// memory in proportion), a finite length penalty ≥ 0 and length factor ≥ 0.
     pub fn validate(&self, tgt_vocab: usize) -> crate::Result<()> {
         let bad = |flag: &str, msg: String| -> crate::Result<()> {
-            Err(neka_common::Error::config(flag, msg).into())
+            Err(neka_common::Error::config(flag, msg))
         };
         if self.beam == 0 || self.beam > tgt_vocab.max(1) {
             return bad(

@@ -27,10 +27,9 @@ use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use neka_common::loss::{masked_correct, masked_cross_entropy};
 use neka_common::nn::{linear, linear_forward, Dropout};
-use neka_common::train::{StepOutput, TrainModel};
+use neka_common::train::{Monitor, StepContext, StepOutput, TrainModel};
 use neka_lstm::{AnyRecurrent, CellType, RecurrentConfig, SeqInput, SequenceEncoder};
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
 
 /// How the decoder looks at the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,6 +98,18 @@ pub struct Config {
     /// config without this field is an untied model (as saved before the option existed).
     #[serde(default)]
     pub tie_embeddings: bool,
+}
+
+/// How the translator trains unless told otherwise (`translate train`'s defaults, those of
+/// the pretrained `models/seq2seq-multi30k-de-en`): 10 epochs of 64 pairs, AdamW at 2e-3, a
+/// cosine schedule over the run, gradient norm clipped to 1; validation perplexity picks the
+/// best epoch ([`Seq2Seq`]'s monitor).
+pub fn default_train_config() -> neka_common::train::TrainConfig {
+    let adamw = neka_common::optim::OptimizerConfig::adamw(2e-3);
+    neka_common::train::TrainConfig::new(10, 64, adamw)
+        .eval_batch(256)
+        .clip(1.0)
+        .cosine()
 }
 
 impl Default for Config {
@@ -204,15 +215,11 @@ pub struct Seq2Seq {
     out: Linear,
     dropout: Dropout,
     cfg: Config,
-    /// Optimizer steps seen (for the teacher-forcing schedule).
-    steps: Cell<usize>,
 }
 
 impl Seq2Seq {
     pub fn new(cfg: Config, vb: VarBuilder) -> neka_lstm::Result<Self> {
-        let bad = |msg: String| {
-            neka_lstm::Error::Common(neka_common::Error::config("seq2seq config", msg))
-        };
+        let bad = |msg: String| neka_common::Error::config("seq2seq config", msg);
         cfg.validate().map_err(bad)?;
         if cfg.src_vocab < 5 || cfg.tgt_vocab < 5 {
             return Err(bad(format!(
@@ -300,7 +307,6 @@ impl Seq2Seq {
             out,
             dropout: Dropout::new(cfg.dropout)?,
             cfg,
-            steps: Cell::new(0),
         })
     }
 
@@ -436,13 +442,14 @@ impl Seq2Seq {
         Ok((logits, alpha.map(|a| a.squeeze(1)).transpose()?, next))
     }
 
-    /// Teacher-forcing probability at the current optimizer step.
-    pub fn teacher_forcing_ratio(&self) -> f64 {
+    /// Teacher-forcing probability after `step` optimizer steps (the trainer's
+    /// [`StepContext::step`], so a resumed run continues the schedule where it stopped).
+    pub fn teacher_forcing_ratio(&self, step: usize) -> f64 {
         let c = &self.cfg;
         if c.teacher_forcing_steps == 0 {
             return c.teacher_forcing;
         }
-        let f = (self.steps.get() as f64 / c.teacher_forcing_steps as f64).min(1.0);
+        let f = (step as f64 / c.teacher_forcing_steps as f64).min(1.0);
         c.teacher_forcing + f * (c.teacher_forcing_final - c.teacher_forcing)
     }
 
@@ -537,18 +544,23 @@ impl TrainModel for Seq2Seq {
         "tokens"
     }
 
+    /// Validation perplexity `exp(val_loss)`, lower is better: it scores every target token
+    /// under teacher forcing, and unlike token accuracy it rewards calibrated probabilities,
+    /// which beam search uses. (`--monitor val_bleu` picks by greedy BLEU instead.)
+    fn monitor(&self) -> Monitor {
+        Monitor::min("val_perplexity")
+    }
+
     /// Masked (label-smoothed in training) cross-entropy over the target tokens; `correct` =
     /// tokens whose argmax is the gold token.
-    fn step(&self, batch: &Seq2SeqBatch, train: bool) -> Result<StepOutput> {
+    fn step(&self, batch: &Seq2SeqBatch, ctx: &StepContext) -> Result<StepOutput> {
+        let train = ctx.train;
         let ratio = if train {
-            self.teacher_forcing_ratio()
+            self.teacher_forcing_ratio(ctx.step)
         } else {
             1.0
         };
         let logits = self.forward_batch(batch, ratio, train)?;
-        if train {
-            self.steps.set(self.steps.get() + 1);
-        }
         let (b, t, v) = logits.dims3()?;
         let logits = logits.reshape((b * t, v))?;
         let tgt = batch.tgt_out.flatten_all()?;

@@ -7,6 +7,7 @@ use candle_core::Device;
 use candle_nn::VarMap;
 use neka_common::checkpoint::{self, CheckpointInfo};
 use neka_common::data::parallel::prepare;
+use neka_common::metrics::{corpus_bleu, Bleu};
 use std::path::Path;
 
 /// The model name in `config.json`.
@@ -47,32 +48,39 @@ impl Translator {
         })
     }
 
+    /// The files a translator's model directory holds besides `model.safetensors` and
+    /// `config.json` (what a Hub download fetches).
+    pub const FILES: [&'static str; 2] = [crate::data::SRC_VOCAB_FILE, crate::data::TGT_VOCAB_FILE];
+
     /// Loads `model.safetensors`, `config.json`, `src_vocab.json` and `tgt_vocab.json` from
     /// `dir`, strictly.
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (info, cfg_path) = checkpoint::open_model_dir(
+        let p = checkpoint::Pretrained::load(
             dir,
-            MODEL_NAME,
+            device,
+            Some(MODEL_NAME),
             "model.safetensors, config.json, src_vocab.json, tgt_vocab.json",
+            |info, cfg_path, vb| {
+                let cfg: Config = info.model_config(cfg_path)?;
+                cfg.validate()
+                    .map_err(|msg| neka_common::Error::checkpoint(cfg_path, msg))?;
+                let vocabs = Seq2SeqVocabs::load(dir, info)?;
+                if (vocabs.src.len(), vocabs.tgt.len()) != (cfg.src_vocab, cfg.tgt_vocab) {
+                    return Err(neka_common::Error::checkpoint(
+                        cfg_path,
+                        format!(
+                            "config vocabulary sizes ({}, {}) differ from the vocabulary files ({}, {})",
+                            cfg.src_vocab,
+                            cfg.tgt_vocab,
+                            vocabs.src.len(),
+                            vocabs.tgt.len()
+                        ),
+                    ));
+                }
+                Ok((Seq2Seq::new(cfg, vb)?, vocabs))
+            },
         )?;
-        let cfg: Config = info.model_config(&cfg_path)?;
-        cfg.validate()
-            .map_err(|msg| neka_common::Error::checkpoint(&cfg_path, msg))?;
-        let vocabs = Seq2SeqVocabs::load(dir, &info)?;
-        if (vocabs.src.len(), vocabs.tgt.len()) != (cfg.src_vocab, cfg.tgt_vocab) {
-            return Err(neka_common::Error::checkpoint(
-                &cfg_path,
-                format!(
-                    "config vocabulary sizes ({}, {}) differ from the vocabulary files ({}, {})",
-                    cfg.src_vocab,
-                    cfg.tgt_vocab,
-                    vocabs.src.len(),
-                    vocabs.tgt.len()
-                ),
-            )
-            .into());
-        }
-        let (model, varmap) = checkpoint::load_model(dir, device, |vb| Seq2Seq::new(cfg, vb))?;
+        let ((model, vocabs), info, varmap) = (p.model, p.info, p.varmap);
         Ok(Self {
             model,
             vocabs,
@@ -104,8 +112,7 @@ impl Translator {
                     s.len(),
                     cfg.max_src_len
                 ),
-            )
-            .into());
+            ));
         }
         let ids: Vec<Vec<u32>> = sentences
             .iter()
@@ -147,6 +154,37 @@ impl Translator {
         let toks: Vec<Vec<String>> = lines.iter().map(|l| prepare(l, true)).collect();
         let hyps = self.translate_tokens(&toks, cfg)?;
         Ok((toks, hyps))
+    }
+
+    /// Translates the source side of tokenized `pairs` and scores the translations against
+    /// the target side: corpus BLEU-4 ([`corpus_bleu`], equal to `sacrebleu --tokenize none`
+    /// on the same tokens). Returns the score and the translations' tokens, in order.
+    pub fn corpus_bleu(
+        &self,
+        pairs: &[(Vec<String>, Vec<String>)],
+        cfg: &DecodeConfig,
+    ) -> crate::Result<(Bleu, Vec<Vec<String>>)> {
+        let srcs: Vec<Vec<&str>> = pairs
+            .iter()
+            .map(|p| p.0.iter().map(String::as_str).collect())
+            .collect();
+        let hyps: Vec<Vec<String>> = self
+            .translate_tokens(&srcs, cfg)?
+            .iter()
+            .map(|h| self.tokens(h))
+            .collect();
+        let refs: Vec<Vec<String>> = pairs.iter().map(|p| p.1.clone()).collect();
+        Ok((corpus_bleu(&hyps, &refs), hyps))
+    }
+
+    /// The rows of an attention heatmap for `h`: its target tokens, plus `<eos>` when the
+    /// hypothesis ended with it (the attention has a row for every step decoded).
+    pub fn attention_rows(&self, h: &Hypothesis) -> Vec<String> {
+        let mut rows = self.tokens(h);
+        if h.ids.last() == Some(&crate::data::EOS_ID) {
+            rows.push("<eos>".into());
+        }
+        rows
     }
 
     /// Target tokens of a hypothesis (without `<eos>`).

@@ -6,7 +6,7 @@ use candle_nn::VarMap;
 use neka_common::data::parallel::{read_parallel, ParallelConfig};
 use neka_common::data::Dataset;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
-use neka_common::train::{TrainConfig, TrainModel, Trainer};
+use neka_common::train::{StepContext, TrainConfig, TrainModel, Trainer};
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs, SourceBatch};
 use neka_seq2seq::{
     beam_search, beam_search_batch, greedy, AttentionKind, CellType, Config, DecodeConfig, Seq2Seq,
@@ -222,8 +222,6 @@ fn overfits_fifty_pairs_and_reloads_identically() {
         optimizer: OptimizerConfig::adamw(1e-2),
         schedule: LrSchedule::Constant,
         clip_grad_norm: Some(1.0),
-        progress: false,
-        verbose: false,
         seed: 1,
         ..TrainConfig::default()
     };
@@ -272,7 +270,7 @@ fn tied_output_shares_the_target_embedding_matrix() {
         assert!(!names.contains(&"out.weight".to_string()), "{names:?}");
         // The shared matrix gets gradient from the output layer even for target rows the
         // decoder never reads: here every target-vocabulary row is scored by the softmax.
-        let loss = m.step(&batch, true).unwrap().loss;
+        let loss = m.step(&batch, &StepContext::train(0)).unwrap().loss;
         let grads = loss.backward().unwrap();
         let w = vm.get(
             (vocabs.tgt.len(), 32),
@@ -312,7 +310,7 @@ fn attention_parameters_get_the_finite_difference_gradient() {
     ] {
         let (vm, m) = model(kind, CellType::Lstm, &vocabs, 11);
         let var = vm.data().lock().unwrap()[param].clone();
-        let loss = |m: &Seq2Seq| m.step(&batch, false).unwrap().loss;
+        let loss = |m: &Seq2Seq| m.step(&batch, &StepContext::eval()).unwrap().loss;
         let grads = loss(&m).backward().unwrap();
         let g: Vec<f32> = grads
             .get(var.as_tensor())

@@ -12,6 +12,6 @@ pub mod vision;
 
 pub use conllu::{TaggedSentence, Treebank};
 pub use dataset::{bucketed_plan, Dataset, ImageBatch};
-pub use stream::{StreamBatch, TokenStream};
+pub use stream::{CharCorpus, StreamBatch, TokenStream};
 pub use tagging::{TagBatch, TaggingDataset, TaggingVocabs};
 pub use vision::{ImageDataset, ImageSet, Normalize, VisionData, VisionDatasetKind};

@@ -151,6 +151,36 @@ pub fn multi30k_files(
 /// `{train,val,test}.jsonl` with one `{"en": …, "de": …}` object per line.
 pub const MULTI30K_HUB_REPO: &str = "bentrevett/multi30k";
 
+impl ParallelCorpus {
+    /// "`source`: skipped N of M pairs (first: line L, why)" when the reading rules skipped
+    /// any pair (too long, empty side), for the user to see.
+    pub fn skipped_summary(&self, source: &str) -> Option<String> {
+        self.skipped.first().map(|(line, why)| {
+            format!(
+                "{source}: skipped {} of {} pairs (first: line {line}, {why})",
+                self.skipped.len(),
+                self.skipped.len() + self.pairs.len()
+            )
+        })
+    }
+}
+
+/// One split of a translation corpus: the line-aligned `files` (source, target) if given,
+/// else Multi30k's `split` for `src → tgt` ([`load_multi30k`]). Returns the corpus and where
+/// it came from.
+pub fn load_split(
+    files: Option<(&Path, &Path)>,
+    data_dir: Option<&Path>,
+    split: &str,
+    (src, tgt): (&str, &str),
+    cfg: ParallelConfig,
+) -> Result<(ParallelCorpus, String)> {
+    match files {
+        Some((s, t)) => Ok((read_parallel(s, t, cfg)?, s.display().to_string())),
+        None => load_multi30k(data_dir, split, src, tgt, cfg),
+    }
+}
+
 /// Loads a Multi30k split (`train`, `val`, `test_2016_flickr`) for two languages: from
 /// `DIR/multi30k/` when a data root is given (flag or `NEKA_DATA_DIR`), else from the Hugging
 /// Face Hub (feature `hub`), else fails saying how to provide it. Returns the pairs and where

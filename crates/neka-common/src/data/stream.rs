@@ -12,8 +12,72 @@
 //! [`Dataset::epoch_plan`] never shuffles, and one "example" is one chunk.
 
 use super::Dataset;
+use crate::vocab::{Vocab, UNK};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
+use std::path::{Path, PathBuf};
+
+/// The fewest characters [`CharCorpus::read`] accepts.
+pub const MIN_CHARS: usize = 1000;
+
+/// A text as a character stream: its character vocabulary (with `<unk>`) and the text as
+/// ids, split into a training head and a held-out tail — what a character language model
+/// trains on.
+#[derive(Debug, Clone)]
+pub struct CharCorpus {
+    /// Where the text came from.
+    pub path: PathBuf,
+    pub vocab: Vocab,
+    /// The whole text as character ids.
+    pub ids: Vec<u32>,
+    /// `ids[..split]` trains, `ids[split..]` validates.
+    pub split: usize,
+}
+
+impl CharCorpus {
+    /// Reads `path` (plain or gzip), builds the vocabulary of its characters and holds out
+    /// the last `held_out_percent` % of the text (rounded down) for validation. A text
+    /// shorter than [`MIN_CHARS`] is an error naming the file.
+    pub fn read(path: &Path, held_out_percent: usize) -> Result<Self> {
+        let content = super::text::read_to_string(path)?;
+        let chars: Vec<String> = content.chars().map(String::from).collect();
+        if chars.len() < MIN_CHARS {
+            return Err(Error::bad_data(
+                path,
+                format!(
+                    "only {} characters; give a longer text (at least {MIN_CHARS})",
+                    chars.len()
+                ),
+            ));
+        }
+        let vocab = Vocab::build(&chars, 1, &[UNK]);
+        let ids: Vec<u32> = chars
+            .iter()
+            .map(|c| vocab.id(c).expect("built from this text"))
+            .collect();
+        let split = ids.len() * (100 - held_out_percent.min(100)) / 100;
+        Ok(Self {
+            path: path.to_path_buf(),
+            vocab,
+            ids,
+            split,
+        })
+    }
+
+    /// The training and validation streams: `streams` parallel rows cut in chunks of
+    /// `chunk_len` ([`TokenStream::new`]).
+    pub fn streams(
+        &self,
+        streams: usize,
+        chunk_len: usize,
+        device: &Device,
+    ) -> Result<(TokenStream, TokenStream)> {
+        Ok((
+            TokenStream::new(&self.ids[..self.split], streams, chunk_len, device)?,
+            TokenStream::new(&self.ids[self.split..], streams, chunk_len, device)?,
+        ))
+    }
+}
 
 /// A chunk of a [`TokenStream`]: inputs, next-token targets, and which chunk it is.
 #[derive(Debug, Clone)]

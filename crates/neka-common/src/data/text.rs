@@ -85,6 +85,23 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Multi30k's English training text, `<root>/multi30k/train.en[.gz]` under the data root
+/// (`data_dir`, else `$NEKA_DATA_DIR`): the default text of the character language model.
+pub fn multi30k_english(data_dir: Option<&Path>) -> Result<PathBuf> {
+    let Some(root) = super::vision::data_root(data_dir) else {
+        return Err(Error::DataNotFound(
+            "no text to learn: pass --text FILE, or --data-dir DIR (or NEKA_DATA_DIR) holding multi30k/train.en.gz".into(),
+        ));
+    };
+    let dir = root.join("multi30k");
+    find_file(&dir, "train.en").ok_or_else(|| {
+        Error::DataNotFound(format!(
+            "{}: no train.en or train.en.gz; pass --text FILE",
+            dir.display()
+        ))
+    })
+}
+
 /// The simple tokenizer shared by the text models: splits on whitespace, and splits every
 /// punctuation or symbol character off as a token of its own, except an apostrophe or
 /// hyphen between letters (`don't`, `well-known`) and a `.` or `,` between digits (`3.5`).
@@ -124,10 +141,58 @@ pub fn tokenize(text: &str) -> Vec<String> {
     out
 }
 
+/// English clitics that UD English EWT writes as tokens of their own.
+pub const EWT_CLITICS: [&str; 7] = ["n't", "'s", "'re", "'ve", "'ll", "'d", "'m"];
+
+/// [`tokenize`], then EWT's split of English clitics ([`EWT_CLITICS`]): `don't` → `do n't`,
+/// `it's` → `it 's`, `we’re` → `we ’re` (a curly apostrophe counts, and is kept) — how the
+/// treebank the tagger learned from tokenises, so raw text meets the tagger as its training
+/// data did.
+///
+/// ```
+/// use neka_common::data::text::tokenize_ewt;
+/// assert_eq!(tokenize_ewt("Don't stop, it's late."), ["Do", "n't", "stop", ",", "it", "'s", "late", "."]);
+/// ```
+pub fn tokenize_ewt(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for tok in tokenize(text) {
+        let lower = tok.to_lowercase().replace('’', "'");
+        let clitic = EWT_CLITICS
+            .into_iter()
+            .find(|c| lower.ends_with(c) && lower.len() > c.len());
+        match clitic {
+            Some(c) => {
+                let cut = tok
+                    .char_indices()
+                    .rev()
+                    .nth(c.chars().count() - 1)
+                    .map_or(0, |(i, _)| i);
+                out.push(tok[..cut].to_string());
+                out.push(tok[cut..].to_string());
+            }
+            None => out.push(tok),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn ewt_tokenizer_splits_clitics_only_after_a_word() {
+        assert_eq!(
+            tokenize_ewt("I'm sure they’ll go"),
+            ["I", "'m", "sure", "they", "’ll", "go"]
+        );
+        assert_eq!(tokenize_ewt("WON'T"), ["WO", "N'T"]);
+        // a word that only ends like a clitic is left whole
+        assert_eq!(tokenize_ewt("bus"), ["bus"]);
+        assert_eq!(tokenize_ewt("Mavis"), ["Mavis"]);
+        assert_eq!(tokenize_ewt("ünïcödé's"), ["ünïcödé", "'s"]);
+    }
 
     #[test]
     fn tokenizer_splits_punctuation() {

@@ -246,6 +246,95 @@ impl VisionData {
     }
 }
 
+/// How many images [`VisionData::splits`] keeps per split in a smoke run (`--dry-run`):
+/// train, validation, test.
+pub const SMOKE_SIZES: (usize, usize, usize) = (640, 500, 1000);
+
+/// The three splits of a vision dataset on a device, normalised with the training split's
+/// statistics ([`VisionData::normalize_for`]): what an image classifier trains on.
+#[derive(Debug, Clone)]
+pub struct VisionSplits {
+    pub kind: VisionDatasetKind,
+    /// Where the data came from, for messages.
+    pub source: String,
+    pub train: ImageDataset,
+    pub val: ImageDataset,
+    pub test: ImageDataset,
+    pub normalize: Normalize,
+    /// Image height and width.
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl VisionSplits {
+    /// `mnist: 55000 train / 5000 validation / 10000 test images`.
+    pub fn counts(&self) -> String {
+        let (kind, train, val, test) =
+            (self.kind, self.train.len(), self.val.len(), self.test.len());
+        format!("{kind}: {train} train / {val} validation / {test} test images")
+    }
+
+    /// [`Self::counts`], then ` from …; normalize mean […] std […]`.
+    pub fn describe(&self) -> String {
+        let n = &self.normalize;
+        format!(
+            "{} from {}; normalize mean {:?} std {:?}",
+            self.counts(),
+            self.source,
+            n.mean,
+            n.std
+        )
+    }
+
+    /// The record of a classifier `model` (with its `config`) trained on these splits: the
+    /// dataset, its normalisation and class names, and the validation size that selected them.
+    pub fn record(
+        &self,
+        model: &str,
+        config: &impl Serialize,
+        val_size: usize,
+    ) -> Result<crate::checkpoint::CheckpointInfo> {
+        let mut info = crate::checkpoint::CheckpointInfo::new(model, config, self.kind.name())?;
+        info.normalize = Some(self.normalize.clone());
+        info.classes = self.kind.class_names();
+        info.data.insert("val_size".into(), val_size.into());
+        Ok(info)
+    }
+}
+
+impl VisionData {
+    /// Splits `val_size` training images off for validation ([`Self::split_validation`],
+    /// seeded), normalises and moves all three splits to `device`. `smoke` keeps only the
+    /// first [`SMOKE_SIZES`] images of each split (a run end to end in seconds).
+    pub fn splits(
+        &self,
+        val_size: usize,
+        seed: u64,
+        smoke: bool,
+        device: &Device,
+    ) -> Result<VisionSplits> {
+        let (mut train, mut val) = self.split_validation(val_size, seed)?;
+        let mut test = self.test.clone();
+        if smoke {
+            let first =
+                |set: &ImageSet, n: usize| set.select(&(0..n.min(set.len())).collect::<Vec<_>>());
+            let (a, b, c) = SMOKE_SIZES;
+            (train, val, test) = (first(&train, a), first(&val, b), first(&test, c));
+        }
+        let normalize = self.normalize_for(&train);
+        Ok(VisionSplits {
+            kind: self.kind,
+            source: self.source.clone(),
+            train: train.to_dataset(&normalize, device)?,
+            val: val.to_dataset(&normalize, device)?,
+            test: test.to_dataset(&normalize, device)?,
+            normalize,
+            rows: self.train.images.rows,
+            cols: self.train.images.cols,
+        })
+    }
+}
+
 /// A normalised image dataset on a device: `x (N, C, H, W)` f32, `y (N)` u32.
 #[derive(Debug, Clone)]
 pub struct ImageDataset {

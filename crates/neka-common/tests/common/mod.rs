@@ -53,8 +53,6 @@ pub fn cfg(epochs: usize) -> TrainConfig {
         eval_batch_size: 100,
         optimizer: OptimizerConfig::adamw(3e-3),
         seed: 5,
-        progress: false,
-        verbose: false,
         ..TrainConfig::default()
     }
 }

@@ -1,0 +1,75 @@
+//! `mnist_cnn` (no subcommand): train a CNN, keep the best epoch, score it on the test set.
+
+use anyhow::Result;
+use clap::Args;
+use neka::cli::TrainArgs;
+use neka_cnn::CnnModel;
+use neka_common::data::{vision, VisionDatasetKind};
+use neka_common::train::Classifier;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct Train {
+    /// The network, one of neka_cnn::MODEL_NAMES: mnist-net (pytorch/examples' Net) or lenet5.
+    #[arg(long, default_value = "mnist-net", value_parser = neka_cnn::MODEL_NAMES)]
+    model: String,
+    /// mnist or fashion-mnist.
+    #[arg(long, default_value = "mnist")]
+    dataset: VisionDatasetKind,
+    /// Data root holding mnist/ and fashion-mnist/ (default: $NEKA_DATA_DIR, else the Hugging Face Hub).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Training images held out for validation (seeded).
+    #[arg(long, default_value_t = 5000)]
+    val_size: usize,
+    #[command(flatten)]
+    run: TrainArgs,
+}
+
+pub fn run(a: Train) -> Result<()> {
+    let device = a.run.start()?;
+    let data = vision::load(a.dataset, a.data_dir.as_deref())?;
+    let splits = data.splits(a.val_size, a.run.seed, a.run.dry_run, &device)?;
+    println!(
+        "{}; device {}",
+        splits.describe(),
+        neka_common::device::device_name(&device)
+    );
+    let varmap = candle_nn::VarMap::new();
+    let vb = neka_common::init::seeded_var_builder(&varmap, candle_core::DType::F32, &device);
+    let classes = a.dataset.class_names();
+    let (model, cfg_json) = CnnModel::from_name(&a.model, 1, splits.rows, classes.len(), vb)?;
+    println!("\n{}\n", CnnModel::summary_for(&a.model, &cfg_json)?);
+
+    let mut info = splits.record(&a.model, &cfg_json, a.val_size)?;
+    info.data.insert("dry_run".into(), a.run.dry_run.into());
+    let cfg = a.run.to_train_config(neka_cnn::default_train_config())?;
+    let out = a
+        .run
+        .out_dir(|| format!("runs/mnist_cnn/{}-{}", a.model, a.dataset).into());
+    let mut trainer = a.run.trainer(cfg, &varmap, info, &out)?;
+    let model = Classifier(&model);
+    let (report, test) = neka::cli::fit_and_test(
+        &mut trainer,
+        &model,
+        &splits.train,
+        &splits.val,
+        &splits.test,
+    )?;
+    println!(
+        "test accuracy {:.2}% ({} images), best validation accuracy {:.2}% at epoch {}",
+        100.0 * test.accuracy,
+        test.count,
+        100.0 * report.best_val_accuracy.unwrap_or(f64::NAN),
+        report.best_epoch.unwrap_or(0)
+    );
+    println!(
+        "weights: {0}/model.safetensors, config: {0}/config.json, metrics: {0}/metrics.jsonl and metrics.csv, plot: {0}/curves.png",
+        out.display()
+    );
+    println!(
+        "{}",
+        serde_json::json!({"model": a.model, "dataset": a.dataset.name(), "split": "test", "samples": test.count, "accuracy": test.accuracy, "out": out})
+    );
+    Ok(())
+}

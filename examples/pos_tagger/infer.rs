@@ -1,0 +1,100 @@
+//! `pos_tagger eval | tag | gates`: use a saved tagger.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use neka::cli::ModelArgs;
+use neka_common::data::conllu;
+use neka_common::data::text::tokenize_ewt;
+use neka_lstm::tagger::LoadedTagger;
+use std::path::PathBuf;
+
+/// The pretrained tagger these commands use without `--model`.
+const PRETRAINED: &str = "models/pos-bilstm-ewt";
+
+fn load(m: &ModelArgs) -> Result<LoadedTagger> {
+    let (dir, device) = m.open(PRETRAINED, &LoadedTagger::FILES)?;
+    Ok(LoadedTagger::load(&dir, &device)?)
+}
+
+#[derive(Args)]
+pub struct Eval {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CoNLL-U file with gold UPOS tags.
+    #[arg(long)]
+    conllu: PathBuf,
+    /// Confusion-matrix PNG (default: <conllu stem>.confusion.png in the current directory).
+    #[arg(long)]
+    confusion_png: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct Tag {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Sentences to tag; none = read one sentence per line from stdin.
+    sentences: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct Gates {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The sentence.
+    sentence: String,
+    /// Folder for lstm_gates.png and lstm_cell_state.png.
+    #[arg(long, default_value = "runs/pos_tagger/gates")]
+    out: PathBuf,
+    /// Units drawn one by one (those whose forget gate varies most).
+    #[arg(long, default_value_t = 2)]
+    units: usize,
+}
+
+pub fn eval(a: Eval) -> Result<()> {
+    let loaded = load(&a.model)?;
+    let sentences = conllu::read_conllu(&a.conllu)?;
+    if sentences.is_empty() {
+        bail!("{}: no sentences", a.conllu.display());
+    }
+    let cm = loaded.evaluate(&sentences)?;
+    print!("{}", cm.report());
+    let png = a.confusion_png.clone().unwrap_or_else(|| {
+        let stem = a.conllu.file_stem().unwrap_or_default().to_string_lossy();
+        PathBuf::from(format!("{stem}.confusion.png"))
+    });
+    let name = a.conllu.file_name().unwrap_or_default().to_string_lossy();
+    let title = format!(
+        "UPOS confusion on {name} (accuracy {:.2}%)",
+        100.0 * cm.accuracy()
+    );
+    cm.plot(&png, &title)?;
+    println!("confusion matrix: {}", png.display());
+    println!(
+        "{}",
+        serde_json::json!({"file": a.conllu, "sentences": sentences.len(), "tokens": cm.total(),
+            "upos_accuracy": cm.accuracy()})
+    );
+    Ok(())
+}
+
+pub fn tag(a: Tag) -> Result<()> {
+    let loaded = load(&a.model)?;
+    for (words, tags) in loaded.tag_text(&neka::cli::sentences(&a.sentences)?)? {
+        let pairs: Vec<String> = words
+            .iter()
+            .zip(&tags)
+            .map(|(w, t)| format!("{w}/{t}"))
+            .collect();
+        println!("{}", pairs.join(" "));
+    }
+    Ok(())
+}
+
+pub fn gates(a: Gates) -> Result<()> {
+    let units = load(&a.model)?.draw_gates(&tokenize_ewt(&a.sentence), a.units, &a.out)?;
+    println!(
+        "units {units:?}; wrote lstm_gates.png and lstm_cell_state.png in {}",
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `translate eval | run`: score a saved translator with BLEU, translate sentences.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use neka::cli::ModelArgs;
+use neka_common::data::parallel::{read_parallel, ParallelConfig};
+use neka_common::metrics::plot_heatmap;
+use neka_seq2seq::{DecodeConfig, Translator};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The pretrained translator these commands use without `--model`.
+const PRETRAINED: &str = "models/seq2seq-multi30k-de-en";
+
+#[derive(Args)]
+pub struct Decoding {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Beam size (1 = batched greedy search).
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
+    /// α of the length normalisation log p / len^α.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f64,
+}
+
+impl Decoding {
+    fn load(&self) -> Result<(Translator, DecodeConfig)> {
+        let (dir, device) = self.model.open(PRETRAINED, &Translator::FILES)?;
+        let cfg = DecodeConfig {
+            beam: self.beam,
+            length_penalty: self.length_penalty,
+            ..DecodeConfig::default()
+        };
+        Ok((Translator::load(&dir, &device)?, cfg))
+    }
+}
+
+#[derive(Args)]
+pub struct Eval {
+    #[command(flatten)]
+    decoding: Decoding,
+    #[arg(long)]
+    src_file: PathBuf,
+    #[arg(long)]
+    ref_file: PathBuf,
+    /// Write the hypotheses (space-separated tokens, one per line) here, e.g. for sacreBLEU.
+    #[arg(long)]
+    hyp_out: Option<PathBuf>,
+    /// Write the references as the model scores them (lowercased tokens) here.
+    #[arg(long)]
+    ref_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct Run {
+    #[command(flatten)]
+    decoding: Decoding,
+    /// Write the attention heatmap of the first sentence here.
+    #[arg(long)]
+    attention_png: Option<PathBuf>,
+    /// Sentences; none = one per line from stdin.
+    sentences: Vec<String>,
+}
+
+pub fn eval(a: Eval) -> Result<()> {
+    let (t, cfg) = a.decoding.load()?;
+    let read_cfg = ParallelConfig {
+        max_tokens: usize::MAX,
+        lowercase: true,
+    };
+    let c = read_parallel(&a.src_file, &a.ref_file, read_cfg)?;
+    if let Some(s) = c.skipped_summary(&a.src_file.display().to_string()) {
+        println!("{s}");
+    }
+    if c.pairs.is_empty() {
+        bail!("{}: no sentence pairs", a.src_file.display());
+    }
+    let t0 = Instant::now();
+    let (b, hyps) = t.corpus_bleu(&c.pairs, &cfg)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let refs: Vec<Vec<String>> = c.pairs.iter().map(|p| p.1.clone()).collect();
+    for (path, lines) in [(&a.hyp_out, &hyps), (&a.ref_out, &refs)] {
+        if let Some(p) = path {
+            let text: String = lines.iter().map(|h| h.join(" ") + "\n").collect();
+            neka_common::checkpoint::write_atomic(p, text.as_bytes())?;
+        }
+    }
+    let precisions: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "{:.1}",
+                100.0 * b.matches[i] as f64 / b.totals[i].max(1) as f64
+            )
+        })
+        .collect();
+    println!(
+        "BLEU {:.2} (n-gram precisions {}, brevity penalty {:.3}, {} / {} tokens); {} sentences in {:.1} s ({:.1} sentences/s)",
+        b.score,
+        precisions.join("/"),
+        b.brevity_penalty,
+        b.hyp_len,
+        b.ref_len,
+        hyps.len(),
+        secs,
+        hyps.len() as f64 / secs.max(1e-9)
+    );
+    println!(
+        "{}",
+        serde_json::json!({"sentences": hyps.len(), "bleu": b.score, "beam": cfg.beam})
+    );
+    Ok(())
+}
+
+pub fn run(a: Run) -> Result<()> {
+    let (t, cfg) = a.decoding.load()?;
+    let (srcs, hyps) = t.translate(&neka::cli::sentences(&a.sentences)?, &cfg)?;
+    for h in &hyps {
+        println!("{}", t.tokens(h).join(" "));
+    }
+    if let (Some(png), Some(h), Some(src)) = (&a.attention_png, hyps.first(), srcs.first()) {
+        if h.attention.is_empty() {
+            bail!("this model has no attention (attention: none): nothing to plot");
+        }
+        let (title, axes) = ("attention", "rows: output tokens, columns: source tokens");
+        plot_heatmap(
+            png,
+            title,
+            axes,
+            &t.attention_rows(h),
+            src,
+            &h.attention,
+            None,
+        )?;
+        println!("attention heatmap: {}", png.display());
+    }
+    Ok(())
+}
