@@ -23,6 +23,8 @@ neka::use_mimalloc!();
 
 #[derive(Parser)]
 struct Args {
+    #[arg(long, default_value = "cpu")]
+    device: neka_common::device::DeviceRequest,
     /// Data root holding ud-english-ewt/ (default: $NEKA_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -34,8 +36,6 @@ struct Args {
     /// Training steps to time (after 2 warm-up steps).
     #[arg(long, default_value_t = 30)]
     iters: usize,
-    #[arg(long, default_value = "cpu")]
-    device: neka_common::device::DeviceRequest,
 }
 
 fn main() -> Result<()> {

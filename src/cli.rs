@@ -28,12 +28,13 @@ use candle_core::Device;
 use candle_nn::VarMap;
 use clap::Args;
 use neka_common::checkpoint::CheckpointInfo;
+use neka_common::data::vision::{VisionDatasetKind, VisionSplits};
 use neka_common::data::Dataset;
 use neka_common::device::DeviceRequest;
 use neka_common::metrics::EvalMetrics;
 use neka_common::optim::{LrSchedule, OptimizerConfig};
 use neka_common::train::{
-    FitReport, Monitor, RunOptions, StopReason, TrainConfig, TrainModel, Trainer,
+    Classifier, FitReport, Monitor, RunOptions, StopReason, TrainConfig, TrainModel, Trainer,
 };
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -148,23 +149,25 @@ impl TrainArgs {
     }
 
     /// The output directory: `--out`, else the `--resume` directory, else `default`.
-    pub fn out_dir(&self, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    pub fn out_dir(&self, default: impl AsRef<Path>) -> PathBuf {
         self.out
             .clone()
             .or_else(|| self.resume.clone())
-            .unwrap_or_else(default)
+            .unwrap_or_else(|| default.as_ref().to_path_buf())
     }
 
-    /// Opens the run directory `out` for training (its lock is held by the trainer) with a
-    /// command line's run options (progress, epoch lines, Ctrl-C saves), and restores the
-    /// run saved in `--resume` if given, saying so.
+    /// Opens the run directory ([`Self::out_dir`], `default_out` without `--out`) for training
+    /// (its lock is held by the trainer) with a command line's run options (progress, epoch
+    /// lines, Ctrl-C saves), and restores the run saved in `--resume` if given, saying so.
+    /// [`Trainer::out_dir`] tells where it writes.
     pub fn trainer(
         &self,
         cfg: TrainConfig,
         varmap: &VarMap,
         info: CheckpointInfo,
-        out: &Path,
+        default_out: impl AsRef<Path>,
     ) -> Result<Trainer> {
+        let out = self.out_dir(default_out);
         let mut trainer =
             Trainer::new(cfg, varmap, info, out)?.with_options(RunOptions::interactive());
         if let Some(dir) = &self.resume {
@@ -177,6 +180,75 @@ impl TrainArgs {
         }
         Ok(trainer)
     }
+}
+
+/// The image-dataset flags of the image classifiers (`mnist_cnn`, `seq_mnist`).
+#[derive(Args, Debug, Clone)]
+pub struct VisionFlags {
+    /// mnist or fashion-mnist.
+    #[arg(long, default_value = "mnist")]
+    pub dataset: VisionDatasetKind,
+    /// Data root holding mnist/ and fashion-mnist/ (default: $NEKA_DATA_DIR, else the Hugging Face Hub).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Training images held out for validation (seeded).
+    #[arg(long, default_value_t = 5000)]
+    pub val_size: usize,
+}
+
+impl VisionFlags {
+    /// Loads the dataset and splits it on `device` ([`neka_common::data::VisionData::splits`]:
+    /// the validation split seeded by `--seed`, small subsets with `--dry-run`).
+    pub fn splits(&self, run: &TrainArgs, device: &Device) -> Result<VisionSplits> {
+        let data = neka_common::data::vision::load(self.dataset, self.data_dir.as_deref())?;
+        Ok(data.splits(self.val_size, run.seed, run.dry_run, device)?)
+    }
+}
+
+/// The size flags of a recurrent network, shared by the RNN examples; each one left out
+/// keeps the model's `Config::default()` (with [`config_with`], flattened into the model's
+/// own flags).
+#[derive(Args, Debug, Clone, Default, serde::Serialize)]
+pub struct RnnFlags {
+    /// Hidden size (per direction) [default: the model's].
+    #[arg(long = "hidden")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_size: Option<usize>,
+    /// Recurrent layers [default: the model's].
+    #[arg(long = "layers")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_layers: Option<usize>,
+    /// Dropout (for the tagger also on the word vectors and before the output layer)
+    /// [default: the model's].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f32>,
+}
+
+/// A command line whose default action is training (flags `T`), with subcommands `C` that
+/// use a saved model — `mnist_cnn [train flags]`, `mnist_cnn eval …`.
+#[derive(clap::Parser, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TrainOr<T: Args, C: clap::Subcommand> {
+    #[command(subcommand)]
+    pub command: Option<C>,
+    #[command(flatten)]
+    pub train: T,
+}
+
+impl<T: Args, C: clap::Subcommand> TrainOr<T, C> {
+    /// Parses the process's arguments for a program described by `about` (clap prints the
+    /// help or the error and exits on bad arguments).
+    pub fn parse_about(about: &'static str) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().about(about).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// Prints one JSON line (the last line of a command's output, for scripts).
+pub fn print_json(value: &serde_json::Value) {
+    println!("{value}");
 }
 
 /// The learning rate `--optimizer NAME` takes without `--lr`: 1e-3 for adamw, 0.05 for sgd,
@@ -208,6 +280,17 @@ where
         Some(done) => Ok(done),
         None => exit_interrupted(),
     }
+}
+
+/// [`fit_and_test`] for an image classifier (`x (B, C, H, W)` → logits) on the splits of a
+/// vision dataset, trained with cross-entropy ([`Classifier`]).
+pub fn fit_image_classifier<M: candle_core::ModuleT>(
+    trainer: &mut Trainer,
+    model: &M,
+    splits: &VisionSplits,
+) -> Result<(FitReport, EvalMetrics)> {
+    let (train, val, test) = (&splits.train, &splits.val, &splits.test);
+    fit_and_test(trainer, &Classifier(model), train, val, test)
 }
 
 /// Ends the process with status 130 if the run was stopped by Ctrl-C (its checkpoint is

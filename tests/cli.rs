@@ -198,7 +198,12 @@ fn train_eval_predict_end_to_end() {
     assert_eq!(last["split"], "test");
     assert_eq!(last["samples"], 200);
     assert_eq!(last["dataset"], "mnist");
-    assert!(last["accuracy"].as_f64().unwrap() >= 0.0);
+    // the same 200 test images the training scored: eval gives the recorded test accuracy
+    let record = neka_common::checkpoint::read_info(&model).unwrap();
+    assert_eq!(
+        last["accuracy"].as_f64(),
+        record.metrics.get("test_accuracy").copied()
+    );
 
     // predict: a real digit, drawn black on white (gets inverted), at another size
     let data = neka_common::data::vision::load_from_dir(
@@ -366,7 +371,14 @@ fn seq_mnist_trains_each_cell_on_the_fixture() {
         let out = String::from_utf8_lossy(&o.stdout);
         let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
         assert_eq!(json["model"], format!("row-{cell}"));
-        assert!(json["accuracy"].as_f64().unwrap() >= 0.0);
+        let acc = json["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{acc}");
+        let record = neka_common::checkpoint::read_info(dir.path()).unwrap();
+        assert_eq!(
+            record.metrics.get("test_accuracy"),
+            Some(&acc),
+            "printed = saved"
+        );
         // weights carry PyTorch's names under rnn. and the head as fc.
         let (t, _) = neka_common::checkpoint::load_tensors(
             &dir.path().join("model.safetensors"),
@@ -620,7 +632,10 @@ fn translate_trains_evaluates_and_runs() {
         "{stdout}"
     );
     let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert!(json["test_bleu_beam"].as_f64().unwrap() >= 0.0);
+    let train_bleu = json["test_bleu_beam"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&train_bleu), "{train_bleu}");
+    let record = neka_common::checkpoint::read_info(&out).unwrap();
+    assert_eq!(record.metrics.get("test_bleu_beam"), Some(&train_bleu));
     for f in [
         "model.safetensors",
         "config.json",
@@ -657,7 +672,12 @@ fn translate_trains_evaluates_and_runs() {
     let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(json["sentences"], 50);
     assert_eq!(json["beam"], 2);
-    assert!(json["bleu"].as_f64().unwrap() >= 0.0);
+    // the same model, beam and test file as the training's final score
+    let bleu = json["bleu"].as_f64().unwrap();
+    assert!(
+        (bleu - train_bleu).abs() < 1e-9,
+        "eval {bleu} vs train {train_bleu}"
+    );
     assert_eq!(std::fs::read_to_string(&hyp).unwrap().lines().count(), 50);
     let refs = std::fs::read_to_string(root.path().join("ref.txt")).unwrap();
     assert!(refs.starts_with("a man in an orange hat"), "{refs}"); // lowercased, tokenized

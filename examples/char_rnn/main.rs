@@ -18,24 +18,15 @@
 mod train;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use neka_common::device::DeviceRequest;
 use neka_lstm::char_lm::CharLm;
 use std::path::PathBuf;
 
 neka::use_mimalloc!();
 
-#[derive(Parser)]
-#[command(
-    about = "Character-level RNN/LSTM language model: train with truncated BPTT, sample",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    train: train::Train,
-}
+/// `char_rnn [train flags]` or `char_rnn sample …`.
+type Cli = neka::cli::TrainOr<train::Train, Command>;
 
 #[derive(Subcommand)]
 enum Command {
@@ -68,7 +59,9 @@ struct SampleArgs {
 
 fn main() -> Result<()> {
     neka::cli::init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_about(
+        "Character-level RNN/LSTM language model: train with truncated BPTT, sample",
+    );
     match cli.command {
         None => train::run(cli.train),
         Some(Command::Sample(a)) => {

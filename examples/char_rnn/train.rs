@@ -39,15 +39,10 @@ struct ModelFlags {
     /// Character embedding size [default: 64].
     #[arg(long = "embed")]
     embed_dim: Option<usize>,
-    /// Hidden size [default: 256].
-    #[arg(long = "hidden")]
-    hidden_size: Option<usize>,
-    /// Recurrent layers [default: 1].
-    #[arg(long = "layers")]
-    num_layers: Option<usize>,
-    /// Dropout between recurrent layers [default: 0].
-    #[arg(long)]
-    dropout: Option<f32>,
+    // --hidden (256), --layers (1), --dropout between layers (0)
+    #[command(flatten)]
+    #[serde(flatten)]
+    rnn: neka::cli::RnnFlags,
 }
 
 pub fn run(a: Train) -> Result<()> {
@@ -84,8 +79,9 @@ pub fn run(a: Train) -> Result<()> {
     info.files
         .insert(char_lm::VOCAB_FILE.into(), corpus.vocab.to_json());
     info.data.insert("bptt".into(), a.bptt.into());
-    let out = a.run.out_dir(|| format!("runs/char_rnn/{}", a.cell).into());
-    let mut trainer = a.run.trainer(cfg, &varmap, info, &out)?;
+    let default_out = format!("runs/char_rnn/{}", a.cell);
+    let mut trainer = a.run.trainer(cfg, &varmap, info, default_out)?;
+    let out = trainer.out_dir().to_path_buf();
     let report = trainer.fit(&Tbptt::new(&model), &train_ds, Some(&val_ds))?;
     neka::cli::exit_if_interrupted(&report);
     trainer.load_best()?;
@@ -103,9 +99,8 @@ pub fn run(a: Train) -> Result<()> {
         val_loss.exp(),
         s.temperature
     );
-    println!(
-        "{}",
-        serde_json::json!({"model": name, "val_loss": val_loss, "val_perplexity": val_loss.exp(), "out": out})
+    neka::cli::print_json(
+        &serde_json::json!({"model": name, "val_loss": val_loss, "val_perplexity": val_loss.exp(), "out": out}),
     );
     Ok(())
 }

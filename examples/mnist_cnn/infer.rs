@@ -60,9 +60,8 @@ pub fn eval(a: Eval) -> Result<()> {
         m.loss,
         100.0 * m.accuracy
     );
-    println!(
-        "{}",
-        serde_json::json!({"model": loaded.info.model, "dataset": kind.name(), "split": "test", "samples": m.count, "accuracy": m.accuracy})
+    neka::cli::print_json(
+        &serde_json::json!({"model": loaded.info.model, "dataset": kind.name(), "split": "test", "samples": m.count, "accuracy": m.accuracy}),
     );
     Ok(())
 }

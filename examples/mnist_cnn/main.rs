@@ -15,21 +15,12 @@ mod infer;
 mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
 neka::use_mimalloc!();
 
-#[derive(Parser)]
-#[command(
-    about = "Train, evaluate and use CNNs on MNIST / Fashion-MNIST",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    train: train::Train,
-}
+/// `mnist_cnn [train flags]` or `mnist_cnn eval|predict|inspect …`.
+type Cli = neka::cli::TrainOr<train::Train, Command>;
 
 #[derive(Subcommand)]
 enum Command {
@@ -43,7 +34,7 @@ enum Command {
 
 fn main() -> Result<()> {
     neka::cli::init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_about("Train, evaluate and use CNNs on MNIST / Fashion-MNIST");
     match cli.command {
         None => train::run(cli.train),
         Some(Command::Eval(a)) => infer::eval(a),

@@ -4,32 +4,21 @@ use anyhow::Result;
 use clap::Args;
 use neka::cli::TrainArgs;
 use neka_cnn::CnnModel;
-use neka_common::data::{vision, VisionDatasetKind};
-use neka_common::train::Classifier;
-use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct Train {
     /// The network, one of neka_cnn::MODEL_NAMES: mnist-net (pytorch/examples' Net) or lenet5.
     #[arg(long, default_value = "mnist-net", value_parser = neka_cnn::MODEL_NAMES)]
     model: String,
-    /// mnist or fashion-mnist.
-    #[arg(long, default_value = "mnist")]
-    dataset: VisionDatasetKind,
-    /// Data root holding mnist/ and fashion-mnist/ (default: $NEKA_DATA_DIR, else the Hugging Face Hub).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Training images held out for validation (seeded).
-    #[arg(long, default_value_t = 5000)]
-    val_size: usize,
+    #[command(flatten)]
+    data: neka::cli::VisionFlags,
     #[command(flatten)]
     run: TrainArgs,
 }
 
 pub fn run(a: Train) -> Result<()> {
     let device = a.run.start()?;
-    let data = vision::load(a.dataset, a.data_dir.as_deref())?;
-    let splits = data.splits(a.val_size, a.run.seed, a.run.dry_run, &device)?;
+    let splits = a.data.splits(&a.run, &device)?;
     println!(
         "{}; device {}",
         splits.describe(),
@@ -37,25 +26,17 @@ pub fn run(a: Train) -> Result<()> {
     );
     let varmap = candle_nn::VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&varmap, candle_core::DType::F32, &device);
-    let classes = a.dataset.class_names();
+    let classes = a.data.dataset.class_names();
     let (model, cfg_json) = CnnModel::from_name(&a.model, 1, splits.rows, classes.len(), vb)?;
     println!("\n{}\n", CnnModel::summary_for(&a.model, &cfg_json)?);
 
-    let mut info = splits.record(&a.model, &cfg_json, a.val_size)?;
+    let mut info = splits.record(&a.model, &cfg_json, a.data.val_size)?;
     info.data.insert("dry_run".into(), a.run.dry_run.into());
     let cfg = a.run.to_train_config(neka_cnn::default_train_config())?;
-    let out = a
-        .run
-        .out_dir(|| format!("runs/mnist_cnn/{}-{}", a.model, a.dataset).into());
-    let mut trainer = a.run.trainer(cfg, &varmap, info, &out)?;
-    let model = Classifier(&model);
-    let (report, test) = neka::cli::fit_and_test(
-        &mut trainer,
-        &model,
-        &splits.train,
-        &splits.val,
-        &splits.test,
-    )?;
+    let default_out = format!("runs/mnist_cnn/{}-{}", a.model, a.data.dataset);
+    let mut trainer = a.run.trainer(cfg, &varmap, info, default_out)?;
+    let out = trainer.out_dir().to_path_buf();
+    let (report, test) = neka::cli::fit_image_classifier(&mut trainer, &model, &splits)?;
     println!(
         "test accuracy {:.2}% ({} images), best validation accuracy {:.2}% at epoch {}",
         100.0 * test.accuracy,
@@ -67,9 +48,8 @@ pub fn run(a: Train) -> Result<()> {
         "weights: {0}/model.safetensors, config: {0}/config.json, metrics: {0}/metrics.jsonl and metrics.csv, plot: {0}/curves.png",
         out.display()
     );
-    println!(
-        "{}",
-        serde_json::json!({"model": a.model, "dataset": a.dataset.name(), "split": "test", "samples": test.count, "accuracy": test.accuracy, "out": out})
+    neka::cli::print_json(
+        &serde_json::json!({"model": a.model, "dataset": a.data.dataset.name(), "split": "test", "samples": test.count, "accuracy": test.accuracy, "out": out}),
     );
     Ok(())
 }

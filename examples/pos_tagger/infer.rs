@@ -69,10 +69,9 @@ pub fn eval(a: Eval) -> Result<()> {
     );
     cm.plot(&png, &title)?;
     println!("confusion matrix: {}", png.display());
-    println!(
-        "{}",
-        serde_json::json!({"file": a.conllu, "sentences": sentences.len(), "tokens": cm.total(),
-            "upos_accuracy": cm.accuracy()})
+    neka::cli::print_json(
+        &serde_json::json!({"file": a.conllu, "sentences": sentences.len(), "tokens": cm.total(),
+            "upos_accuracy": cm.accuracy()}),
     );
     Ok(())
 }

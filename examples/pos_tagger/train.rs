@@ -51,15 +51,10 @@ struct TaggerFlags {
     /// Hidden size per direction of the char network, 0 = no char features [default: 50].
     #[arg(long)]
     char_hidden: Option<usize>,
-    /// Hidden size per direction of the sentence network [default: 200].
-    #[arg(long = "hidden")]
-    hidden_size: Option<usize>,
-    /// Sentence network layers [default: 2].
-    #[arg(long = "layers")]
-    num_layers: Option<usize>,
-    /// Dropout on word vectors, between layers and before the output [default: 0.33].
-    #[arg(long)]
-    dropout: Option<f32>,
+    // the sentence network: --hidden per direction (200), --layers (2), --dropout (0.33)
+    #[command(flatten)]
+    #[serde(flatten)]
+    rnn: neka::cli::RnnFlags,
     /// Probability of replacing any word by <unk> in training [default: 0].
     #[arg(long)]
     word_dropout: Option<f32>,
@@ -119,10 +114,9 @@ pub fn run(a: Train) -> Result<()> {
         serde_json::to_value(a.train_sentences)?,
     );
     let train_cfg = a.run.to_train_config(tagger::default_train_config())?;
-    let out = a
-        .run
-        .out_dir(|| format!("runs/pos_tagger/{}", a.cell).into());
-    let mut trainer = a.run.trainer(train_cfg, &varmap, info, &out)?;
+    let default_out = format!("runs/pos_tagger/{}", a.cell);
+    let mut trainer = a.run.trainer(train_cfg, &varmap, info, default_out)?;
+    let out = trainer.out_dir().to_path_buf();
     let (report, test) =
         neka::cli::fit_and_test(&mut trainer, &model, &train_ds, &dev_ds, &test_ds)?;
     let (dev, kept, seconds) = (
@@ -130,20 +124,17 @@ pub fn run(a: Train) -> Result<()> {
         report.kept(),
         report.train_seconds(),
     );
+    let (dev_pct, test_pct) = (100.0 * dev.unwrap_or(f64::NAN), 100.0 * test.accuracy);
+    let (tokens, epochs) = (test.count, trainer.epochs_done());
     println!(
-        "dev UPOS {:.2}% ({kept}), test UPOS {:.2}% ({} tokens) after {} epochs in {:.0} s; model in {}",
-        100.0 * dev.unwrap_or(f64::NAN),
-        100.0 * test.accuracy,
-        test.count,
-        trainer.epochs_done(),
-        seconds,
+        "dev UPOS {dev_pct:.2}% ({kept}), test UPOS {test_pct:.2}% ({tokens} tokens) after {epochs} epochs \
+         in {seconds:.0} s; model in {}",
         out.display()
     );
-    println!(
-        "{}",
-        serde_json::json!({"model": tagger::MODEL_NAME, "cell": a.cell, "dataset": "ud-english-ewt",
+    neka::cli::print_json(
+        &serde_json::json!({"model": tagger::MODEL_NAME, "cell": a.cell, "dataset": "ud-english-ewt",
             "dev_upos_accuracy": dev, "test_upos_accuracy": test.accuracy, "test_tokens": test.count,
-            "best_epoch": report.best_epoch, "kept": kept, "epochs": trainer.epochs_done(), "train_seconds": seconds, "out": out})
+            "best_epoch": report.best_epoch, "kept": kept, "epochs": trainer.epochs_done(), "train_seconds": seconds, "out": out}),
     );
     Ok(())
 }

@@ -105,9 +105,8 @@ pub fn eval(a: Eval) -> Result<()> {
         secs,
         hyps.len() as f64 / secs.max(1e-9)
     );
-    println!(
-        "{}",
-        serde_json::json!({"sentences": hyps.len(), "bleu": b.score, "beam": cfg.beam})
+    neka::cli::print_json(
+        &serde_json::json!({"sentences": hyps.len(), "bleu": b.score, "beam": cfg.beam}),
     );
     Ok(())
 }

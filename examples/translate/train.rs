@@ -32,9 +32,6 @@ pub struct Train {
 /// The model's shape; each flag left out keeps `neka_seq2seq::Config::default()`.
 #[derive(Args, serde::Serialize)]
 struct ModelFlags {
-    /// Source and target word embedding size [default: 256].
-    #[arg(long = "embed")]
-    embed_dim: Option<usize>,
     /// Encoder hidden size per direction [default: 256].
     #[arg(long)]
     enc_hidden: Option<usize>,
@@ -44,6 +41,9 @@ struct ModelFlags {
     /// Decoder hidden size [default: 512].
     #[arg(long)]
     dec_hidden: Option<usize>,
+    /// Source and target word embedding size [default: 256].
+    #[arg(long = "embed")]
+    embed_dim: Option<usize>,
     /// [default: 0.3]
     #[arg(long)]
     dropout: Option<f32>,
@@ -94,14 +94,14 @@ pub fn run(a: Train) -> Result<()> {
         t.vocabs.tgt.len(), a.cell, a.attention, neka::cli::param_count(&t.varmap),
         neka_common::device::device_name(&device)
     );
-    let out = a.run.out_dir(|| {
-        format!(
-            "runs/translate/{}-{}-{}-{}",
-            a.data.src, a.data.tgt, a.cell, a.attention
-        )
-        .into()
-    });
-    let mut trainer = a.run.trainer(train_cfg, &t.varmap, t.info.clone(), &out)?;
+    let default_out = format!(
+        "runs/translate/{}-{}-{}-{}",
+        a.data.src, a.data.tgt, a.cell, a.attention
+    );
+    let mut trainer = a
+        .run
+        .trainer(train_cfg, &t.varmap, t.info.clone(), default_out)?;
+    let out = trainer.out_dir().to_path_buf();
     let greedy = DecodeConfig {
         beam: 1,
         ..DecodeConfig::default()
@@ -132,12 +132,11 @@ pub fn run(a: Train) -> Result<()> {
         "best epoch {}: validation perplexity {val_ppl:.2}; test BLEU {test_greedy:.2} greedy, {test_beam:.2} beam {}; {seconds:.0} s; model in {}",
         report.best_epoch.unwrap_or(0), a.beam, out.display()
     );
-    println!(
-        "{}",
-        serde_json::json!({"model": neka_seq2seq::translator::MODEL_NAME, "src": a.data.src, "tgt": a.data.tgt, "cell": a.cell,
+    neka::cli::print_json(
+        &serde_json::json!({"model": neka_seq2seq::translator::MODEL_NAME, "src": a.data.src, "tgt": a.data.tgt, "cell": a.cell,
             "attention": a.attention.to_string(), "val_perplexity": val_ppl, "test_bleu_greedy": test_greedy,
             "test_bleu_beam": test_beam, "beam": a.beam, "best_epoch": report.best_epoch,
-            "epochs": trainer.epochs_done(), "train_seconds": seconds, "out": out})
+            "epochs": trainer.epochs_done(), "train_seconds": seconds, "out": out}),
     );
     Ok(())
 }

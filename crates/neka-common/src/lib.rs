@@ -5,17 +5,20 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`error`] | the one error type of the zoo's library crates (re-exported by each) |
 //! | [`device`] | `--device auto\|cpu\|cuda[:N]\|metal` |
+//! | [`cpu`] | the CPU kernels' shared pieces: GEMM, thread pool, the kernel-or-candle switch |
 //! | [`rng`], [`init`] | one seed for init, dropout and shuffling; seeded `VarBuilder` |
 //! | [`nn`] | PyTorch-initialised `linear`, seeded `Dropout` |
-//! | [`data`] | IDX, text and CoNLL-U readers, MNIST / Fashion-MNIST / UD EWT loading, splits, batching (bucketed for sequences) |
+//! | [`data`] | the data of every task: IDX, text and CoNLL-U readers; MNIST / Fashion-MNIST splits, UD EWT tagging, Multi30k parallel text, character streams; batching (bucketed for sequences) |
 //! | [`vocab`] | token ↔ id maps with specials, min frequency, JSON |
 //! | [`loss`] | masked cross-entropy (padding ignored), label smoothing |
 //! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
-//! | [`train`] | the training loop shared by every model |
+//! | [`train`] | the training loop shared by every model: monitored metric, early stopping, weight averaging, exact resume |
 //! | [`checkpoint`] | safetensors + `config.json`, the weights file as the one commit point, strict loading |
 //! | [`run_dir`] | a run directory's lock and its repair after an interrupted run |
-//! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves |
+//! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves, confusion matrix, corpus BLEU, peak memory |
+//! | [`plot`] | the PNG figures (curves, bars, heatmaps, image grids, the lecture's worked examples) |
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
 
 pub mod checkpoint;

@@ -501,6 +501,16 @@ impl candle_core::CustomOp3 for MaskedCrossEntropyOp {
     }
 }
 
+/// Number of rows of `logits (N, C)` whose argmax equals the target `targets (N)`.
+pub fn correct(logits: &Tensor, targets: &Tensor) -> Result<f64> {
+    Ok(logits
+        .argmax(D::Minus1)?
+        .eq(targets)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as f64)
+}
+
 /// Number of unmasked rows whose argmax equals the target.
 pub fn masked_correct(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<f64> {
     let hit = logits

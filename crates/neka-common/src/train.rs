@@ -37,7 +37,7 @@ use crate::metrics::{self, EpochMetrics, EvalMetrics, Running};
 use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, OptimizerConfig};
 use crate::rng::{self, DataRng};
 use crate::{Error, Result};
-use candle_core::{DType, ModuleT, Tensor, D};
+use candle_core::{DType, ModuleT, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -116,15 +116,9 @@ impl<M: ModuleT> TrainModel for Classifier<'_, M> {
     fn step(&self, batch: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let logits = self.0.forward_t(&batch.x, ctx.train)?;
         let loss = crate::loss::cross_entropy(&logits, &batch.y)?;
-        let correct = logits
-            .argmax(D::Minus1)?
-            .eq(&batch.y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
         Ok(StepOutput {
+            correct: crate::loss::correct(&logits, &batch.y)?,
             loss,
-            correct,
             count: batch.y.dim(0)?,
         })
     }
@@ -844,7 +838,6 @@ impl Trainer {
         let mut stop = StopReason::Completed;
         while self.state.epochs_done < self.cfg.epochs {
             let epoch = self.state.epochs_done + 1;
-            let started = Instant::now();
             let (running, data_rng) = match self.train_epoch(model, train, epoch)? {
                 Pass::Done(running, rng) => (running, *rng),
                 Pass::Interrupted => {
@@ -852,16 +845,7 @@ impl Trainer {
                     break;
                 }
             };
-            let train_secs = running.seconds + started.elapsed().as_secs_f64();
-            let m = self.measure(
-                model,
-                val,
-                epoch,
-                running,
-                train_secs,
-                started,
-                &mut on_epoch,
-            )?;
+            let m = self.measure(model, val, epoch, running, &mut on_epoch)?;
             let improved = self.record(&m, &monitor, data_rng)?;
             self.print_epoch(&m, improved, model.count_unit());
             if let Some(p) = self.cfg.patience {
@@ -1040,23 +1024,22 @@ impl Trainer {
         Ok(())
     }
 
-    /// The epoch's metrics: validation loss and accuracy, then the hook's extra metrics; an
-    /// error (and nothing saved) if any of them, the training loss or a weight is not finite.
-    #[allow(clippy::too_many_arguments)]
+    /// The epoch's metrics (`running` holds its training sums and seconds): validation loss
+    /// and accuracy, then the hook's extra metrics; an error (and nothing saved) if any of
+    /// them, the training loss or a weight is not finite.
     fn measure<M, V>(
         &self,
         model: &M,
         val: Option<&V>,
         epoch: usize,
         running: Running,
-        train_secs: f64,
-        started: Instant,
         on_epoch: &mut impl FnMut(&EpochMetrics) -> Result<Vec<(String, f64)>>,
     ) -> Result<EpochMetrics>
     where
         M: TrainModel,
         V: Dataset<Batch = M::Batch>,
     {
+        let started = Instant::now();
         let v = match val {
             Some(v) => Some(evaluate(model, v, self.cfg.eval_batch_size)?),
             None => None,
@@ -1069,7 +1052,7 @@ impl Trainer {
             train_accuracy: running.accuracy(),
             val_loss: v.map(|v| v.loss),
             val_accuracy: v.map(|v| v.accuracy),
-            samples_per_sec: running.count as f64 / train_secs.max(1e-9),
+            samples_per_sec: running.count as f64 / running.seconds.max(1e-9),
             seconds: 0.0,
             extra: Default::default(),
         };

@@ -239,15 +239,9 @@ impl TrainModel for Tbptt<'_> {
         let flat = logits.reshape(((), v))?;
         let y = batch.y.flatten_all()?;
         let loss = neka_common::loss::cross_entropy(&flat, &y)?;
-        let correct = flat
-            .argmax(D::Minus1)?
-            .eq(&y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
         Ok(StepOutput {
+            correct: neka_common::loss::correct(&flat, &y)?,
             loss,
-            correct,
             count: y.dim(0)?,
         })
     }

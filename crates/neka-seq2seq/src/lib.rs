@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
-pub mod data;
+/// The translation data (it lives with the other tasks' data in `neka_common::data`).
+pub use neka_common::data::seq2seq as data;
 pub mod decode;
 pub mod model;
 pub mod translator;

@@ -5,6 +5,7 @@ pub mod conllu;
 pub mod dataset;
 pub mod idx;
 pub mod parallel;
+pub mod seq2seq;
 pub mod stream;
 pub mod tagging;
 pub mod text;

@@ -1,4 +1,5 @@
-//! Sentence pairs as ids, batched by source length.
+//! Translation data: sentence pairs as ids, batched by source length — what an
+//! encoder–decoder (`neka-seq2seq`) trains on; the pairs come from [`super::parallel`].
 //!
 //! ```text
 //! source  x_1 … x_S                 → src (B, S), src_lengths, src_mask (B, S)
@@ -8,11 +9,11 @@
 //!
 //! The decoder reads `tgt_in` and is trained to predict `tgt_out` (teacher forcing).
 
+use super::{bucketed_plan, Dataset};
+use crate::rng::DataRng;
+use crate::vocab::{Vocab, BOS, EOS, PAD, UNK};
+use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use neka_common::data::{bucketed_plan, Dataset};
-use neka_common::rng::DataRng;
-use neka_common::vocab::{Vocab, BOS, EOS, PAD, UNK};
-use neka_common::{Error, Result};
 use std::path::Path;
 
 /// Vocabulary file names in a model directory.
@@ -50,7 +51,7 @@ impl Seq2SeqVocabs {
     }
 
     /// The two vocabularies as companion files of a model's record
-    /// ([`neka_common::checkpoint::CheckpointInfo::files`]): written inside the weights file
+    /// ([`crate::checkpoint::CheckpointInfo::files`]): written inside the weights file
     /// and beside it when the trainer saves the model, never before.
     pub fn files(&self) -> std::collections::BTreeMap<String, String> {
         [(SRC_VOCAB_FILE, &self.src), (TGT_VOCAB_FILE, &self.tgt)]
@@ -61,7 +62,7 @@ impl Seq2SeqVocabs {
 
     /// Reads the vocabularies of the model in `dir` whose record is `info` (the copies in
     /// its weights file, else the files written by [`Seq2SeqVocabs::save`]).
-    pub fn load(dir: &Path, info: &neka_common::checkpoint::CheckpointInfo) -> Result<Self> {
+    pub fn load(dir: &Path, info: &crate::checkpoint::CheckpointInfo) -> Result<Self> {
         let load = |f: &str| {
             let p = dir.join(f);
             let v = Vocab::load_companion(dir, info, f)?;
@@ -251,8 +252,7 @@ mod tests {
         assert_eq!(&v.tgt.tokens()[..4], [PAD, UNK, BOS, EOS]);
         let dir = tempfile::tempdir().unwrap();
         v.save(dir.path())?;
-        let mut info =
-            neka_common::checkpoint::CheckpointInfo::new("s", &serde_json::json!({}), "d")?;
+        let mut info = crate::checkpoint::CheckpointInfo::new("s", &serde_json::json!({}), "d")?;
         assert_eq!(Seq2SeqVocabs::load(dir.path(), &info)?, v);
         info.files = v.files();
         std::fs::remove_file(dir.path().join(SRC_VOCAB_FILE)).unwrap();
