@@ -284,7 +284,7 @@ impl BasicBlock {
 
     /// `F(x)`, the residual branch, `(B, C_in, H, W) → (B, C_out, H/s, W/s)`.
     pub fn residual(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let ys = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
+        let ys = self.bn1.forward_relu_t(&self.conv1.forward(xs)?, train)?;
         self.bn2.forward_t(&self.conv2.forward(&ys)?, train)
     }
 
@@ -358,7 +358,7 @@ impl ResNet {
     }
 
     fn stem(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()
+        self.bn1.forward_relu_t(&self.conv1.forward(xs)?, train)
     }
 
     /// What each stage computes for `xs (B, 1, 28, 28)`, in inference mode:

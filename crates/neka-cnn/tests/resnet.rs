@@ -250,6 +250,57 @@ fn batch_norm_matches_pytorchs_formulas() -> R {
     Ok(())
 }
 
+/// neka's train-mode batch-norm kernel equals candle-nn's ops: outputs, the gradients of
+/// input, γ and β, and the running-statistics update, in f32 and f64, on maps and on (B, C).
+#[test]
+fn batch_norm_kernel_equals_candle_nn() -> R {
+    let dev = Device::Cpu;
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::F64, 1e-10)] {
+        for shape in [vec![4, 3, 5, 7], vec![6, 5], vec![2, 16, 28, 28]] {
+            let c = shape[1];
+            let make = || {
+                let vm = VarMap::new();
+                let vb = neka_common::init::seeded_var_builder(&vm, dtype, &dev);
+                let bn = batch_norm2d(c, vb.pp("bn")).unwrap();
+                for (n, lo, hi) in [("bn.weight", 0.5, 1.5), ("bn.bias", -0.5, 0.5), ("bn.running_mean", -1.0, 1.0), ("bn.running_var", 0.5, 2.0)] {
+                    neka_common::rng::seed(c as u64 + n.len() as u64);
+                    let v: Vec<f32> = neka_common::rng::uniform_vec(c, lo, hi);
+                    let t = Tensor::new(v, &dev).unwrap().to_dtype(dtype).unwrap();
+                    vm.data().lock().unwrap()[n].set(&t).unwrap();
+                }
+                (vm, bn)
+            };
+            let (vk, kernel) = make();
+            let (vc, candle) = make();
+            let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, shape.clone(), &dev)? + 0.7)?.to_dtype(dtype)?)?;
+            let relu = shape.len() == 4 && shape[0] == 4; // the fused ReLU on one shape
+            let yk = kernel.forward_train_kernel(x.as_tensor(), relu)?;
+            let yc = candle.forward_train_candle(x.as_tensor())?;
+            let yc = if relu { yc.relu()? } else { yc };
+            let diff = |a: &Tensor, b: &Tensor| -> f64 {
+                (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+            };
+            assert!(diff(&yk, &yc) < tol, "{shape:?} {dtype:?}: forward differs by {}", diff(&yk, &yc));
+            let r = Tensor::randn(0f32, 1.0, shape.clone(), &dev)?.to_dtype(dtype)?;
+            let gk = (&yk * &r)?.sum_all()?.backward()?;
+            let gc = (&yc * &r)?.sum_all()?.backward()?;
+            let dx = diff(gk.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
+            assert!(dx < tol, "{shape:?} {dtype:?}: dx differs by {dx}");
+            for n in ["bn.weight", "bn.bias"] {
+                let (a, b) = (var(&vk, n), var(&vc, n));
+                let d = diff(gk.get(&a).unwrap(), gc.get(&b).unwrap());
+                assert!(d < tol * 10.0, "{shape:?} {dtype:?}: d{n} differs by {d}");
+            }
+            for n in ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"] {
+                let d = diff(&var(&vk, n), &var(&vc, n));
+                assert!(d < tol, "{shape:?} {dtype:?}: {n} differs by {d}");
+            }
+            assert_eq!(kernel.num_batches_tracked()?, 1.0);
+        }
+    }
+    Ok(())
+}
+
 /// Eval mode uses the running statistics: deterministic, and an image's logits do not depend
 /// on the rest of its batch. Train mode uses the batch's statistics (they do), and updates
 /// the running statistics; the optimizer never touches them.
@@ -472,3 +523,4 @@ fn a_few_training_steps_lower_the_loss() -> R {
     );
     Ok(())
 }
+
