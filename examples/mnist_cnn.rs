@@ -49,7 +49,7 @@ enum Command {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// mnist-net (pytorch/examples' Net) or lenet5.
+    /// mnist-net (pytorch/examples' Net), lenet5 or resnet (a small ResNet with batch norm).
     #[arg(long, default_value = "mnist-net", value_parser = neka_cnn::MODEL_NAMES)]
     model: String,
     /// mnist or fashion-mnist.
