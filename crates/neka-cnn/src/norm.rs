@@ -290,7 +290,10 @@ impl BatchNormTrainOp {
             .map(|(ch, &(mean, var))| {
                 let a = WithDType::to_f64(gamma[ch]) / (var + self.eps).sqrt();
                 let shift = WithDType::to_f64(beta[ch]) - a * mean;
-                (<F as WithDType>::from_f64(a), <F as WithDType>::from_f64(shift))
+                (
+                    <F as WithDType>::from_f64(a),
+                    <F as WithDType>::from_f64(shift),
+                )
             })
             .collect();
         let mut y = vec![F::zero(); x.len()];
@@ -356,7 +359,10 @@ impl BatchNormTrainOp {
         .into_iter()
         .flatten()
         .collect();
-        let dbeta: Vec<F> = sums.iter().map(|&(d, _)| <F as WithDType>::from_f64(d)).collect();
+        let dbeta: Vec<F> = sums
+            .iter()
+            .map(|&(d, _)| <F as WithDType>::from_f64(d))
+            .collect();
         let dgamma: Vec<F> = sums
             .iter()
             .zip(&inv)
@@ -377,10 +383,13 @@ impl BatchNormTrainOp {
                 .collect();
             let mut dx = vec![F::zero(); x.len()];
             parallel(
-                dx.chunks_mut(c * s).zip(x.chunks(c * s).zip(dy.chunks(c * s))),
+                dx.chunks_mut(c * s)
+                    .zip(x.chunks(c * s).zip(dy.chunks(c * s))),
                 |(db, (xb, dyb))| {
-                    for (ch, (o, (xp, dp))) in
-                        db.chunks_mut(s).zip(xb.chunks(s).zip(dyb.chunks(s))).enumerate()
+                    for (ch, (o, (xp, dp))) in db
+                        .chunks_mut(s)
+                        .zip(xb.chunks(s).zip(dyb.chunks(s)))
+                        .enumerate()
                     {
                         let (a, p, q) = coef[ch];
                         for (r, (&xv, &dv)) in o.iter_mut().zip(xp.iter().zip(dp)) {
@@ -431,13 +440,21 @@ impl candle_core::CustomOp3 for BatchNormTrainOp {
         }
         let (out, mean, var) = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (y, m, v) =
-                    self.forward::<f32>(geo, contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+                let (y, m, v) = self.forward::<f32>(
+                    geo,
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                );
                 (CpuStorage::F32(y), m, v)
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (y, m, v) =
-                    self.forward::<f64>(geo, contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+                let (y, m, v) = self.forward::<f64>(
+                    geo,
+                    contiguous(s1, l1)?,
+                    contiguous(s2, l2)?,
+                    contiguous(s3, l3)?,
+                );
                 (CpuStorage::F64(y), m, v)
             }
             _ => candle_core::bail!(
@@ -511,7 +528,8 @@ impl candle_core::CustomOp3 for BatchNormTrainOp {
             })????;
             let cpu = Device::Cpu;
             Ok((
-                dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu)).transpose()?,
+                dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
+                    .transpose()?,
                 Tensor::from_vec(dg, geo.1, &cpu)?,
                 Tensor::from_vec(db, geo.1, &cpu)?,
             ))
@@ -522,6 +540,10 @@ impl candle_core::CustomOp3 for BatchNormTrainOp {
             DType::F64 => typed::<f64>(self, x, gamma, (y, dy), stats)?,
             dt => candle_core::bail!("batch-norm kernel: f32 or f64 only, got {dt:?}"),
         };
-        Ok((dx, gamma.track_op().then_some(dg), beta.track_op().then_some(db)))
+        Ok((
+            dx,
+            gamma.track_op().then_some(dg),
+            beta.track_op().then_some(db),
+        ))
     }
 }

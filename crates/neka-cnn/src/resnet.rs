@@ -171,7 +171,10 @@ impl Config {
     pub fn architecture(&self) -> Vec<(String, LayerSpec)> {
         let w = self.width;
         let mut layers = vec![
-            ("conv1".to_string(), LayerSpec::Conv(conv3x3(self.in_channels, w, 1))),
+            (
+                "conv1".to_string(),
+                LayerSpec::Conv(conv3x3(self.in_channels, w, 1)),
+            ),
             ("bn1".to_string(), LayerSpec::BatchNorm(w)),
             ("relu".to_string(), LayerSpec::Relu),
         ];
@@ -274,7 +277,10 @@ impl BasicBlock {
                     "downsample.0".to_string(),
                     LayerSpec::Conv(conv1x1(in_channels, out_channels, stride)),
                 ),
-                ("downsample.1".to_string(), LayerSpec::BatchNorm(out_channels)),
+                (
+                    "downsample.1".to_string(),
+                    LayerSpec::BatchNorm(out_channels),
+                ),
             ]
         } else {
             Vec::new()

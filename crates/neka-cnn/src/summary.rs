@@ -184,9 +184,7 @@ fn walk<S: AsRef<str>>(
             }
             LayerSpec::BatchNorm(c) => {
                 if shape.is_empty() || shape[0] != *c {
-                    return Err(bad(format!(
-                        "expects {c} channels, gets shape {shape:?}"
-                    )));
+                    return Err(bad(format!("expects {c} channels, gets shape {shape:?}")));
                 }
                 ("batchnorm".to_string(), 2 * c, 2 * c + 1, 0)
             }
@@ -276,7 +274,11 @@ impl fmt::Display for Summary {
                 .join("x")
         };
         // the name column fits the longest name (`layer2.0.downsample.0`), at least 10 wide
-        let nw = self.layers.iter().map(|l| l.name.chars().count()).fold(10, usize::max);
+        let nw = self
+            .layers
+            .iter()
+            .map(|l| l.name.chars().count())
+            .fold(10, usize::max);
         writeln!(
             f,
             "{:<nw$} {:<16} {:>12} {:>11} {:>8} {:>13}",

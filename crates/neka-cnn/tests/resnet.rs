@@ -25,7 +25,14 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 /// `n` synthetic 28×28 images of `classes` classes: class k is a bright horizontal bar in
@@ -68,7 +75,9 @@ fn shapes_of_the_forward_pass_and_the_feature_maps() -> R {
             ("layer3", vec![3, 64, 7, 7]),
         ]
     );
-    assert!(!net.stage(0)[0].projects() && net.stage(1)[0].projects() && net.stage(2)[0].projects());
+    assert!(
+        !net.stage(0)[0].projects() && net.stage(1)[0].projects() && net.stage(2)[0].projects()
+    );
     // deeper stages and other sizes: ResNet-20 (n = 3) on 32×32 RGB, 7 classes
     let vm = VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
@@ -80,9 +89,18 @@ fn shapes_of_the_forward_pass_and_the_feature_maps() -> R {
         ..Default::default()
     };
     let net20 = ResNet::new(&cfg, vb)?;
-    let y = net20.forward_t(&Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?, false)?;
+    let y = net20.forward_t(
+        &Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?,
+        false,
+    )?;
     assert_eq!(y.dims(), &[2, 7]);
-    let convs = vm.data().lock().unwrap().keys().filter(|k| k.ends_with("conv1.weight") || k.ends_with("conv2.weight")).count();
+    let convs = vm
+        .data()
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.ends_with("conv1.weight") || k.ends_with("conv2.weight"))
+        .count();
     assert_eq!(convs + 1, 20, "6n + 2 weight layers: 19 convs + fc");
     assert!(net20.stage(1)[0].projects() && !net20.stage(1)[1].projects());
     Ok(())
@@ -135,14 +153,23 @@ fn tensor_names_are_torchvisions() -> R {
     want.sort();
     assert_eq!(got, want);
     // torchvision's init: BN γ = 1, β = 0, mean 0, var 1, count 0; convs N(0, 2/fan_out)
-    assert!(values(&var(&vm, "layer2.0.bn1.weight")).iter().all(|&v| v == 1.0));
-    assert!(values(&var(&vm, "layer2.0.bn1.bias")).iter().all(|&v| v == 0.0));
-    assert!(values(&var(&vm, "layer2.0.bn1.running_var")).iter().all(|&v| v == 1.0));
+    assert!(values(&var(&vm, "layer2.0.bn1.weight"))
+        .iter()
+        .all(|&v| v == 1.0));
+    assert!(values(&var(&vm, "layer2.0.bn1.bias"))
+        .iter()
+        .all(|&v| v == 0.0));
+    assert!(values(&var(&vm, "layer2.0.bn1.running_var"))
+        .iter()
+        .all(|&v| v == 1.0));
     assert_eq!(values(&var(&vm, "bn1.num_batches_tracked")), vec![0.0]);
     let w = values(&var(&vm, "layer3.0.conv2.weight"));
     let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
     let want_std = (2.0f32 / (64.0 * 9.0)).sqrt();
-    assert!((std / want_std - 1.0).abs() < 0.05, "std {std} vs {want_std}");
+    assert!(
+        (std / want_std - 1.0).abs() < 0.05,
+        "std {std} vs {want_std}"
+    );
     Ok(())
 }
 
@@ -157,7 +184,12 @@ fn summary_of_the_default_config() -> R {
     let (params, buffers) = count_parameters(&vm);
     assert_eq!((s.total_params(), s.total_buffers()), (params, buffers));
     assert_eq!((params, buffers), (77_754, 681));
-    let row = |n: &str| s.layers.iter().find(|l| l.name == n).unwrap_or_else(|| panic!("{n}"));
+    let row = |n: &str| {
+        s.layers
+            .iter()
+            .find(|l| l.name == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
     assert_eq!(row("layer1.0").output_shape, vec![16, 28, 28]);
     assert_eq!(row("layer1.0").kind, "add identity");
     assert_eq!(row("layer2.0").output_shape, vec![32, 14, 14]);
@@ -167,18 +199,28 @@ fn summary_of_the_default_config() -> R {
     assert_eq!(row("layer2.0.downsample.0").receptive_field, Some((7, 7)));
     assert_eq!(row("layer2.0.downsample.1").buffers, 2 * 32 + 1);
     // receptive field: 3 after the stem, +2·jump per 3×3 conv, jump ×2 per stride
-    for (name, rf) in [("conv1", 3), ("layer1.0", 7), ("layer2.0", 13), ("layer3.0", 25)] {
+    for (name, rf) in [
+        ("conv1", 3),
+        ("layer1.0", 7),
+        ("layer2.0", 13),
+        ("layer3.0", 25),
+    ] {
         assert_eq!(row(name).receptive_field, Some((rf, rf)), "{name}");
     }
     assert_eq!(row("avgpool").output_shape, vec![64, 1, 1]);
     assert_eq!(s.output_shape(), &[10]);
     let text = s.to_string();
     println!("{text}");
-    assert!(text.contains("layer2.0.downsample.0") && text.contains("681 buffer values"), "{text}");
+    assert!(
+        text.contains("layer2.0.downsample.0") && text.contains("681 buffer values"),
+        "{text}"
+    );
     assert!(text.contains("77,754 parameters"), "{text}");
     // a bad config is refused naming the field, before anything is built
     let bad = serde_json::json!({"blocks": [1, 0, 1]});
-    let e = CnnModel::summary_for("resnet", &bad).unwrap_err().to_string();
+    let e = CnnModel::summary_for("resnet", &bad)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("blocks"), "{e}");
     let vb = neka_common::init::seeded_var_builder(&VarMap::new(), DType::F32, &Device::Cpu);
     assert!(CnnModel::from_config("resnet", &serde_json::json!({"width": 0}), vb).is_err());
@@ -212,7 +254,9 @@ fn batch_norm_matches_pytorchs_formulas() -> R {
     let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &dev);
     let bn = batch_norm2d(2, vb.pp("bn"))?;
     let set = |n: &str, v: &[f32]| {
-        vm.data().lock().unwrap()[n].set(&Tensor::new(v, &dev).unwrap()).unwrap();
+        vm.data().lock().unwrap()[n]
+            .set(&Tensor::new(v, &dev).unwrap())
+            .unwrap();
     };
     set("bn.weight", &[2.0, 3.0]);
     set("bn.bias", &[0.5, -0.5]);
@@ -225,7 +269,16 @@ fn batch_norm_matches_pytorchs_formulas() -> R {
         let (m, var, w, b) = [(1.0, 4.0, 2.0, 0.5), (-1.0, 9.0, 3.0, -0.5)][c];
         w * (v - m) / (var + 1e-5f32).sqrt() + b
     };
-    let want = [e(1., 0), e(2., 0), e(0., 1), e(0., 1), e(3., 0), e(4., 0), e(0., 1), e(8., 1)];
+    let want = [
+        e(1., 0),
+        e(2., 0),
+        e(0., 1),
+        e(0., 1),
+        e(3., 0),
+        e(4., 0),
+        e(0., 1),
+        e(8., 1),
+    ];
     for (g, w) in eval.iter().zip(want) {
         assert!((g - w).abs() < 1e-5, "{eval:?} vs {want:?}");
     }
@@ -236,13 +289,25 @@ fn batch_norm_matches_pytorchs_formulas() -> R {
         let (m, var, w, b) = [(2.5, 1.25, 2.0, 0.5), (2.0, 12.0, 3.0, -0.5)][c];
         w * (v - m) / (var + 1e-5f32).sqrt() + b
     };
-    let want = [t(1., 0), t(2., 0), t(0., 1), t(0., 1), t(3., 0), t(4., 0), t(0., 1), t(8., 1)];
+    let want = [
+        t(1., 0),
+        t(2., 0),
+        t(0., 1),
+        t(0., 1),
+        t(3., 0),
+        t(4., 0),
+        t(0., 1),
+        t(8., 1),
+    ];
     for (g, w) in train.iter().zip(want) {
         assert!((g - w).abs() < 1e-4, "{train:?} vs {want:?}");
     }
     let close = |a: Vec<f32>, b: [f32; 2]| (a[0] - b[0]).abs() < 1e-5 && (a[1] - b[1]).abs() < 1e-5;
     assert!(close(values(bn.running_mean()), [0.9 + 0.25, -0.9 + 0.2]));
-    assert!(close(values(bn.running_var()), [3.6 + 0.5 / 3.0, 8.1 + 1.6]));
+    assert!(close(
+        values(bn.running_var()),
+        [3.6 + 0.5 / 3.0, 8.1 + 1.6]
+    ));
     assert_eq!(bn.num_batches_tracked()?, 1.0);
     // the layer's tensors are the VarMap's: what a checkpoint saves
     assert!(close(values(&var(&vm, "bn.running_mean")), [1.15, -0.7]));
@@ -262,7 +327,12 @@ fn batch_norm_kernel_equals_candle_nn() -> R {
                 let vm = VarMap::new();
                 let vb = neka_common::init::seeded_var_builder(&vm, dtype, &dev);
                 let bn = batch_norm2d(c, vb.pp("bn")).unwrap();
-                for (n, lo, hi) in [("bn.weight", 0.5, 1.5), ("bn.bias", -0.5, 0.5), ("bn.running_mean", -1.0, 1.0), ("bn.running_var", 0.5, 2.0)] {
+                for (n, lo, hi) in [
+                    ("bn.weight", 0.5, 1.5),
+                    ("bn.bias", -0.5, 0.5),
+                    ("bn.running_mean", -1.0, 1.0),
+                    ("bn.running_var", 0.5, 2.0),
+                ] {
                     neka_common::rng::seed(c as u64 + n.len() as u64);
                     let v: Vec<f32> = neka_common::rng::uniform_vec(c, lo, hi);
                     let t = Tensor::new(v, &dev).unwrap().to_dtype(dtype).unwrap();
@@ -272,26 +342,50 @@ fn batch_norm_kernel_equals_candle_nn() -> R {
             };
             let (vk, kernel) = make();
             let (vc, candle) = make();
-            let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, shape.clone(), &dev)? + 0.7)?.to_dtype(dtype)?)?;
+            let x = Var::from_tensor(
+                &(Tensor::randn(0f32, 2.0, shape.clone(), &dev)? + 0.7)?.to_dtype(dtype)?,
+            )?;
             let relu = shape.len() == 4 && shape[0] == 4; // the fused ReLU on one shape
             let yk = kernel.forward_train_kernel(x.as_tensor(), relu)?;
             let yc = candle.forward_train_candle(x.as_tensor())?;
             let yc = if relu { yc.relu()? } else { yc };
             let diff = |a: &Tensor, b: &Tensor| -> f64 {
-                (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
             };
-            assert!(diff(&yk, &yc) < tol, "{shape:?} {dtype:?}: forward differs by {}", diff(&yk, &yc));
+            assert!(
+                diff(&yk, &yc) < tol,
+                "{shape:?} {dtype:?}: forward differs by {}",
+                diff(&yk, &yc)
+            );
             let r = Tensor::randn(0f32, 1.0, shape.clone(), &dev)?.to_dtype(dtype)?;
             let gk = (&yk * &r)?.sum_all()?.backward()?;
             let gc = (&yc * &r)?.sum_all()?.backward()?;
-            let dx = diff(gk.get(x.as_tensor()).unwrap(), gc.get(x.as_tensor()).unwrap());
+            let dx = diff(
+                gk.get(x.as_tensor()).unwrap(),
+                gc.get(x.as_tensor()).unwrap(),
+            );
             assert!(dx < tol, "{shape:?} {dtype:?}: dx differs by {dx}");
             for n in ["bn.weight", "bn.bias"] {
                 let (a, b) = (var(&vk, n), var(&vc, n));
                 let d = diff(gk.get(&a).unwrap(), gc.get(&b).unwrap());
                 assert!(d < tol * 10.0, "{shape:?} {dtype:?}: d{n} differs by {d}");
             }
-            for n in ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"] {
+            for n in [
+                "bn.running_mean",
+                "bn.running_var",
+                "bn.num_batches_tracked",
+            ] {
                 let d = diff(&var(&vk, n), &var(&vc, n));
                 assert!(d < tol, "{shape:?} {dtype:?}: {n} differs by {d}");
             }
@@ -311,9 +405,16 @@ fn eval_uses_running_stats_train_updates_them_and_the_optimizer_leaves_them() ->
     let (x, y) = synthetic(8, 4, 7);
     let first = x.narrow(0, 0, 1)?;
     let a = net.forward_t(&x, false)?;
-    assert_eq!(values(&a), values(&net.forward_t(&x, false)?), "eval is deterministic");
+    assert_eq!(
+        values(&a),
+        values(&net.forward_t(&x, false)?),
+        "eval is deterministic"
+    );
     let alone = net.forward_t(&first, false)?;
-    assert!(max_diff(&alone, &a.narrow(0, 0, 1)?) < 1e-5, "eval: independent of the batch");
+    assert!(
+        max_diff(&alone, &a.narrow(0, 0, 1)?) < 1e-5,
+        "eval: independent of the batch"
+    );
     let buffers_now = || -> Vec<(String, Vec<f32>)> {
         let mut v: Vec<_> = vm
             .data()
@@ -328,7 +429,11 @@ fn eval_uses_running_stats_train_updates_them_and_the_optimizer_leaves_them() ->
     };
     let before = buffers_now();
     assert_eq!(before.len(), 9 * 3);
-    assert_eq!(buffers_now(), before, "eval mode leaves the running statistics");
+    assert_eq!(
+        buffers_now(),
+        before,
+        "eval mode leaves the running statistics"
+    );
 
     let mut opt = Optimizer::new(OptimizerConfig::adamw(1e-2), &vm)?;
     assert!(opt.params().iter().all(|(n, _)| !is_buffer(n)));
@@ -336,18 +441,32 @@ fn eval_uses_running_stats_train_updates_them_and_the_optimizer_leaves_them() ->
     assert_eq!(n, 77_754);
     let logits = net.forward_t(&x, true)?;
     let in_batch = net.forward_t(&first, true)?; // batch statistics of one image
-    assert!(max_diff(&in_batch, &logits.narrow(0, 0, 1)?) > 1e-3, "train: batch statistics");
+    assert!(
+        max_diff(&in_batch, &logits.narrow(0, 0, 1)?) > 1e-3,
+        "train: batch statistics"
+    );
     let after_forward = buffers_now();
     for ((name, b), (_, f)) in before.iter().zip(&after_forward) {
         assert_ne!(b, f, "{name}: train mode updates every running statistic");
     }
-    let nbt = after_forward.iter().find(|(n, _)| n == "layer3.0.bn2.num_batches_tracked").unwrap();
+    let nbt = after_forward
+        .iter()
+        .find(|(n, _)| n == "layer3.0.bn2.num_batches_tracked")
+        .unwrap();
     assert_eq!(nbt.1, vec![2.0]);
     let fc_before = values(&var(&vm, "fc.weight"));
     let loss = neka_common::loss::cross_entropy(&logits, &y)?;
     opt.backward_step(&loss)?;
-    assert_eq!(buffers_now(), after_forward, "the optimizer step leaves the buffers alone");
-    assert_ne!(values(&var(&vm, "fc.weight")), fc_before, "and updates the parameters");
+    assert_eq!(
+        buffers_now(),
+        after_forward,
+        "the optimizer step leaves the buffers alone"
+    );
+    assert_ne!(
+        values(&var(&vm, "fc.weight")),
+        fc_before,
+        "and updates the parameters"
+    );
     assert!(opt.state_tensors().iter().all(|(n, _)| !is_buffer(n)));
     // after training steps, eval mode still answers with the (new) running statistics
     let b = net.forward_t(&x, false)?;
@@ -381,8 +500,12 @@ fn save_and_load_through_loaded_model_gives_identical_logits() -> R {
     });
     info.classes = ["a", "b", "c", "d"].map(String::from).to_vec();
     checkpoint::save_model(dir.path(), &vm, &info)?;
-    let (saved, _) = checkpoint::load_tensors(&dir.path().join(checkpoint::WEIGHTS_FILE), &Device::Cpu)?;
-    assert_eq!(saved["layer2.0.downsample.1.num_batches_tracked"].dims(), &[] as &[usize]);
+    let (saved, _) =
+        checkpoint::load_tensors(&dir.path().join(checkpoint::WEIGHTS_FILE), &Device::Cpu)?;
+    assert_eq!(
+        saved["layer2.0.downsample.1.num_batches_tracked"].dims(),
+        &[] as &[usize]
+    );
     assert_eq!(values(&saved["bn1.num_batches_tracked"]), vec![3.0]);
     assert!(saved.contains_key("layer1.0.bn2.running_var"));
 
@@ -390,8 +513,15 @@ fn save_and_load_through_loaded_model_gives_identical_logits() -> R {
     assert!(matches!(loaded.model, CnnModel::ResNet(_)));
     let want = net.forward_t(&x, false)?;
     let got = loaded.model.forward_t(&x, false)?;
-    assert_eq!(values(&got), values(&want), "identical logits after the round trip");
-    assert_eq!(values(&var(&loaded.varmap, "layer3.0.bn1.running_mean")), values(&var(&vm, "layer3.0.bn1.running_mean")));
+    assert_eq!(
+        values(&got),
+        values(&want),
+        "identical logits after the round trip"
+    );
+    assert_eq!(
+        values(&var(&loaded.varmap, "layer3.0.bn1.running_mean")),
+        values(&var(&vm, "layer3.0.bn1.running_mean"))
+    );
     assert_eq!(count_parameters(&loaded.varmap), count_parameters(&vm));
     Ok(())
 }
@@ -441,7 +571,11 @@ fn basic_block_gradients_match_finite_differences() -> R {
         vars.push(("x".into(), x.clone()));
         let h = 1e-6;
         for (name, v) in &vars {
-            let g: Vec<f64> = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}")).flatten_all()?.to_vec1()?;
+            let g: Vec<f64> = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}"))
+                .flatten_all()?
+                .to_vec1()?;
             let base: Vec<f64> = v.as_tensor().flatten_all()?.to_vec1()?;
             let n = base.len();
             for i in (0..n).step_by((n / 24).max(1)) {
@@ -482,14 +616,24 @@ fn the_skip_carries_the_gradient_when_the_residual_branch_is_dead() -> R {
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 3, 4, 4), &dev)?)?;
     let y = block.forward_t(x.as_tensor(), true)?;
     let relu_x = x.as_tensor().relu()?;
-    assert_eq!(y.flatten_all()?.to_vec1::<f64>()?, relu_x.flatten_all()?.to_vec1::<f64>()?);
+    assert_eq!(
+        y.flatten_all()?.to_vec1::<f64>()?,
+        relu_x.flatten_all()?.to_vec1::<f64>()?
+    );
     let r = Tensor::randn(0f64, 1.0, y.shape(), &dev)?;
     let grads = (&y * &r)?.sum_all()?.backward()?;
     let gx = grads.get(x.as_tensor()).unwrap();
     let want = (&r * x.as_tensor().gt(0.0)?.to_dtype(DType::F64)?)?;
     assert!(max_diff(&gx.to_dtype(DType::F32)?, &want.to_dtype(DType::F32)?) < 1e-12);
-    let conv1 = vm.data().lock().unwrap()["conv1.weight"].as_tensor().clone();
-    let g1 = grads.get(&conv1).unwrap().abs()?.max_all()?.to_scalar::<f64>()?;
+    let conv1 = vm.data().lock().unwrap()["conv1.weight"]
+        .as_tensor()
+        .clone();
+    let g1 = grads
+        .get(&conv1)
+        .unwrap()
+        .abs()?
+        .max_all()?
+        .to_scalar::<f64>()?;
     assert_eq!(g1, 0.0, "no gradient reaches conv1 through the dead branch");
     Ok(())
 }
@@ -523,4 +667,3 @@ fn a_few_training_steps_lower_the_loss() -> R {
     );
     Ok(())
 }
-
