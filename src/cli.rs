@@ -392,7 +392,7 @@ pub fn sentences(args: &[String]) -> Result<Vec<String>> {
 /// The number of trainable parameters in `varmap` (buffers such as batch-norm running
 /// statistics are not parameters).
 pub fn param_count(varmap: &VarMap) -> usize {
-    varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+    neka_common::optim::count_parameters(varmap).0
 }
 
 /// What every example does first: quiet exit on a closed pipe ([`quiet_broken_pipe`]) and

@@ -7,7 +7,8 @@ use neka_cnn::CnnModel;
 
 #[derive(Args)]
 pub struct Train {
-    /// The network, one of neka_cnn::MODEL_NAMES: mnist-net (pytorch/examples' Net) or lenet5.
+    /// The network, one of neka_cnn::MODEL_NAMES: mnist-net (pytorch/examples' Net), lenet5 or
+    /// resnet (a small ResNet with batch norm and skip connections).
     #[arg(long, default_value = "mnist-net", value_parser = neka_cnn::MODEL_NAMES)]
     model: String,
     #[command(flatten)]

@@ -3,9 +3,10 @@
 //! Convolutional networks on candle, written next to the lecture: convolution with kernel
 //! size, padding (`same` = (k−1)/2), stride, dilation and groups ([`conv`]); max and average
 //! pooling ([`pool`]); the output-size and receptive-field arithmetic ([`arith`]) and a
-//! per-layer [`summary`]; the lecture's worked examples ([`lecture`]); and two models,
-//! [`MnistNet`] (pytorch/examples' MNIST `Net`, weight-compatible with PyTorch) and
-//! [`LeNet5`]. On CPU the layers run on neka's [`kernel`]s (convolution with ReLU and max-pool
+//! per-layer [`summary`]; the lecture's worked examples ([`lecture`]); batch normalisation
+//! ([`norm`]); and three models, [`MnistNet`] (pytorch/examples' MNIST `Net`,
+//! weight-compatible with PyTorch), [`LeNet5`] and a small [`ResNet`] (residual blocks with
+//! identity and 1×1-projection shortcuts, torchvision's tensor names). On CPU the layers run on neka's [`kernel`]s (convolution with ReLU and max-pool
 //! fused, max pooling), each with its plain candle-op twin selectable by [`set_cpu_impl`].
 //!
 //! ```
@@ -29,15 +30,19 @@ pub mod kernel;
 pub mod lecture;
 pub mod lenet5;
 pub mod mnist_net;
+pub mod norm;
 pub mod pipeline;
 pub mod pool;
+pub mod resnet;
 pub mod summary;
 
 pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, Padding};
 pub use kernel::{cpu_impl, set_cpu_impl, CpuImpl};
 pub use lenet5::LeNet5;
 pub use mnist_net::MnistNet;
+pub use norm::{batch_norm2d, BatchNorm2d};
 pub use pool::{Pool2d, PoolKind};
+pub use resnet::ResNet;
 pub use summary::{summarize, LayerSpec, Summary};
 
 use candle_core::{ModuleT, Tensor};
@@ -54,16 +59,17 @@ pub fn default_train_config() -> neka_common::train::TrainConfig {
     neka_common::train::TrainConfig::new(3, 64, adamw).eval_batch(1000)
 }
 
-/// The CNNs of the zoo, chosen by name (`mnist-net`, `lenet5`) — what the examples and
-/// checkpoints use. Each variant carries its model.
+/// The CNNs of the zoo, chosen by name (`mnist-net`, `lenet5`, `resnet`) — what the examples
+/// and checkpoints use. Each variant carries its model.
 #[derive(Debug, Clone)]
 pub enum CnnModel {
     MnistNet(MnistNet),
     LeNet5(LeNet5),
+    ResNet(ResNet),
 }
 
 /// The names [`CnnModel::from_name`] accepts.
-pub const MODEL_NAMES: [&str; 2] = ["mnist-net", "lenet5"];
+pub const MODEL_NAMES: [&str; 3] = ["mnist-net", "lenet5", "resnet"];
 
 impl CnnModel {
     /// Builds the model `name` for images of `in_channels × image_size²` and `num_classes`
@@ -97,6 +103,17 @@ impl CnnModel {
                     .map_err(|e| Error::config("model config", e.to_string()))?;
                 Ok((Self::LeNet5(LeNet5::new(&cfg, vb)?), json))
             }
+            "resnet" => {
+                let cfg = resnet::Config {
+                    in_channels,
+                    image_size,
+                    num_classes,
+                    ..Default::default()
+                };
+                let json = serde_json::to_value(&cfg)
+                    .map_err(|e| neka_common::Error::config("model config", e.to_string()))?;
+                Ok((Self::ResNet(ResNet::new(&cfg, vb)?), json))
+            }
             other => Err(Error::config(
                 "model",
                 format!("`{other}`: expected one of {MODEL_NAMES:?}"),
@@ -117,6 +134,10 @@ impl CnnModel {
                 &serde_json::from_value(config.clone()).map_err(bad)?,
                 vb,
             )?)),
+            "resnet" => Ok(Self::ResNet(ResNet::new(
+                &serde_json::from_value(config.clone()).map_err(bad)?,
+                vb,
+            )?)),
             other => Err(Error::config(
                 "model",
                 format!("`{other}`: expected one of {MODEL_NAMES:?}"),
@@ -129,6 +150,7 @@ impl CnnModel {
         match self {
             Self::MnistNet(m) => m.conv1(),
             Self::LeNet5(m) => m.conv1(),
+            Self::ResNet(m) => m.conv1(),
         }
     }
 
@@ -137,6 +159,7 @@ impl CnnModel {
         Ok(match self {
             Self::MnistNet(m) => m.feature_maps(xs)?,
             Self::LeNet5(m) => m.feature_maps(xs)?,
+            Self::ResNet(m) => m.feature_maps(xs)?,
         })
     }
 
@@ -149,6 +172,9 @@ impl CnnModel {
                 .map_err(bad)?
                 .summary(),
             "lenet5" => serde_json::from_value::<lenet5::Config>(config.clone())
+                .map_err(bad)?
+                .summary(),
+            "resnet" => serde_json::from_value::<resnet::Config>(config.clone())
                 .map_err(bad)?
                 .summary(),
             other => Err(Error::config(
@@ -164,6 +190,7 @@ impl ModuleT for CnnModel {
         match self {
             Self::MnistNet(m) => m.forward_t(xs, train),
             Self::LeNet5(m) => m.forward_with(xs, train),
+            Self::ResNet(m) => m.forward_t(xs, train),
         }
     }
 }

@@ -140,8 +140,10 @@ fn summary_matches_the_real_models() -> R {
         let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &Device::Cpu);
         let (model, cfg) = neka_cnn::CnnModel::from_name(name, 1, 28, 10, vb)?;
         let s = neka_cnn::CnnModel::summary_for(name, &cfg)?;
-        let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+        // parameters and buffers (batch norm's running statistics) are counted apart
+        let (params, buffers) = neka_common::optim::count_parameters(&varmap);
         assert_eq!(s.total_params(), params, "{name}");
+        assert_eq!(s.total_buffers(), buffers, "{name}");
         let y = candle_core::ModuleT::forward_t(
             &model,
             &Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu)?,

@@ -259,6 +259,30 @@ impl OptimizerConfig {
     }
 }
 
+/// The names PyTorch gives the *buffers* a model keeps next to its parameters: batch norm's
+/// running statistics. They live in the [`VarMap`] (so checkpoints and `--resume` carry them)
+/// but are not trained: the forward pass in training mode updates them, no optimizer does.
+pub const BUFFER_NAMES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+
+/// Whether the variable `name` (e.g. `layer1.0.bn1.running_mean`) is a buffer, not a
+/// parameter: its last dotted component is one of [`BUFFER_NAMES`].
+pub fn is_buffer(name: &str) -> bool {
+    BUFFER_NAMES.contains(&name.rsplit('.').next().unwrap_or(name))
+}
+
+/// `(parameters, buffer values)` of `varmap`: the element counts of its trainable variables
+/// and of its buffers ([`is_buffer`]), counted apart.
+pub fn count_parameters(varmap: &VarMap) -> (usize, usize) {
+    let data = varmap.data().lock().unwrap();
+    let buffers: usize = data
+        .iter()
+        .filter(|(k, _)| is_buffer(k))
+        .map(|(_, v)| v.elem_count())
+        .sum();
+    let all: usize = data.values().map(|v| v.elem_count()).sum();
+    (all - buffers, buffers)
+}
+
 /// An optimizer over the named variables of a [`VarMap`].
 pub struct Optimizer {
     cfg: OptimizerConfig,
@@ -271,13 +295,15 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// An optimizer over every variable in `varmap`.
+    /// An optimizer over every parameter in `varmap`: every variable except the buffers
+    /// ([`is_buffer`]), which it neither updates, decays, clips nor keeps state for.
     pub fn new(cfg: OptimizerConfig, varmap: &VarMap) -> Result<Self> {
         let mut params: Vec<(String, Var)> = varmap
             .data()
             .lock()
             .unwrap()
             .iter()
+            .filter(|(k, _)| !is_buffer(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1047,6 +1073,77 @@ mod tests {
             (g[0] - 0.6).abs() < 1e-5 && (g[1] - 0.8).abs() < 1e-5,
             "{g:?}"
         );
+        Ok(())
+    }
+
+    /// Batch norm's running statistics are buffers: not in the parameter list, not updated
+    /// (even with a gradient), not decayed, not clipped, no optimizer state; the parameters
+    /// beside them are updated and decayed as before.
+    #[test]
+    fn buffers_are_not_optimized() -> Result<()> {
+        assert!(is_buffer("layer1.0.bn1.running_mean") && is_buffer("bn1.running_var"));
+        assert!(is_buffer("bn1.num_batches_tracked") && is_buffer("running_var"));
+        assert!(!is_buffer("bn1.weight") && !is_buffer("bn1.bias") && !is_buffer("running"));
+        assert!(!is_buffer("fc.running_mean_scale"));
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let var = |v: &[f32]| Var::from_tensor(&Tensor::new(v, &dev).unwrap()).unwrap();
+        for (name, v) in [
+            ("bn.weight", var(&[1.0, 2.0])),
+            ("bn.bias", var(&[0.5, -0.5])),
+            ("bn.running_mean", var(&[0.3, 0.4])),
+            ("bn.running_var", var(&[1.5, 2.5])),
+        ] {
+            vm.data().lock().unwrap().insert(name.into(), v);
+        }
+        let nbt = Var::from_tensor(&Tensor::new(7f32, &dev)?)?;
+        vm.data()
+            .lock()
+            .unwrap()
+            .insert("bn.num_batches_tracked".into(), nbt);
+        assert_eq!(count_parameters(&vm), (4, 5));
+        let cfg = OptimizerConfig::AdamW {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.5,
+        };
+        let mut opt = Optimizer::new(cfg, &vm)?;
+        let names: Vec<&str> = opt.params().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["bn.bias", "bn.weight"]);
+        let before: HashMap<String, Vec<f32>> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect();
+        // a loss that reaches every variable, buffers included, so all have gradients
+        let mut loss = Tensor::new(0f32, &dev)?;
+        for v in vm.all_vars() {
+            loss = (loss + v.as_tensor().sqr()?.sum_all()?)?;
+        }
+        let mut grads = loss.backward()?;
+        let norm = clip_grad_norm(&mut grads, opt.params(), 1e9)?;
+        let params_only = (1f64 + 4.0 + 0.25 + 0.25).sqrt() * 2.0; // ‖2θ‖ over weight, bias
+        assert!((norm - params_only).abs() < 1e-5, "{norm}");
+        opt.step(&grads)?;
+        let data = vm.data().lock().unwrap();
+        for (name, v) in data.iter() {
+            let now: Vec<f32> = v.flatten_all()?.to_vec1()?;
+            if is_buffer(name) {
+                assert_eq!(now, before[name], "{name} moved");
+            } else {
+                // AdamW's first step: θ(1 − lr·λ) − lr·sign(g)
+                for (n, b) in now.iter().zip(&before[name]) {
+                    let want = b * (1.0 - 0.1 * 0.5) - 0.1 * b.signum();
+                    assert!((n - want).abs() < 1e-5, "{name}: {n} vs {want}");
+                }
+            }
+        }
+        assert!(opt.state_tensors().iter().all(|(n, _)| !is_buffer(n)));
+        assert_eq!(opt.state_tensors().len(), 4);
         Ok(())
     }
 
