@@ -1,7 +1,7 @@
 //! The main job: train a CNN on MNIST or Fashion-MNIST, evaluate it, classify your images.
 //!
 //! ```text
-//! cargo run --release --example mnist_cnn -- [--model mnist-net|lenet5] [--dataset mnist|fashion-mnist]
+//! cargo run --release --example mnist_cnn -- [--model mnist-net|lenet5|resnet] [--dataset mnist|fashion-mnist]
 //!     [--data-dir D] [--epochs N] [--batch-size B] [--lr X] [--optimizer adamw|sgd|adadelta]
 //!     [--schedule constant|step[:N[:GAMMA]]|cosine] [--seed S] [--device D] [--out DIR] [--resume DIR] [--dry-run]
 //! cargo run --release --example mnist_cnn -- eval --model DIR [--dataset …] [--data-dir D]

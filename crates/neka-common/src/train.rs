@@ -105,6 +105,17 @@ pub trait TrainModel {
     fn monitor(&self) -> Monitor {
         Monitor::default()
     }
+    /// What the model carries from one training batch to the next within an epoch (truncated
+    /// BPTT's hidden state), by name. A checkpoint saved in the middle of an epoch (Ctrl-C)
+    /// keeps it, and `--resume` hands it back with [`Self::restore_carried_state`] before the
+    /// next batch, so the resumed epoch goes on as if never stopped. Default: nothing.
+    fn carried_state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Takes back what [`Self::carried_state`] returned.
+    fn restore_carried_state(&self, _state: Vec<(String, Tensor)>) -> candle_core::Result<()> {
+        Ok(())
+    }
 }
 
 /// Wraps a [`ModuleT`] that maps `x (B, …)` to logits `(B, classes)` as a classifier trained
@@ -563,6 +574,9 @@ pub struct Trainer {
     state: TrainerState,
     opts: RunOptions,
     average: WeightAverage,
+    /// The model's carried state: to save with a mid-epoch checkpoint, or restored by
+    /// `resume` and handed to the model before the epoch goes on.
+    carried: Vec<(String, Tensor)>,
     steps: Vec<StepLog>,
     _lock: crate::run_dir::RunLock,
 }
@@ -578,6 +592,9 @@ enum Pass {
 const CKPT_DIR: &str = crate::run_dir::CHECKPOINT_DIR;
 /// In `checkpoint/`: the sum of the weight-average snapshots so far (f64), for `--resume`.
 const AVERAGE_FILE: &str = "average.safetensors";
+/// In `checkpoint/` after a mid-epoch stop: the model's carried state
+/// ([`TrainModel::carried_state`]).
+const CARRIED_FILE: &str = "carried.safetensors";
 
 impl Trainer {
     /// A trainer for the variables in `varmap` (build the model first, after
@@ -628,6 +645,7 @@ impl Trainer {
             state,
             opts: RunOptions::default(),
             average: WeightAverage::default(),
+            carried: Vec::new(),
             steps: Vec::new(),
             _lock: lock,
         })
@@ -708,10 +726,18 @@ impl Trainer {
         let opt_path = ck.join("optimizer.safetensors");
         let (tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
         self.optimizer.load_state(tensors, state.step, &opt_path)?;
+        let device = self.varmap.all_vars().first().map(|v| v.device().clone());
+        let device = device.unwrap_or(candle_core::Device::Cpu);
+        self.carried = if state.batches_done > 0 && ck.join(CARRIED_FILE).is_file() {
+            let (t, _) = checkpoint::load_tensors(&ck.join(CARRIED_FILE), &device)?;
+            let mut t: Vec<(String, Tensor)> = t.into_iter().collect();
+            t.sort_by(|a, b| a.0.cmp(&b.0));
+            t
+        } else {
+            Vec::new()
+        };
         self.average = if state.averaged > 0 {
             let path = ck.join(AVERAGE_FILE);
-            let device = self.varmap.all_vars().first().map(|v| v.device().clone());
-            let device = device.unwrap_or(candle_core::Device::Cpu);
             let (sum, _) = checkpoint::load_tensors(&path, &device)?;
             WeightAverage::from_sum(sum.into_iter().collect(), state.averaged)
         } else {
@@ -767,6 +793,9 @@ impl Trainer {
         )?;
         if self.average.count() > 0 {
             checkpoint::save_tensors(&tmp.join(AVERAGE_FILE), &self.average.sum_tensors(), None)?;
+        }
+        if self.state.batches_done > 0 && !self.carried.is_empty() {
+            checkpoint::save_tensors(&tmp.join(CARRIED_FILE), &self.carried, None)?;
         }
         let mut state = self.state.clone();
         state.averaged = self.average.count();
@@ -932,6 +961,10 @@ impl Trainer {
         let mut running = self.state.running;
         let skip = self.state.batches_done;
         bar.set_position(skip as u64);
+        let carried = std::mem::take(&mut self.carried);
+        if skip > 0 && !carried.is_empty() {
+            model.restore_carried_state(carried)?;
+        }
         for (i, indices) in plan.iter().enumerate().skip(skip) {
             let ctx = StepContext {
                 step: self.optimizer.step_count(),
@@ -976,6 +1009,7 @@ impl Trainer {
             bar.inc(1);
             if INTERRUPTED.load(Ordering::SeqCst) && i + 1 < plan.len() {
                 bar.abandon();
+                self.carried = model.carried_state();
                 self.save_interrupted(epoch, i + 1, plan.len(), running, start, &epoch_rng)?;
                 return Ok(Pass::Interrupted);
             }

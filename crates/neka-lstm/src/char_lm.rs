@@ -202,7 +202,8 @@ impl CharLm {
 
 /// Trains a [`CharLm`] with truncated BPTT on a [`neka_common::data::TokenStream`]: the state
 /// from chunk `k` (detached) starts chunk `k + 1`; it resets at chunk 0. Training and
-/// evaluation carry separate states.
+/// evaluation carry separate states. A checkpoint saved in the middle of an epoch keeps the
+/// training state ([`TrainModel::carried_state`]), so `--resume` continues the chunks with it.
 pub struct Tbptt<'a> {
     model: &'a CharLm,
     state: RefCell<[Option<State>; 2]>,
@@ -221,6 +222,36 @@ impl TrainModel for Tbptt<'_> {
     type Batch = StreamBatch;
     fn count_unit(&self) -> &'static str {
         "tokens"
+    }
+
+    /// The training state carried to the next chunk: `h` (and `c` for an LSTM), `(L, B, H)`.
+    fn carried_state(&self) -> Vec<(String, Tensor)> {
+        let st = self.state.borrow();
+        let Some(s) = &st[1] else {
+            return Vec::new();
+        };
+        let mut out = vec![("h".to_string(), s.h.clone())];
+        if let Some(c) = &s.c {
+            out.push(("c".to_string(), c.clone()));
+        }
+        out
+    }
+
+    fn restore_carried_state(&self, state: Vec<(String, Tensor)>) -> Result<()> {
+        let mut h = None;
+        let mut c = None;
+        for (name, t) in state {
+            match name.as_str() {
+                "h" => h = Some(t),
+                "c" => c = Some(t),
+                other => candle_core::bail!("truncated BPTT: unknown carried state `{other}`"),
+            }
+        }
+        let Some(h) = h else {
+            candle_core::bail!("truncated BPTT: the carried state has no `h`")
+        };
+        self.state.borrow_mut()[1] = Some(State { h, c });
+        Ok(())
     }
 
     /// Mean cross-entropy of the next character over all `B·T` positions; `correct` counts

@@ -391,3 +391,106 @@ fn char_lm_learns_a_pattern_with_truncated_bptt_and_continues_it() {
     assert_eq!(sample, "hello world. hello world.");
     assert!(model.sample(&vocab, "", 5, 1.0).is_err());
 }
+
+/// Stops the run (as Ctrl-C does) after training batch `at` of epoch 1, passing the carried
+/// state through.
+struct StopMidEpoch<'a> {
+    inner: neka_lstm::char_lm::Tbptt<'a>,
+    at: usize,
+}
+
+impl neka_common::train::TrainModel for StopMidEpoch<'_> {
+    type Batch = neka_common::data::StreamBatch;
+    fn step(
+        &self,
+        b: &Self::Batch,
+        ctx: &neka_common::train::StepContext,
+    ) -> candle_core::Result<neka_common::train::StepOutput> {
+        let out = self.inner.step(b, ctx)?;
+        if ctx.train && ctx.epoch == 1 && ctx.batch == self.at {
+            neka_common::train::request_stop();
+        }
+        Ok(out)
+    }
+    fn carried_state(&self) -> Vec<(String, Tensor)> {
+        self.inner.carried_state()
+    }
+    fn restore_carried_state(&self, s: Vec<(String, Tensor)>) -> candle_core::Result<()> {
+        self.inner.restore_carried_state(s)
+    }
+}
+
+#[test]
+fn truncated_bptt_resumed_mid_epoch_carries_its_state_and_matches_a_straight_run() {
+    use neka_common::data::TokenStream;
+    use neka_common::train::{StopReason, TrainConfig, Trainer};
+    use neka_lstm::char_lm::{CharLm, Config, Tbptt};
+    let ids: Vec<u32> = (0..2000u32).map(|i| (i * 7 + i / 13) % 11).collect();
+    let data = TokenStream::new(&ids, 4, 10, &Device::Cpu).unwrap();
+    let cfg = Config {
+        cell: CellType::Lstm,
+        vocab_size: 11,
+        embed_dim: 8,
+        hidden_size: 16,
+        num_layers: 1,
+        dropout: 0.0,
+    };
+    let tc = TrainConfig {
+        epochs: 1,
+        batch_size: 4,
+        optimizer: neka_common::optim::OptimizerConfig::adamw(1e-2),
+        ..TrainConfig::default()
+    };
+    let info = || neka_common::checkpoint::CheckpointInfo::new("char", &cfg, "t").unwrap();
+    let weights = |vm: &VarMap| {
+        let mut w: Vec<(String, Vec<f32>)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+                )
+            })
+            .collect();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    };
+    let build = |seed: u64| {
+        neka_common::rng::seed(seed);
+        let vm = VarMap::new();
+        let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
+        (CharLm::new(cfg, vb).unwrap(), vm)
+    };
+    // straight
+    let (model, vm) = build(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(tc.clone(), &vm, info(), dir.path()).unwrap();
+    t.fit(&Tbptt::new(&model), &data, None::<&TokenStream>)
+        .unwrap();
+    let straight = weights(&vm);
+    // stopped after chunk 5 of the epoch, then resumed by a fresh trainer and model
+    let (model, vm) = build(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(tc.clone(), &vm, info(), dir.path()).unwrap();
+    let stop = StopMidEpoch {
+        inner: Tbptt::new(&model),
+        at: 5,
+    };
+    let r = t.fit(&stop, &data, None::<&TokenStream>).unwrap();
+    assert_eq!(r.stop, StopReason::Interrupted);
+    assert!(dir.path().join("checkpoint/carried.safetensors").is_file());
+    drop(t);
+    let (model, vm) = build(99);
+    let mut t = Trainer::new(tc, &vm, info(), dir.path()).unwrap();
+    t.resume(dir.path()).unwrap();
+    t.fit(&Tbptt::new(&model), &data, None::<&TokenStream>)
+        .unwrap();
+    assert_eq!(
+        weights(&vm),
+        straight,
+        "the resumed epoch lost the carried state"
+    );
+}
