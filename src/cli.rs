@@ -474,6 +474,87 @@ pub fn exit_interrupted() -> ! {
 mod tests {
     use super::*;
 
+    fn flags(args: &[&str]) -> TrainArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: TrainArgs,
+        }
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    #[test]
+    fn train_flags_fall_back_to_the_models_defaults() {
+        let model = neka_lstm::tagger::default_train_config();
+        // nothing given: the model's config, with the seed of --seed's default
+        let c = flags(&[]).to_train_config(model.clone()).unwrap();
+        assert_eq!(
+            c,
+            TrainConfig {
+                seed: 42,
+                ..model.clone()
+            }
+        );
+        // --lr keeps the optimizer's other settings (the tagger's β₂ = 0.9); a default
+        // cosine over the planned run spans the new one; 0 turns clipping off
+        let c = flags(&["--lr", "0.01", "--epochs", "4", "--clip-grad-norm", "0"])
+            .to_train_config(model.clone())
+            .unwrap();
+        assert_eq!(c.optimizer, model.optimizer.clone().with_lr(0.01));
+        assert_eq!(
+            c.schedule,
+            LrSchedule::Cosine {
+                t_max: 4,
+                eta_min: 0.0
+            }
+        );
+        assert_eq!(c.clip_grad_norm, None);
+        // --optimizer without --lr takes that optimizer's usual rate
+        let c = flags(&["--optimizer", "sgd"])
+            .to_train_config(model.clone())
+            .unwrap();
+        assert_eq!(c.optimizer, OptimizerConfig::sgd(0.05));
+        // β₂ belongs to Adam only
+        let e = flags(&["--optimizer", "sgd", "--beta2", "0.9"]).to_train_config(model.clone());
+        assert!(e.unwrap_err().to_string().contains("--beta2"));
+        // --dry-run: one epoch of five batches; --monitor and --average-last parsed
+        let c = flags(&["--dry-run", "--monitor", "val_loss", "--average-last", "2"])
+            .to_train_config(model)
+            .unwrap();
+        assert_eq!(
+            (c.epochs, c.max_batches_per_epoch, c.average_last),
+            (1, Some(5), 2)
+        );
+        assert_eq!(c.monitor, Some(Monitor::min("val_loss")));
+    }
+
+    #[test]
+    fn config_with_refuses_a_flag_the_config_lacks() {
+        #[derive(serde::Serialize)]
+        struct Flags {
+            no_such_field: Option<usize>,
+        }
+        let base = neka_lstm::char_lm::Config::default();
+        assert!(config_with(
+            base,
+            &Flags {
+                no_such_field: None
+            }
+        )
+        .is_ok());
+        let e = config_with(
+            base,
+            &Flags {
+                no_such_field: Some(1),
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no_such_field"), "{e}");
+    }
+
     #[test]
     fn parsers_give_the_range() {
         assert_eq!(clip_norm("0"), Ok(0.0));

@@ -4,32 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn example(name: &str) -> PathBuf {
-    // `cargo test` builds the examples next to the test binaries: target/<profile>/examples
-    let mut p = std::env::current_exe().unwrap();
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    let exe = p.join("examples").join(name);
-    if !exe.is_file() {
-        // `cargo test --test cli` alone does not build examples: build it (same profile),
-        // one build at a time.
-        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        if !exe.is_file() {
-            let mut c = Command::new(env!("CARGO"));
-            c.args(["build", "--example", name])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if p.ends_with("release") {
-                c.arg("--release");
-            }
-            assert!(c.status().unwrap().success(), "cannot build example {name}");
-        }
-    }
-    assert!(exe.is_file(), "{} not built", exe.display());
-    exe
-}
+mod common;
+use common::{assert_clean_failure, example, text};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/mnist-sample")
@@ -44,23 +20,6 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_clean_failure(o: &Output, needles: &[&str]) {
-    let t = text(o);
-    assert!(!o.status.success(), "should fail: {t}");
-    assert!(!t.contains("panicked"), "panicked: {t}");
-    for n in needles {
-        assert!(t.contains(n), "expected `{n}` in: {t}");
-    }
 }
 
 /// Trains a tiny model on the fixture (dry run) and returns its directory.

@@ -6,28 +6,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn example(name: &str) -> PathBuf {
-    let mut p = std::env::current_exe().unwrap();
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    let exe = p.join("examples").join(name);
-    if !exe.is_file() {
-        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        if !exe.is_file() {
-            let mut c = Command::new(env!("CARGO"));
-            c.args(["build", "--example", name])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if p.ends_with("release") {
-                c.arg("--release");
-            }
-            assert!(c.status().unwrap().success(), "cannot build example {name}");
-        }
-    }
-    exe
-}
+mod common;
+use common::{assert_clean_failure, example, text};
 
 fn cmd(name: &str, args: &[&str]) -> Command {
     let mut c = Command::new(example(name));
@@ -39,23 +19,6 @@ fn cmd(name: &str, args: &[&str]) -> Command {
 
 fn run(name: &str, args: &[&str]) -> Output {
     cmd(name, args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_clean_failure(o: &Output, needles: &[&str]) {
-    let t = text(o);
-    assert!(!o.status.success(), "should fail: {t}");
-    assert!(!t.contains("panicked"), "panicked: {t}");
-    for n in needles {
-        assert!(t.contains(n), "expected `{n}` in: {t}");
-    }
 }
 
 fn mnist() -> String {

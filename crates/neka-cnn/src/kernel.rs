@@ -32,7 +32,7 @@
 //! equal.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
@@ -671,13 +671,7 @@ impl Conv2dOp {
     }
 }
 
-fn contiguous<'a, F: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [F]> {
-    let v = s.as_slice::<F>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what}: inputs must be contiguous"),
-    }
-}
+use neka_common::cpu::contiguous_slice as contiguous;
 
 impl candle_core::CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {

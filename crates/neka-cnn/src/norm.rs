@@ -404,16 +404,9 @@ impl BatchNormTrainOp {
     }
 }
 
-fn contiguous<'a, F: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [F]> {
-    let v = s.as_slice::<F>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("batch-norm kernel: inputs must be contiguous"),
-    }
-}
+use neka_common::cpu::contiguous_slice as contiguous;
+/// What the kernel's errors name.
+const WHAT: &str = "batch-norm kernel";
 
 impl candle_core::CustomOp3 for BatchNormTrainOp {
     fn name(&self) -> &'static str {
@@ -442,18 +435,18 @@ impl candle_core::CustomOp3 for BatchNormTrainOp {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 let (y, m, v) = self.forward::<f32>(
                     geo,
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
+                    contiguous(s1, l1, WHAT)?,
+                    contiguous(s2, l2, WHAT)?,
+                    contiguous(s3, l3, WHAT)?,
                 );
                 (CpuStorage::F32(y), m, v)
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
                 let (y, m, v) = self.forward::<f64>(
                     geo,
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
+                    contiguous(s1, l1, WHAT)?,
+                    contiguous(s2, l2, WHAT)?,
+                    contiguous(s3, l3, WHAT)?,
                 );
                 (CpuStorage::F64(y), m, v)
             }

@@ -133,6 +133,28 @@ pub fn parallel<T: Send, R: Send>(
         .collect()
 }
 
+/// The elements a contiguous layout covers in its storage; an error naming `what` for a
+/// strided one (the kernels read storage directly: their inputs are made contiguous first).
+pub fn contiguous_range(
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<std::ops::Range<usize>> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(a..b),
+        None => candle_core::bail!("{what}: inputs must be contiguous"),
+    }
+}
+
+/// The data of a contiguous CPU storage as `&[F]` ([`contiguous_range`]); an error naming
+/// `what` for another dtype or a strided layout.
+pub fn contiguous_slice<'a, F: WithDType>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [F]> {
+    Ok(&s.as_slice::<F>()?[contiguous_range(l, what)?])
+}
+
 /// Runs `f` on a CPU tensor's data (made contiguous first); an error for other devices.
 pub fn with_slice<F: WithDType, R>(
     t: &candle_core::Tensor,

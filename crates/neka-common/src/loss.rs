@@ -70,16 +70,14 @@ pub fn cross_entropy_candle(logits: &Tensor, targets: &Tensor) -> Result<Tensor>
 struct FusedCrossEntropy;
 
 fn targets_of(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("cross_entropy: targets must be contiguous")
-    };
+    let r = crate::cpu::contiguous_range(l, "cross_entropy targets")?;
     Ok(match s {
-        CpuStorage::U32(v) => v[a..b].iter().map(|&t| t as usize).collect(),
-        CpuStorage::I64(v) => v[a..b]
+        CpuStorage::U32(v) => v[r].iter().map(|&t| t as usize).collect(),
+        CpuStorage::I64(v) => v[r]
             .iter()
             .map(|&t| usize::try_from(t).unwrap_or(usize::MAX))
             .collect(),
-        CpuStorage::U8(v) => v[a..b].iter().map(|&t| t as usize).collect(),
+        CpuStorage::U8(v) => v[r].iter().map(|&t| t as usize).collect(),
         _ => candle_core::bail!(
             "cross_entropy: targets must be u32, i64 or u8, got {:?}",
             s.dtype()
@@ -134,12 +132,10 @@ impl candle_core::CustomOp2 for FusedCrossEntropy {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c) = l1.shape().dims2()?;
         let t = targets_of(s2, l2)?;
-        let Some((a, b)) = l1.contiguous_offsets() else {
-            candle_core::bail!("cross_entropy: logits must be contiguous")
-        };
+        let r = crate::cpu::contiguous_range(l1, "cross_entropy logits")?;
         let out = match s1 {
-            CpuStorage::F32(v) => CpuStorage::F32(vec![fused_ce_forward(&v[a..b], c, &t)? as f32]),
-            CpuStorage::F64(v) => CpuStorage::F64(vec![fused_ce_forward(&v[a..b], c, &t)?]),
+            CpuStorage::F32(v) => CpuStorage::F32(vec![fused_ce_forward(&v[r], c, &t)? as f32]),
+            CpuStorage::F64(v) => CpuStorage::F64(vec![fused_ce_forward(&v[r], c, &t)?]),
             _ => candle_core::bail!("cross_entropy: f32 or f64 logits, got {:?}", s1.dtype()),
         };
         Ok((out, Shape::from(())))
@@ -160,17 +156,15 @@ impl candle_core::CustomOp2 for FusedCrossEntropy {
             candle_core::bail!("cross_entropy: CPU tensors only")
         };
         let t = targets_of(ts, tl)?;
-        let Some((a, b)) = zl.contiguous_offsets() else {
-            candle_core::bail!("cross_entropy: logits must be contiguous")
-        };
+        let r = crate::cpu::contiguous_range(zl, "cross_entropy logits")?;
         let dz = match zs {
             CpuStorage::F32(v) => Tensor::from_vec(
-                fused_ce_backward(&v[a..b], c, &t, g as f32),
+                fused_ce_backward(&v[r], c, &t, g as f32),
                 (n, c),
                 &Device::Cpu,
             )?,
             CpuStorage::F64(v) => {
-                Tensor::from_vec(fused_ce_backward(&v[a..b], c, &t, g), (n, c), &Device::Cpu)?
+                Tensor::from_vec(fused_ce_backward(&v[r], c, &t, g), (n, c), &Device::Cpu)?
             }
             _ => candle_core::bail!("cross_entropy: f32 or f64 logits, got {:?}", zs.dtype()),
         };
@@ -427,9 +421,11 @@ impl MaskedCrossEntropyOp {
 }
 
 fn f64s(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F64(v), Some((a, b))) => Ok(v[a..b].to_vec()),
-        _ => candle_core::bail!("masked_cross_entropy: mask must be contiguous f64"),
+    match s {
+        CpuStorage::F64(v) => {
+            Ok(v[crate::cpu::contiguous_range(l, "masked_cross_entropy mask")?].to_vec())
+        }
+        _ => candle_core::bail!("masked_cross_entropy: the mask must be f64"),
     }
 }
 
@@ -450,12 +446,10 @@ impl candle_core::CustomOp3 for MaskedCrossEntropyOp {
         let (_, c) = l1.shape().dims2()?;
         let t = targets_of(s2, l2)?;
         let mask = f64s(s3, l3)?;
-        let Some((a, b)) = l1.contiguous_offsets() else {
-            candle_core::bail!("masked_cross_entropy: logits must be contiguous")
-        };
+        let r = crate::cpu::contiguous_range(l1, "masked_cross_entropy logits")?;
         let out = match s1 {
-            CpuStorage::F32(v) => CpuStorage::F32(vec![self.forward(&v[a..b], c, &t, &mask)?]),
-            CpuStorage::F64(v) => CpuStorage::F64(vec![self.forward(&v[a..b], c, &t, &mask)?]),
+            CpuStorage::F32(v) => CpuStorage::F32(vec![self.forward(&v[r], c, &t, &mask)?]),
+            CpuStorage::F64(v) => CpuStorage::F64(vec![self.forward(&v[r], c, &t, &mask)?]),
             _ => candle_core::bail!(
                 "masked_cross_entropy: f32 or f64 logits, got {:?}",
                 s1.dtype()
@@ -482,15 +476,13 @@ impl candle_core::CustomOp3 for MaskedCrossEntropyOp {
         };
         let t = targets_of(ts, tl)?;
         let m = f64s(ms, ml)?;
-        let Some((a, b)) = zl.contiguous_offsets() else {
-            candle_core::bail!("masked_cross_entropy: logits must be contiguous")
-        };
+        let r = crate::cpu::contiguous_range(zl, "masked_cross_entropy logits")?;
         let dz = match zs {
             CpuStorage::F32(v) => {
-                Tensor::from_vec(self.backward(&v[a..b], c, &t, &m, g)?, (n, c), &Device::Cpu)?
+                Tensor::from_vec(self.backward(&v[r], c, &t, &m, g)?, (n, c), &Device::Cpu)?
             }
             CpuStorage::F64(v) => {
-                Tensor::from_vec(self.backward(&v[a..b], c, &t, &m, g)?, (n, c), &Device::Cpu)?
+                Tensor::from_vec(self.backward(&v[r], c, &t, &m, g)?, (n, c), &Device::Cpu)?
             }
             _ => candle_core::bail!(
                 "masked_cross_entropy: f32 or f64 logits, got {:?}",

@@ -268,12 +268,7 @@ impl candle_core::CustomOp3 for LinearOp {
         if l3.shape().dims() != [d.2] {
             candle_core::bail!("linear: bias {:?} must be [{}]", l3.shape().dims(), d.2)
         }
-        let range = |l: &Layout| match l.contiguous_offsets() {
-            Some((a, b)) => Ok(a..b),
-            None => Err(candle_core::Error::Msg(
-                "linear: contiguous inputs only".into(),
-            )),
-        };
+        let range = |l: &Layout| crate::cpu::contiguous_range(l, "linear");
         let (r1, r2, r3) = (range(l1)?, range(l2)?, range(l3)?);
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {

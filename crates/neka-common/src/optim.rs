@@ -733,10 +733,7 @@ mod fused {
     }
 
     fn range(l: &Layout) -> candle_core::Result<std::ops::Range<usize>> {
-        match l.contiguous_offsets() {
-            Some((a, b)) => Ok(a..b),
-            None => candle_core::bail!("fused AdamW: contiguous tensors only"),
-        }
+        crate::cpu::contiguous_range(l, "fused AdamW")
     }
 
     /// Flush-to-zero and denormals-are-zero on this thread while the guard lives (x86-64).

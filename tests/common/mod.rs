@@ -1,0 +1,54 @@
+//! Helpers shared by the command-line tests: finding (or building) an example binary, and
+//! reading what it printed.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The example binary `name`, built by `cargo test` next to the test binaries
+/// (`target/<profile>/examples`), or built now (same profile) when a single test target runs.
+pub fn example(name: &str) -> PathBuf {
+    // `cargo test` builds the examples next to the test binaries: target/<profile>/examples
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let exe = p.join("examples").join(name);
+    if !exe.is_file() {
+        // `cargo test --test cli` alone does not build examples: build it (same profile),
+        // one build at a time.
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if !exe.is_file() {
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["build", "--example", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if p.ends_with("release") {
+                c.arg("--release");
+            }
+            assert!(c.status().unwrap().success(), "cannot build example {name}");
+        }
+    }
+    assert!(exe.is_file(), "{} not built", exe.display());
+    exe
+}
+
+/// stdout then stderr of a finished command.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The command failed (non-zero exit) without a panic, and its output names each of `needles`.
+pub fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let t = text(o);
+    assert!(!o.status.success(), "should fail: {t}");
+    assert!(!t.contains("panicked"), "panicked: {t}");
+    for n in needles {
+        assert!(t.contains(n), "expected `{n}` in: {t}");
+    }
+}
