@@ -89,7 +89,7 @@ pub fn conv1d_worked(path: &Path) -> Result<()> {
         .corner("m")
         .col_labels(t.ms.iter().map(|&m| signed(m)).collect())
         .row_notes(notes)
-        .highlight(Highlight::tint(0, 0, 1, t.ms.len(), (120, 120, 120)));
+        .highlight(Highlight::window(0, 0, 1, t.ms.len(), (120, 120, 120)).borderless());
     for (c, &m) in t.ms.iter().enumerate() {
         if m < 0 || m >= f.len() as isize {
             table = table.mute(0, c);
@@ -194,21 +194,11 @@ fn input_with_window(
             g = g.highlight(Highlight::window(r0 as usize, c0 as usize, 3, 3, colour));
         } else {
             let span = effective_kernel(3, dilation);
-            g = g.highlight(Highlight::outline(
-                r0 as usize,
-                c0 as usize,
-                span,
-                span,
-                colour,
-            ));
+            let (r0, c0) = (r0 as usize, c0 as usize);
+            g = g.highlight(Highlight::window(r0, c0, span, span, colour).unfilled());
             for &(r, c) in &taps {
-                g = g.highlight(Highlight::tint(
-                    (r + p) as usize,
-                    (c + p) as usize,
-                    1,
-                    1,
-                    colour,
-                ));
+                let (r, c) = ((r + p) as usize, (c + p) as usize);
+                g = g.highlight(Highlight::window(r, c, 1, 1, colour).borderless());
             }
         }
         if weights {
@@ -243,7 +233,7 @@ pub fn conv2d_worked(path: &Path) -> Result<()> {
             true,
         );
         let kernel = NumberGrid::from_values("kernel k (3×3)", &k)
-            .highlight(Highlight::tint(0, 0, 3, 3, colour));
+            .highlight(Highlight::window(0, 0, 3, 3, colour).borderless());
         let output = NumberGrid::from_values(format!("output y ({}×{})", y.len(), y[0].len()), &y)
             .highlight(Highlight::cell(at.0, at.1, colour))
             .caption(format!(

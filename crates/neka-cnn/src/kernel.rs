@@ -256,7 +256,8 @@ impl ConvGeometry {
     }
 }
 
-use neka_common::cpu::{matmul, parallel, sum, threads, with_slice};
+use neka_common::cpu::contiguous_slice as contiguous;
+use neka_common::cpu::{matmul, parallel, sum, threads, with_slice, CpuOp3, Fused3, Grads3, Input};
 
 fn block_size(batch: usize) -> usize {
     batch.div_ceil(threads()).max(1)
@@ -671,60 +672,22 @@ impl Conv2dOp {
     }
 }
 
-use neka_common::cpu::contiguous_slice as contiguous;
+impl<F: KernelFloat> CpuOp3<F> for Conv2dOp {
+    const NAME: &'static str = "neka-conv2d";
 
-impl candle_core::CustomOp3 for Conv2dOp {
-    fn name(&self) -> &'static str {
-        "neka-conv2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (b, g) = self.geometry(l1.shape(), l2.shape())?;
-        if l3.shape().dims() != [g.o] {
+    fn cpu_fwd(&self, [x, w, bias]: [Input<'_>; 3]) -> Result<(Vec<F>, Shape)> {
+        let (b, g) = self.geometry(x.shape(), w.shape())?;
+        if bias.shape().dims() != [g.o] {
             candle_core::bail!(
                 "conv2d kernel: bias {:?} must be [{}]",
-                l3.shape().dims(),
+                bias.shape().dims(),
                 g.o
             )
         }
         let (ph, pw) = self.out_hw(&g);
         let what = "conv2d kernel";
-        let (out, arg) = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (y, arg) = self.forward::<f32>(
-                    b,
-                    &g,
-                    contiguous(s1, l1, what)?,
-                    contiguous(s2, l2, what)?,
-                    contiguous(s3, l3, what)?,
-                );
-                (CpuStorage::F32(y), arg)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (y, arg) = self.forward::<f64>(
-                    b,
-                    &g,
-                    contiguous(s1, l1, what)?,
-                    contiguous(s2, l2, what)?,
-                    contiguous(s3, l3, what)?,
-                );
-                (CpuStorage::F64(y), arg)
-            }
-            _ => candle_core::bail!(
-                "conv2d kernel: input, weight and bias must all be f32 or all f64, got {:?}, {:?}, {:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
+        let (out, arg) =
+            self.forward::<F>(b, &g, x.slice(what)?, w.slice(what)?, bias.slice(what)?);
         if self.pooled() && self.keep_argmax {
             *self
                 .argmax
@@ -735,70 +698,42 @@ impl candle_core::CustomOp3 for Conv2dOp {
         Ok((out, Shape::from((b, g.o, ph, pw))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn typed<F: KernelFloat>(
-            op: &Conv2dOp,
-            x: &Tensor,
-            w: &Tensor,
-            bias: &Tensor,
-            y: &Tensor,
-            dy: &Tensor,
-        ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
-            let (b, g) = op.geometry(x.shape(), w.shape())?;
-            let what = "conv2d kernel backward";
-            let want_dx = x.track_op();
-            let mut guard = op
-                .argmax
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("conv2d kernel: lock poisoned".into()))?;
-            if op.pooled() && guard.is_none() {
-                // Run without recording the argmax (inference): recompute it.
-                let (_, arg) = with_slice::<F, _>(x, what, |xs| {
-                    with_slice::<F, _>(w, what, |ws| {
-                        with_slice::<F, _>(bias, what, |bs| {
-                            op.forward_with(b, &g, xs, ws, bs, true)
-                        })
-                    })
-                })???;
-                *guard = Some(arg);
-            }
-            let arg: &[u8] = match &*guard {
-                Some(a) if op.pooled() => a,
-                _ => &[],
-            };
-            let (dx, dw, db) = with_slice::<F, _>(x, what, |xs| {
+    fn bwd(&self, [x, w, bias]: [&Tensor; 3], y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        let (b, g) = self.geometry(x.shape(), w.shape())?;
+        let what = "conv2d kernel backward";
+        let want_dx = x.track_op();
+        let mut guard = self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("conv2d kernel: lock poisoned".into()))?;
+        if self.pooled() && guard.is_none() {
+            // Run without recording the argmax (inference): recompute it.
+            let (_, arg) = with_slice::<F, _>(x, what, |xs| {
                 with_slice::<F, _>(w, what, |ws| {
-                    with_slice::<F, _>(y, what, |ys| {
-                        with_slice::<F, _>(dy, what, |dys| {
-                            op.backward(b, &g, (xs, ws, ys, dys), arg, want_dx)
-                        })
+                    with_slice::<F, _>(bias, what, |bs| self.forward_with(b, &g, xs, ws, bs, true))
+                })
+            })???;
+            *guard = Some(arg);
+        }
+        let arg: &[u8] = match &*guard {
+            Some(a) if self.pooled() => a,
+            _ => &[],
+        };
+        let (dx, dw, db) = with_slice::<F, _>(x, what, |xs| {
+            with_slice::<F, _>(w, what, |ws| {
+                with_slice::<F, _>(y, what, |ys| {
+                    with_slice::<F, _>(dy, what, |dys| {
+                        self.backward(b, &g, (xs, ws, ys, dys), arg, want_dx)
                     })
                 })
-            })????;
-            let cpu = Device::Cpu;
-            Ok((
-                dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
-                    .transpose()?,
-                Tensor::from_vec(dw, w.shape(), &cpu)?,
-                Tensor::from_vec(db, g.o, &cpu)?,
-            ))
-        }
-        let (dx, dw, db) = match x.dtype() {
-            DType::F32 => typed::<f32>(self, x, w, bias, y, dy)?,
-            DType::F64 => typed::<f64>(self, x, w, bias, y, dy)?,
-            dt => candle_core::bail!("conv2d kernel: f32 or f64 only, got {dt:?}"),
-        };
+            })
+        })????;
+        let cpu = Device::Cpu;
         Ok((
-            dx,
-            w.track_op().then_some(dw),
-            bias.track_op().then_some(db),
+            dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
+                .transpose()?,
+            Some(Tensor::from_vec(dw, w.shape(), &cpu)?),
+            Some(Tensor::from_vec(db, g.o, &cpu)?),
         ))
     }
 }
@@ -808,7 +743,7 @@ impl candle_core::CustomOp3 for Conv2dOp {
 /// `op.relu`. CPU tensors, f32 or f64.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, op: Conv2dOp) -> Result<Tensor> {
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, Fused3(op))
 }
 
 /// `k × k` max pooling with stride and padding (−∞ padding), PyTorch's `max_pool2d`, as a
@@ -981,51 +916,36 @@ impl candle_core::CustomOp1 for MaxPool2dOp {
         let (b, c, h, w) = l.shape().dims4()?;
         let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
         let what = "max_pool2d kernel";
+        let (planes, hw, ohw) = (b * c, (h, w), (oh, ow));
         let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(
-                b * c,
-                (h, w),
-                (oh, ow),
-                contiguous(s, l, what)?,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(
-                b * c,
-                (h, w),
-                (oh, ow),
-                contiguous(s, l, what)?,
-            )),
+            CpuStorage::F32(_) => {
+                CpuStorage::F32(self.forward::<f32>(planes, hw, ohw, contiguous(s, l, what)?))
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(self.forward::<f64>(planes, hw, ohw, contiguous(s, l, what)?))
+            }
             _ => candle_core::bail!("max_pool2d kernel: f32 or f64 only, got {:?}", s.dtype()),
         };
         Ok((out, Shape::from((b, c, oh, ow))))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let (b, c, h, w) = x.dims4()?;
-        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
-        let what = "max_pool2d kernel backward";
-        let cpu = Device::Cpu;
-        let dx = match x.dtype() {
-            DType::F32 => Tensor::from_vec(
-                with_slice::<f32, _>(x, what, |xs| {
-                    with_slice::<f32, _>(dy, what, |dys| {
-                        self.backward(b * c, (h, w), (oh, ow), xs, dys)
-                    })
-                })??,
-                x.shape(),
-                &cpu,
-            )?,
-            DType::F64 => Tensor::from_vec(
-                with_slice::<f64, _>(x, what, |xs| {
-                    with_slice::<f64, _>(dy, what, |dys| {
-                        self.backward(b * c, (h, w), (oh, ow), xs, dys)
-                    })
-                })??,
-                x.shape(),
-                &cpu,
-            )?,
+        fn typed<F: KernelFloat>(op: &MaxPool2dOp, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+            let (b, c, h, w) = x.dims4()?;
+            let (oh, ow) = (op.out_size(h)?, op.out_size(w)?);
+            let what = "max_pool2d kernel backward";
+            let dx = with_slice::<F, _>(x, what, |xs| {
+                with_slice::<F, _>(dy, what, |dys| {
+                    op.backward(b * c, (h, w), (oh, ow), xs, dys)
+                })
+            })??;
+            Tensor::from_vec(dx, x.shape(), &Device::Cpu)
+        }
+        Ok(Some(match x.dtype() {
+            DType::F32 => typed::<f32>(self, x, dy)?,
+            DType::F64 => typed::<f64>(self, x, dy)?,
             dt => candle_core::bail!("max_pool2d kernel: f32 or f64 only, got {dt:?}"),
-        };
-        Ok(Some(dx))
+        }))
     }
 }
 

@@ -45,9 +45,11 @@
 
 use crate::kernel::{cpu_impl, CpuImpl, KernelFloat};
 use crate::Result;
-use candle_core::{CpuStorage, DType, Device, Layout, ModuleT, Shape, Tensor, Var, WithDType};
+use candle_core::{DType, Device, ModuleT, Shape, Tensor, Var, WithDType};
 use candle_nn::{BatchNormConfig, Init, VarBuilder};
-use neka_common::cpu::{kernel_applies, parallel, threads, with_slice};
+use neka_common::cpu::{
+    kernel_applies, parallel, threads, with_slice, CpuOp3, Fused3, Grads3, Input,
+};
 use std::sync::{Arc, Mutex};
 
 /// PyTorch's `BatchNorm2d` defaults.
@@ -146,9 +148,9 @@ impl BatchNorm2d {
         };
         let op = BatchNormTrainOp::new(self.inner.eps(), relu);
         let stats = op.stats.clone();
-        let ys = xs
-            .contiguous()?
-            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+        let ys =
+            xs.contiguous()?
+                .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Fused3(op))?;
         let (mean, var, n) = stats
             .lock()
             .map_err(|_| candle_core::Error::Msg("batch-norm kernel: lock poisoned".into()))?
@@ -404,72 +406,40 @@ impl BatchNormTrainOp {
     }
 }
 
-use neka_common::cpu::contiguous_slice as contiguous;
 /// What the kernel's errors name.
 const WHAT: &str = "batch-norm kernel";
 
-impl candle_core::CustomOp3 for BatchNormTrainOp {
-    fn name(&self) -> &'static str {
-        "neka-batch-norm-train"
-    }
+impl<F: KernelFloat> CpuOp3<F> for BatchNormTrainOp {
+    const NAME: &'static str = "neka-batch-norm-train";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let geo = Self::geometry(l1.shape())?;
-        if l2.shape().dims() != [geo.1] || l3.shape().dims() != [geo.1] {
+    fn cpu_fwd(&self, [x, weight, bias]: [Input<'_>; 3]) -> candle_core::Result<(Vec<F>, Shape)> {
+        let geo = Self::geometry(x.shape())?;
+        if weight.shape().dims() != [geo.1] || bias.shape().dims() != [geo.1] {
             candle_core::bail!(
                 "batch-norm kernel: weight {:?} and bias {:?} must be [{}]",
-                l2.shape().dims(),
-                l3.shape().dims(),
+                weight.shape().dims(),
+                bias.shape().dims(),
                 geo.1
             )
         }
-        let (out, mean, var) = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (y, m, v) = self.forward::<f32>(
-                    geo,
-                    contiguous(s1, l1, WHAT)?,
-                    contiguous(s2, l2, WHAT)?,
-                    contiguous(s3, l3, WHAT)?,
-                );
-                (CpuStorage::F32(y), m, v)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (y, m, v) = self.forward::<f64>(
-                    geo,
-                    contiguous(s1, l1, WHAT)?,
-                    contiguous(s2, l2, WHAT)?,
-                    contiguous(s3, l3, WHAT)?,
-                );
-                (CpuStorage::F64(y), m, v)
-            }
-            _ => candle_core::bail!(
-                "batch-norm kernel: input, weight and bias must all be f32 or all f64"
-            ),
-        };
+        let (out, mean, var) =
+            self.forward::<F>(geo, x.slice(WHAT)?, weight.slice(WHAT)?, bias.slice(WHAT)?);
         *self
             .stats
             .lock()
             .map_err(|_| candle_core::Error::Msg("batch-norm kernel: lock poisoned".into()))? =
             Some((mean, var, geo.0 * geo.2));
-        Ok((out, l1.shape().clone()))
+        Ok((out, x.shape().clone()))
     }
 
     fn bwd(
         &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
+        [x, gamma, _beta]: [&Tensor; 3],
         y: &Tensor,
         dy: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<Grads3> {
+        let geo = Self::geometry(x.shape())?;
+        let what = "batch-norm kernel backward";
         let guard = self
             .stats
             .lock()
@@ -477,66 +447,37 @@ impl candle_core::CustomOp3 for BatchNormTrainOp {
         // the statistics the forward pass recorded (recomputed if there are none)
         let (mean, var): (Vec<f64>, Vec<f64>) = match &*guard {
             Some((m, v, _)) => (m.clone(), v.clone()),
-            None => {
-                let geo = Self::geometry(x.shape())?;
-                let what = "batch-norm kernel backward";
-                match x.dtype() {
-                    DType::F32 => with_slice::<f32, _>(x, what, |xs| {
-                        Self::channel_stats(xs, geo).into_iter().unzip()
-                    })?,
-                    _ => with_slice::<f64, _>(x, what, |xs| {
-                        Self::channel_stats(xs, geo).into_iter().unzip()
-                    })?,
-                }
-            }
+            None => with_slice::<F, _>(x, what, |xs| {
+                Self::channel_stats(xs, geo).into_iter().unzip()
+            })?,
         };
         drop(guard);
-        fn typed<F: KernelFloat>(
-            op: &BatchNormTrainOp,
-            x: &Tensor,
-            gamma: &Tensor,
-            (y, dy): (&Tensor, &Tensor),
-            stats: (&[f64], &[f64]),
-        ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
-            let geo = BatchNormTrainOp::geometry(x.shape())?;
-            let what = "batch-norm kernel backward";
-            let want_dx = x.track_op();
-            let (dx, dg, db) = with_slice::<F, _>(x, what, |xs| {
-                with_slice::<F, _>(gamma, what, |gs| {
-                    with_slice::<F, _>(dy, what, |dys| {
-                        if !op.relu {
-                            return Ok(op.backward(geo, xs, gs, dys, stats, want_dx));
-                        }
-                        // the fused ReLU's backward: no gradient where it output 0
-                        with_slice::<F, _>(y, what, |ys| {
-                            let masked: Vec<F> = dys
-                                .iter()
-                                .zip(ys)
-                                .map(|(&d, &v)| if v > F::zero() { d } else { F::zero() })
-                                .collect();
-                            op.backward(geo, xs, gs, &masked, stats, want_dx)
-                        })
+        let stats = (mean.as_slice(), var.as_slice());
+        let want_dx = x.track_op();
+        let (dx, dg, db) = with_slice::<F, _>(x, what, |xs| {
+            with_slice::<F, _>(gamma, what, |gs| {
+                with_slice::<F, _>(dy, what, |dys| {
+                    if !self.relu {
+                        return Ok(self.backward(geo, xs, gs, dys, stats, want_dx));
+                    }
+                    // the fused ReLU's backward: no gradient where it output 0
+                    with_slice::<F, _>(y, what, |ys| {
+                        let masked: Vec<F> = dys
+                            .iter()
+                            .zip(ys)
+                            .map(|(&d, &v)| if v > F::zero() { d } else { F::zero() })
+                            .collect();
+                        self.backward(geo, xs, gs, &masked, stats, want_dx)
                     })
                 })
-            })????;
-            let cpu = Device::Cpu;
-            Ok((
-                dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
-                    .transpose()?,
-                Tensor::from_vec(dg, geo.1, &cpu)?,
-                Tensor::from_vec(db, geo.1, &cpu)?,
-            ))
-        }
-        let stats = (mean.as_slice(), var.as_slice());
-        let (dx, dg, db) = match x.dtype() {
-            DType::F32 => typed::<f32>(self, x, gamma, (y, dy), stats)?,
-            DType::F64 => typed::<f64>(self, x, gamma, (y, dy), stats)?,
-            dt => candle_core::bail!("batch-norm kernel: f32 or f64 only, got {dt:?}"),
-        };
+            })
+        })????;
+        let cpu = Device::Cpu;
         Ok((
-            dx,
-            gamma.track_op().then_some(dg),
-            beta.track_op().then_some(db),
+            dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
+                .transpose()?,
+            Some(Tensor::from_vec(dg, geo.1, &cpu)?),
+            Some(Tensor::from_vec(db, geo.1, &cpu)?),
         ))
     }
 }

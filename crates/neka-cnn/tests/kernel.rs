@@ -6,6 +6,7 @@ use candle_core::{CustomOp3, DType, Device, Module, Tensor, Var};
 use candle_nn::VarMap;
 use neka_cnn::kernel::{self, Conv2dOp, MaxPool2dOp};
 use neka_cnn::{conv2d, Conv2dConfig, Padding, Pool2d};
+use neka_common::cpu::Fused3;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -416,13 +417,13 @@ fn conv1_input_gradient_is_not_computed() -> R {
     let b = Var::randn(0f32, 1.0, 3, &dev)?;
     let y = kernel::conv2d(&image, w.as_tensor(), b.as_tensor(), op.clone())?;
     let dy = y.ones_like()?;
-    let (dx, dw, db) = op.bwd(&image, w.as_tensor(), b.as_tensor(), &y, &dy)?;
+    let (dx, dw, db) = Fused3(op.clone()).bwd(&image, w.as_tensor(), b.as_tensor(), &y, &dy)?;
     assert!(dx.is_none(), "the image got a gradient");
     assert!(dw.is_some() && db.is_some());
     let grads = y.sum_all()?.backward()?;
     assert!(grads.get(&image).is_none());
     let tracked = Var::from_tensor(&image)?;
-    let (dx, _, _) = op.bwd(tracked.as_tensor(), w.as_tensor(), b.as_tensor(), &y, &dy)?;
+    let (dx, _, _) = Fused3(op).bwd(tracked.as_tensor(), w.as_tensor(), b.as_tensor(), &y, &dy)?;
     assert!(dx.is_some());
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! pooling) keeps its plain candle-op twin, and picks between them in one path function that
 //! starts from [`kernel_applies`]: a CUDA or Metal tensor never reaches a CPU kernel.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{DType, DeviceLocation, WithDType};
 use std::sync::Mutex;
 
@@ -103,7 +104,6 @@ pub unsafe fn matmul<F: KernelFloat>(
     )
 }
 
-/// Images per block: the batch split evenly over the pool's threads.
 /// Threads of candle's CPU pool (its "barrier pool": the workers plus the calling thread).
 pub fn threads() -> usize {
     candle_core::utils::barrier_pool().n_workers() + 1
@@ -166,6 +166,147 @@ pub fn with_slice<F: WithDType, R>(
     match (&*storage, layout.contiguous_offsets()) {
         (candle_core::Storage::Cpu(s), Some((a, b))) => Ok(f(&s.as_slice::<F>()?[a..b])),
         _ => candle_core::bail!("{what}: contiguous CPU tensors only"),
+    }
+}
+
+/// One input of a [`CpuOp3`]: a CPU storage and the layout of the tensor in it.
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
+    pub storage: &'a candle_core::CpuStorage,
+    pub layout: &'a candle_core::Layout,
+}
+
+impl<'a> Input<'a> {
+    /// The tensor's shape.
+    pub fn shape(&self) -> &'a candle_core::Shape {
+        self.layout.shape()
+    }
+
+    /// The tensor's data as `&[T]` ([`contiguous_slice`]); an error naming `what` and both
+    /// dtypes when the storage holds another type, or when the layout is strided.
+    pub fn slice<T: WithDType>(&self, what: &str) -> candle_core::Result<&'a [T]> {
+        if self.storage.dtype() != T::DTYPE {
+            candle_core::bail!(
+                "{what}: expected {:?}, got {:?} (all float inputs of a kernel share one dtype)",
+                T::DTYPE,
+                self.storage.dtype()
+            )
+        }
+        contiguous_slice(self.storage, self.layout, what)
+    }
+}
+
+/// Gradients of a three-input op, `(∂L/∂a, ∂L/∂b, ∂L/∂c)`: `None` for an input that takes none
+/// (integer targets, a mask).
+pub type Grads3 = (
+    Option<candle_core::Tensor>,
+    Option<candle_core::Tensor>,
+    Option<candle_core::Tensor>,
+);
+
+/// The CPU half of a fused op of three inputs (dense layer, convolution, batch norm, masked
+/// cross-entropy, recurrent layer): what differs between neka's kernels. [`Fused3`] turns one
+/// into candle's [`CustomOp3`](candle_core::CustomOp3), with the dtype dispatch written once:
+/// the first input's dtype picks the f32 or the f64 implementation.
+///
+/// ```
+/// use candle_core::{Device, Shape, Tensor};
+/// use neka_common::cpu::{CpuOp3, Fused3, Grads3, Input, KernelFloat};
+///
+/// /// `a·b + c`, element-wise.
+/// struct MulAdd;
+/// impl<F: KernelFloat> CpuOp3<F> for MulAdd {
+///     const NAME: &'static str = "mul-add";
+///     fn cpu_fwd(&self, [a, b, c]: [Input<'_>; 3]) -> candle_core::Result<(Vec<F>, Shape)> {
+///         let (a, b, c) = (a.slice::<F>("a")?, b.slice::<F>("b")?, c.slice::<F>("c")?);
+///         let y = a.iter().zip(b).zip(c).map(|((&a, &b), &c)| a * b + c).collect();
+///         Ok((y, Shape::from(a.len())))
+///     }
+///     fn bwd(&self, [a, b, _]: [&Tensor; 3], _y: &Tensor, dy: &Tensor) -> candle_core::Result<Grads3> {
+///         Ok((Some((dy * b)?), Some((dy * a)?), Some(dy.clone())))
+///     }
+/// }
+///
+/// let t = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+/// let y = t(&[1., 2.]).apply_op3(&t(&[3., 4.]), &t(&[0.5, 0.5]), Fused3(MulAdd))?;
+/// assert_eq!(y.to_vec1::<f32>()?, [3.5, 8.5]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub trait CpuOp3<F: KernelFloat>: Send + Sync {
+    /// The op's name in candle's graph.
+    const NAME: &'static str;
+
+    /// The output (contiguous, of the inputs' float type `F`) and its shape; side results for
+    /// the backward pass (argmaxes, batch statistics, the recurrent reserve) go into `self`.
+    fn cpu_fwd(&self, inputs: [Input<'_>; 3]) -> candle_core::Result<(Vec<F>, candle_core::Shape)>;
+
+    /// `(∂L/∂a, ∂L/∂b, ∂L/∂c)` from the inputs, the forward output and `∂L/∂output`, all of
+    /// float type `F` (the first input's); [`Fused3`] drops the gradient of an input that
+    /// tracks no gradient.
+    fn bwd(
+        &self,
+        inputs: [&candle_core::Tensor; 3],
+        output: &candle_core::Tensor,
+        grad: &candle_core::Tensor,
+    ) -> candle_core::Result<Grads3>;
+}
+
+/// A [`CpuOp3`] (for f32 and f64) as candle's [`CustomOp3`](candle_core::CustomOp3), for
+/// [`Tensor::apply_op3`](candle_core::Tensor::apply_op3). CPU only: the ops that use one pick
+/// the candle-op twin elsewhere ([`kernel_applies`]).
+pub struct Fused3<K>(pub K);
+
+impl<K: CpuOp3<f32> + CpuOp3<f64>> candle_core::CustomOp3 for Fused3<K> {
+    fn name(&self) -> &'static str {
+        <K as CpuOp3<f32>>::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let inputs =
+            [(s1, l1), (s2, l2), (s3, l3)].map(|(storage, layout)| Input { storage, layout });
+        Ok(match s1.dtype() {
+            DType::F32 => {
+                let (y, shape) = CpuOp3::<f32>::cpu_fwd(&self.0, inputs)?;
+                (candle_core::CpuStorage::F32(y), shape)
+            }
+            DType::F64 => {
+                let (y, shape) = CpuOp3::<f64>::cpu_fwd(&self.0, inputs)?;
+                (candle_core::CpuStorage::F64(y), shape)
+            }
+            dt => candle_core::bail!(
+                "{}: f32 or f64 inputs only, got {dt:?}",
+                <K as CpuOp3<f32>>::NAME
+            ),
+        })
+    }
+
+    fn bwd(
+        &self,
+        a: &candle_core::Tensor,
+        b: &candle_core::Tensor,
+        c: &candle_core::Tensor,
+        output: &candle_core::Tensor,
+        grad: &candle_core::Tensor,
+    ) -> candle_core::Result<Grads3> {
+        let (da, db, dc) = match a.dtype() {
+            DType::F32 => CpuOp3::<f32>::bwd(&self.0, [a, b, c], output, grad)?,
+            DType::F64 => CpuOp3::<f64>::bwd(&self.0, [a, b, c], output, grad)?,
+            dt => candle_core::bail!(
+                "{}: f32 or f64 inputs only, got {dt:?}",
+                <K as CpuOp3<f32>>::NAME
+            ),
+        };
+        let tracked =
+            |t: &candle_core::Tensor, g: Option<candle_core::Tensor>| g.filter(|_| t.track_op());
+        Ok((tracked(a, da), tracked(b, db), tracked(c, dc)))
     }
 }
 

@@ -10,6 +10,7 @@
 //! with `m_n ∈ {0, 1}` (1 = a real token) and label smoothing `ε` (0 = plain cross-entropy).
 //! Logits at masked positions get zero gradient and do not change the loss.
 
+use crate::cpu::{CpuOp3, Fused3, Grads3, Input, KernelFloat};
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, DType, Device, DeviceLocation, Layout, Result, Shape, Storage, Tensor, D,
@@ -118,6 +119,15 @@ fn fused_ce_backward<F: num_traits::Float>(z: &[F], c: usize, t: &[usize], scale
     dz
 }
 
+/// [`targets_of`] a CPU tensor.
+fn target_tensor(targets: &Tensor) -> Result<Vec<usize>> {
+    let (ts, tl) = targets.storage_and_layout();
+    let Storage::Cpu(ts) = &*ts else {
+        candle_core::bail!("cross_entropy: CPU tensors only")
+    };
+    targets_of(ts, tl)
+}
+
 impl candle_core::CustomOp2 for FusedCrossEntropy {
     fn name(&self) -> &'static str {
         "neka-cross-entropy"
@@ -150,12 +160,11 @@ impl candle_core::CustomOp2 for FusedCrossEntropy {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, c) = logits.dims2()?;
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()? / n.max(1) as f64;
+        let t = target_tensor(targets)?;
         let (zs, zl) = logits.storage_and_layout();
-        let (ts, tl) = targets.storage_and_layout();
-        let (Storage::Cpu(zs), Storage::Cpu(ts)) = (&*zs, &*ts) else {
+        let Storage::Cpu(zs) = &*zs else {
             candle_core::bail!("cross_entropy: CPU tensors only")
         };
-        let t = targets_of(ts, tl)?;
         let r = crate::cpu::contiguous_range(zl, "cross_entropy logits")?;
         let dz = match zs {
             CpuStorage::F32(v) => Tensor::from_vec(
@@ -185,9 +194,8 @@ pub fn masked_cross_entropy(
     mask: &Tensor,
     label_smoothing: f64,
 ) -> Result<Tensor> {
-    let (n, _) = check_masked(logits, targets, mask, label_smoothing)?;
+    check_masked(logits, targets, mask, label_smoothing)?;
     if loss_uses_kernel(logits.device().location(), logits.dtype()) {
-        let _ = n;
         let op = MaskedCrossEntropyOp {
             eps: label_smoothing,
             lse: Default::default(),
@@ -195,7 +203,7 @@ pub fn masked_cross_entropy(
         logits.contiguous()?.apply_op3(
             &targets.contiguous()?,
             &mask.to_dtype(DType::F64)?.contiguous()?,
-            op,
+            Fused3(op),
         )
     } else {
         masked_cross_entropy_candle(logits, targets, mask, label_smoothing)
@@ -420,76 +428,34 @@ impl MaskedCrossEntropyOp {
     }
 }
 
-fn f64s(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
-    match s {
-        CpuStorage::F64(v) => {
-            Ok(v[crate::cpu::contiguous_range(l, "masked_cross_entropy mask")?].to_vec())
-        }
-        _ => candle_core::bail!("masked_cross_entropy: the mask must be f64"),
-    }
-}
+impl<F: KernelFloat> CpuOp3<F> for MaskedCrossEntropyOp {
+    const NAME: &'static str = "neka-masked-cross-entropy";
 
-impl candle_core::CustomOp3 for MaskedCrossEntropyOp {
-    fn name(&self) -> &'static str {
-        "neka-masked-cross-entropy"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (_, c) = l1.shape().dims2()?;
-        let t = targets_of(s2, l2)?;
-        let mask = f64s(s3, l3)?;
-        let r = crate::cpu::contiguous_range(l1, "masked_cross_entropy logits")?;
-        let out = match s1 {
-            CpuStorage::F32(v) => CpuStorage::F32(vec![self.forward(&v[r], c, &t, &mask)?]),
-            CpuStorage::F64(v) => CpuStorage::F64(vec![self.forward(&v[r], c, &t, &mask)?]),
-            _ => candle_core::bail!(
-                "masked_cross_entropy: f32 or f64 logits, got {:?}",
-                s1.dtype()
-            ),
-        };
-        Ok((out, Shape::from(())))
+    fn cpu_fwd(&self, [logits, targets, mask]: [Input<'_>; 3]) -> Result<(Vec<F>, Shape)> {
+        let (_, c) = logits.shape().dims2()?;
+        let t = targets_of(targets.storage, targets.layout)?;
+        let mask = mask.slice::<f64>("masked_cross_entropy mask")?;
+        let z = logits.slice::<F>("masked_cross_entropy logits")?;
+        Ok((vec![self.forward(z, c, &t, mask)?], Shape::from(())))
     }
 
     fn bwd(
         &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        mask: &Tensor,
+        [logits, targets, mask]: [&Tensor; 3],
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let (n, c) = logits.dims2()?;
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let (zs, zl) = logits.storage_and_layout();
-        let (ts, tl) = targets.storage_and_layout();
-        let (ms, ml) = mask.storage_and_layout();
-        let (Storage::Cpu(zs), Storage::Cpu(ts), Storage::Cpu(ms)) = (&*zs, &*ts, &*ms) else {
-            candle_core::bail!("masked_cross_entropy: CPU tensors only")
-        };
-        let t = targets_of(ts, tl)?;
-        let m = f64s(ms, ml)?;
-        let r = crate::cpu::contiguous_range(zl, "masked_cross_entropy logits")?;
-        let dz = match zs {
-            CpuStorage::F32(v) => {
-                Tensor::from_vec(self.backward(&v[r], c, &t, &m, g)?, (n, c), &Device::Cpu)?
-            }
-            CpuStorage::F64(v) => {
-                Tensor::from_vec(self.backward(&v[r], c, &t, &m, g)?, (n, c), &Device::Cpu)?
-            }
-            _ => candle_core::bail!(
-                "masked_cross_entropy: f32 or f64 logits, got {:?}",
-                zs.dtype()
-            ),
-        };
-        Ok((Some(dz), None, None))
+        let t = target_tensor(targets)?;
+        let m = mask.to_vec1::<f64>()?;
+        let what = "masked_cross_entropy logits";
+        let dz = crate::cpu::with_slice::<F, _>(logits, what, |z| self.backward(z, c, &t, &m, g))??;
+        Ok((
+            Some(Tensor::from_vec(dz, (n, c), &Device::Cpu)?),
+            None,
+            None,
+        ))
     }
 }
 

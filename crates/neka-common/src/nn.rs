@@ -5,11 +5,9 @@
 //! the same bound for biases. neka follows PyTorch so that models trained here start where
 //! the same PyTorch model would, and so that parity with PyTorch can be tested.
 
-use crate::cpu::{self, KernelFloat};
+use crate::cpu::{self, CpuOp3, Fused3, Grads3, Input, KernelFloat};
 use crate::rng;
-use candle_core::{
-    CpuStorage, DType, Device, DeviceLocation, Layout, Module, ModuleT, Result, Shape, Tensor,
-};
+use candle_core::{DType, Device, DeviceLocation, Module, ModuleT, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 /// The PyTorch default init bound for a layer with `fan_in` inputs per output: `1/√fan_in`.
@@ -91,8 +89,11 @@ pub fn linear_forward(lin: &candle_nn::Linear, xs: &Tensor, relu: bool) -> Resul
             &zeros
         }
     };
-    xs.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp { relu })
+    xs.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        Fused3(LinearOp { relu }),
+    )
 }
 
 /// The dense layer as one candle op on `(x (B, I), W (O, I), b (O))` → `(B, O)`:
@@ -250,80 +251,36 @@ impl LinearOp {
     }
 }
 
-impl candle_core::CustomOp3 for LinearOp {
-    fn name(&self) -> &'static str {
-        "neka-linear"
-    }
+impl<F: KernelFloat> CpuOp3<F> for LinearOp {
+    const NAME: &'static str = "neka-linear";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = Self::dims(l1.shape(), l2.shape())?;
-        if l3.shape().dims() != [d.2] {
-            candle_core::bail!("linear: bias {:?} must be [{}]", l3.shape().dims(), d.2)
+    fn cpu_fwd(&self, [x, w, b]: [Input<'_>; 3]) -> Result<(Vec<F>, Shape)> {
+        let d = Self::dims(x.shape(), w.shape())?;
+        if b.shape().dims() != [d.2] {
+            candle_core::bail!("linear: bias {:?} must be [{}]", b.shape().dims(), d.2)
         }
-        let range = |l: &Layout| crate::cpu::contiguous_range(l, "linear");
-        let (r1, r2, r3) = (range(l1)?, range(l2)?, range(l3)?);
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(d, &x[r1], &w[r2], &b[r3]))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(d, &x[r1], &w[r2], &b[r3]))
-            }
-            _ => candle_core::bail!("linear: input, weight and bias must all be f32 or all f64"),
-        };
-        Ok((out, Shape::from((d.0, d.2))))
+        let what = "linear";
+        let y = self.forward(d, x.slice(what)?, w.slice(what)?, b.slice(what)?);
+        Ok((y, Shape::from((d.0, d.2))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn typed<F: KernelFloat>(
-            op: &LinearOp,
-            x: &Tensor,
-            w: &Tensor,
-            y: &Tensor,
-            dy: &Tensor,
-        ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
-            let d = LinearOp::dims(x.shape(), w.shape())?;
-            let what = "linear backward";
-            let (dx, dw, db) = cpu::with_slice::<F, _>(x, what, |xs| {
-                cpu::with_slice::<F, _>(w, what, |ws| {
-                    cpu::with_slice::<F, _>(y, what, |ys| {
-                        cpu::with_slice::<F, _>(dy, what, |dys| {
-                            op.backward(d, (xs, ws, ys, dys), x.track_op())
-                        })
+    fn bwd(&self, [x, w, _]: [&Tensor; 3], y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        let d = LinearOp::dims(x.shape(), w.shape())?;
+        let what = "linear backward";
+        let (dx, dw, db) = cpu::with_slice::<F, _>(x, what, |xs| {
+            cpu::with_slice::<F, _>(w, what, |ws| {
+                cpu::with_slice::<F, _>(y, what, |ys| {
+                    cpu::with_slice::<F, _>(dy, what, |dys| {
+                        self.backward(d, (xs, ws, ys, dys), x.track_op())
                     })
                 })
-            })????;
-            Ok((
-                dx.map(|v| Tensor::from_vec(v, x.shape(), &Device::Cpu))
-                    .transpose()?,
-                Tensor::from_vec(dw, w.shape(), &Device::Cpu)?,
-                Tensor::from_vec(db, d.2, &Device::Cpu)?,
-            ))
-        }
-        let (dx, dw, db) = match x.dtype() {
-            DType::F32 => typed::<f32>(self, x, w, y, dy)?,
-            DType::F64 => typed::<f64>(self, x, w, y, dy)?,
-            dt => candle_core::bail!("linear: f32 or f64 only, got {dt:?}"),
-        };
+            })
+        })????;
         Ok((
-            dx,
-            w.track_op().then_some(dw),
-            bias.track_op().then_some(db),
+            dx.map(|v| Tensor::from_vec(v, x.shape(), &Device::Cpu))
+                .transpose()?,
+            Some(Tensor::from_vec(dw, w.shape(), &Device::Cpu)?),
+            Some(Tensor::from_vec(db, d.2, &Device::Cpu)?),
         ))
     }
 }

@@ -29,7 +29,7 @@
 //!   epoch, and the error names the last good state to resume from;
 //! * `--resume` refuses a run that differs from the saved one in what defines it (model kind
 //!   and config, dataset and data selection, preprocessing, classes, vocabularies, optimizer
-//!   kind, batch size, seed), naming each difference.
+//!   kind, batch size, seed, the monitored metric), naming each difference.
 
 use crate::checkpoint::{self, CheckpointInfo};
 use crate::data::{Dataset, ImageBatch};
@@ -538,6 +538,10 @@ struct TrainerState {
     /// Snapshots in the running weight average (`average.safetensors` holds their sum).
     #[serde(default)]
     averaged: usize,
+    /// The monitored metric (compared on resume; a run saved without one monitored
+    /// validation accuracy).
+    #[serde(default)]
+    monitor: Option<Monitor>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -635,6 +639,7 @@ impl Trainer {
             batch_size: Some(cfg.batch_size),
             seed: Some(cfg.seed),
             averaged: 0,
+            monitor: None,
         };
         Ok(Self {
             cfg,
@@ -864,6 +869,7 @@ impl Trainer {
     {
         self.begin(train, val)?;
         let monitor = self.cfg.monitor.clone().unwrap_or_else(|| model.monitor());
+        self.check_monitor(&monitor)?;
         let mut stop = StopReason::Completed;
         while self.state.epochs_done < self.cfg.epochs {
             let epoch = self.state.epochs_done + 1;
@@ -921,6 +927,24 @@ impl Trainer {
     }
 
     /// Checks the data, creates the output folder, installs the Ctrl-C handler.
+    /// A resumed run keeps the metric its best score was measured in: another one would be
+    /// compared with the saved best of the old (validation accuracy against a perplexity).
+    fn check_monitor(&mut self, monitor: &Monitor) -> Result<()> {
+        let resumed = self.state.epochs_done > 0 || self.state.batches_done > 0;
+        let saved = self.state.monitor.clone().unwrap_or_default();
+        if resumed && saved != *monitor {
+            return Err(Error::ResumeMismatch {
+                dir: self.out_dir.clone(),
+                differences: vec![format!(
+                    "monitored metric: saved run {saved}, this run {monitor} (--monitor {saved} \
+                     resumes it)"
+                )],
+            });
+        }
+        self.state.monitor = Some(monitor.clone());
+        Ok(())
+    }
+
     fn begin<T: Dataset, V: Dataset>(&mut self, train: &T, val: Option<&V>) -> Result<()> {
         if train.is_empty() {
             return Err(Error::config("training data", "is empty"));

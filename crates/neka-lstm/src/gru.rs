@@ -13,22 +13,19 @@
 //! one is tested against PyTorch.)
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{Cell, Real};
+use neka_rnn::cell::{BackwardRow, Cell, Real};
 
 /// The GRU cell. State: `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GruCell;
 
 impl Cell for GruCell {
+    const GATES: usize = 3;
+    /// `[h, r, z, n, W_hn h_{t-1} + b_hn]`.
+    const SAVED: usize = 5;
+
     fn name(&self) -> &'static str {
         "gru"
-    }
-    fn gates(&self) -> usize {
-        3
-    }
-    /// `[h, r, z, n, W_hn h_{t-1} + b_hn]`.
-    fn saved(&self) -> usize {
-        5
     }
 
     fn step(&self, gx: &Tensor, rec: &Tensor, state: &[Tensor]) -> Result<Vec<Tensor>> {
@@ -58,16 +55,15 @@ impl Cell for GruCell {
     }
 
     #[inline(always)]
-    fn backward_row<F: Real>(
-        &self,
-        n: usize,
-        saved: &[F],
-        prev: &[F],
-        dstate: &[F],
-        dgx: &mut [F],
-        drec: &mut [F],
-        dprev: &mut [F],
-    ) {
+    fn backward_row<F: Real>(&self, n: usize, row: BackwardRow<'_, F>) {
+        let BackwardRow {
+            saved,
+            prev,
+            dstate,
+            dgx,
+            drec,
+            dprev,
+        } = row;
         let one = F::one();
         for j in 0..n {
             let (r, z, cand, hn) = (

@@ -38,16 +38,14 @@ macro_rules! network {
             pub fn new(cfg: RecurrentConfig, vb: VarBuilder) -> Result<Self> {
                 Ok(Self(Recurrent::new($cell, cfg, vb)?))
             }
+        }
 
-            /// `x (B, T, F)` → output `(B, T, D·H)` and the final states. See [`SeqInput`]
-            /// for lengths and initial states.
-            pub fn forward_seq(
-                &self,
-                x: &Tensor,
-                input: SeqInput,
-                train: bool,
-            ) -> candle_core::Result<RecurrentOutput> {
-                self.0.forward_seq(x, input, train)
+        /// The layers' runner: `forward_seq` (`x (B, T, F)` → output `(B, T, D·H)` and the
+        /// final states; see [`SeqInput`] for lengths and initial states), `config`, `cell`.
+        impl std::ops::Deref for $name {
+            type Target = Recurrent<$cell_ty>;
+            fn deref(&self) -> &Self::Target {
+                &self.0
             }
         }
 

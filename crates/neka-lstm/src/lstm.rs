@@ -19,25 +19,20 @@
 //! cell state almost unchanged (the "constant error carousel").
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{Cell, Real};
+use neka_rnn::cell::{BackwardRow, Cell, Real};
 
 /// The LSTM cell. State: `(h, C)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LstmCell;
 
 impl Cell for LstmCell {
+    const GATES: usize = 4;
+    const STATES: usize = 2;
+    /// `[h, C, i, f, C~, o]`.
+    const SAVED: usize = 6;
+
     fn name(&self) -> &'static str {
         "lstm"
-    }
-    fn gates(&self) -> usize {
-        4
-    }
-    fn states(&self) -> usize {
-        2
-    }
-    /// `[h, C, i, f, C~, o]`.
-    fn saved(&self) -> usize {
-        6
     }
 
     fn step(&self, gx: &Tensor, rec: &Tensor, state: &[Tensor]) -> Result<Vec<Tensor>> {
@@ -92,17 +87,8 @@ impl Cell for LstmCell {
     /// `do = dh ⊙ tanh C_t`, `di = dC ⊙ C~`, `dC~ = dC ⊙ i`, `df = dC ⊙ C_{t-1}`,
     /// `dC_{t-1} = dC ⊙ f`, then through the sigmoid / tanh derivatives.
     #[inline(always)]
-    fn backward_row<F: Real>(
-        &self,
-        n: usize,
-        saved: &[F],
-        prev: &[F],
-        dstate: &[F],
-        dgx: &mut [F],
-        drec: &mut [F],
-        dprev: &mut [F],
-    ) {
-        let one = F::one();
+    fn backward_row<F: Real>(&self, n: usize, row: BackwardRow<'_, F>) {
+        let (one, saved) = (F::one(), row.saved);
         let (sc, si, sf, sg, so) = (
             &saved[n..2 * n],
             &saved[2 * n..3 * n],
@@ -110,11 +96,12 @@ impl Cell for LstmCell {
             &saved[4 * n..5 * n],
             &saved[5 * n..6 * n],
         );
-        let (dh, dc_next, c_prev) = (&dstate[..n], &dstate[n..2 * n], &prev[n..2 * n]);
-        let (di, rest) = dgx[..4 * n].split_at_mut(n);
+        let (dh, dc_next) = (&row.dstate[..n], &row.dstate[n..2 * n]);
+        let c_prev = &row.prev[n..2 * n];
+        let (di, rest) = row.dgx[..4 * n].split_at_mut(n);
         let (df, rest) = rest.split_at_mut(n);
         let (dg, d_o) = rest.split_at_mut(n);
-        let (dprev_h, dprev_c) = dprev[..2 * n].split_at_mut(n);
+        let (dprev_h, dprev_c) = row.dprev[..2 * n].split_at_mut(n);
         for j in 0..n {
             let (c, i, f, g, o) = (sc[j], si[j], sf[j], sg[j], so[j]);
             let tc = c.tanh_act();
@@ -126,6 +113,6 @@ impl Cell for LstmCell {
             dprev_h[j] = F::zero();
             dprev_c[j] = dc * f;
         }
-        drec[..4 * n].copy_from_slice(&dgx[..4 * n]);
+        row.drec[..4 * n].copy_from_slice(&row.dgx[..4 * n]);
     }
 }

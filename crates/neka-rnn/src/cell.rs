@@ -57,40 +57,57 @@ impl Real for f32 {
     }
 }
 
-/// One recurrent cell. `G = gates() · H`, `S0 = states() · H`.
+/// One recurrent cell. `G = GATES · H`, `S0 = STATES · H`.
 pub trait Cell: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// Gate blocks stacked in `weight_ih` / `weight_hh` (1 Elman, 4 LSTM, 3 GRU).
+    const GATES: usize;
+    /// State tensors carried from step to step: 1 (`h`) or 2 (`h`, `C`).
+    const STATES: usize = 1;
+    /// Blocks of `H` floats the fused kernel saves per step for the backward pass. The first
+    /// `STATES` blocks are the new state (`h` first).
+    const SAVED: usize;
+
     /// The PyTorch mode name: `rnn_tanh`, `rnn_relu`, `lstm`, `gru`.
     fn name(&self) -> &'static str;
-    /// Gate blocks stacked in `weight_ih` / `weight_hh` (1 Elman, 4 LSTM, 3 GRU).
-    fn gates(&self) -> usize;
-    /// State tensors carried from step to step: 1 (`h`) or 2 (`h`, `C`).
-    fn states(&self) -> usize {
-        1
+    /// [`Cell::GATES`].
+    fn gates(&self) -> usize {
+        Self::GATES
     }
-    /// Blocks of `H` floats the fused kernel saves per step for the backward pass. The first
-    /// `states()` blocks are the new state (`h` first).
-    fn saved(&self) -> usize;
+    /// [`Cell::STATES`].
+    fn states(&self) -> usize {
+        Self::STATES
+    }
+    /// [`Cell::SAVED`].
+    fn saved(&self) -> usize {
+        Self::SAVED
+    }
 
     /// One step on tensors: `gx, rec: (B, G)`, `state: [h (B, H)]` or `[h, C]` → the new state.
     fn step(&self, gx: &Tensor, rec: &Tensor, state: &[Tensor]) -> Result<Vec<Tensor>>;
 
-    /// One step of one batch row: `gx, rec: [G]`, `prev: [S0]` → `saved: [saved()·H]`.
+    /// One step of one batch row: `gx, rec: [G]`, `prev: [S0]` → `saved: [SAVED·H]`.
     fn forward_row<F: Real>(&self, hidden: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]);
 
-    /// The step's backward pass for one row. `dstate: [S0]` is ∂L/∂(new state). Writes
-    /// `dgx = ∂L/∂gx_t`, `drec = ∂L/∂rec_t` (both `[G]`) and `dprev`, the part of
-    /// ∂L/∂state_{t-1} that does not go through `W` (e.g. `f ⊙ dC` for the LSTM's cell state).
-    #[allow(clippy::too_many_arguments)]
-    fn backward_row<F: Real>(
-        &self,
-        hidden: usize,
-        saved: &[F],
-        prev: &[F],
-        dstate: &[F],
-        dgx: &mut [F],
-        drec: &mut [F],
-        dprev: &mut [F],
-    );
+    /// The step's backward pass for one row ([`BackwardRow`]: what the forward pass saved and
+    /// `∂L/∂(new state)` in, `∂L/∂gx_t`, `∂L/∂rec_t` and `dprev` out).
+    fn backward_row<F: Real>(&self, hidden: usize, row: BackwardRow<'_, F>);
+}
+
+/// One batch row of one step's backward pass, for [`Cell::backward_row`].
+pub struct BackwardRow<'a, F> {
+    /// `[SAVED·H]`, as [`Cell::forward_row`] wrote it.
+    pub saved: &'a [F],
+    /// The previous state, `[S0]`.
+    pub prev: &'a [F],
+    /// `∂L/∂(new state)`, `[S0]`.
+    pub dstate: &'a [F],
+    /// Out: `∂L/∂gx_t`, `[G]`.
+    pub dgx: &'a mut [F],
+    /// Out: `∂L/∂rec_t`, `[G]`.
+    pub drec: &'a mut [F],
+    /// Out: the part of `∂L/∂state_{t-1}` that does not go through `W`, `[S0]` (e.g.
+    /// `f ⊙ dC` for the LSTM's cell state).
+    pub dprev: &'a mut [F],
 }
 
 /// σ(x) = 1 / (1 + e^{−x}), in the form that does not overflow for large |x|.
@@ -142,17 +159,14 @@ pub struct Elman {
 }
 
 impl Cell for Elman {
+    const GATES: usize = 1;
+    const SAVED: usize = 1;
+
     fn name(&self) -> &'static str {
         match self.nonlinearity {
             Nonlinearity::Tanh => "rnn_tanh",
             Nonlinearity::Relu => "rnn_relu",
         }
-    }
-    fn gates(&self) -> usize {
-        1
-    }
-    fn saved(&self) -> usize {
-        1
     }
 
     /// `h_t = ψ(U x_t + b_ih + W h_{t-1} + b_hh)`.
@@ -193,31 +207,22 @@ impl Cell for Elman {
     /// back to `h_{t-1}` goes through `W`: this product of `W^T diag(ψ')` over many steps is
     /// what vanishes (or explodes) in BPTT.
     #[inline(always)]
-    fn backward_row<F: Real>(
-        &self,
-        hidden: usize,
-        saved: &[F],
-        _prev: &[F],
-        dstate: &[F],
-        dgx: &mut [F],
-        drec: &mut [F],
-        dprev: &mut [F],
-    ) {
+    fn backward_row<F: Real>(&self, hidden: usize, row: BackwardRow<'_, F>) {
         for j in 0..hidden {
-            let h = saved[j];
+            let h = row.saved[j];
             let d = match self.nonlinearity {
-                Nonlinearity::Tanh => dstate[j] * (F::one() - h * h),
+                Nonlinearity::Tanh => row.dstate[j] * (F::one() - h * h),
                 Nonlinearity::Relu => {
                     if h > F::zero() {
-                        dstate[j]
+                        row.dstate[j]
                     } else {
                         F::zero()
                     }
                 }
             };
-            dgx[j] = d;
-            drec[j] = d;
-            dprev[j] = F::zero();
+            row.dgx[j] = d;
+            row.drec[j] = d;
+            row.dprev[j] = F::zero();
         }
     }
 }

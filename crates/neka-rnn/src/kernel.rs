@@ -37,9 +37,8 @@
 //! `t < len_b`; an inactive row keeps its state and outputs zeros. Forward runs
 //! `t = 0, 1, …`; reverse runs `t = T−1, …, 0`, so it starts at each row's true last token.
 
-use crate::cell::{Cell, Real};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
+use crate::cell::{BackwardRow, Cell, Real};
+use candle_core::{CpuStorage, Device, Result, Shape, Tensor};
 use neka_common::cpu;
 use std::sync::{Arc, Mutex};
 
@@ -410,15 +409,15 @@ impl<C: Cell> RecurrentOp<C> {
                 // SAFETY: gx row (r, t) of direction k: G values no other thread touches.
                 let dgx =
                     unsafe { std::slice::from_raw_parts_mut(dgx_out.0.add(d.gx_at(r, t, k)), g) };
-                self.cell.backward_row(
-                    h,
-                    &saved[at..at + sv],
+                let row = BackwardRow {
+                    saved: &saved[at..at + sv],
                     prev,
-                    &ds,
+                    dstate: &ds,
                     dgx,
-                    &mut drec[gi..gi + g],
-                    &mut dstate[r * s0..(r + 1) * s0],
-                );
+                    drec: &mut drec[gi..gi + g],
+                    dprev: &mut dstate[r * s0..(r + 1) * s0],
+                };
+                self.cell.backward_row(h, row);
             }
             // dh_{t-1} += drec_t · W   (inactive rows have drec = 0 and keep their dstate)
             // SAFETY: lhs = drec_t (B × G, stride G), rhs = wm (G × H, row stride H),
@@ -549,14 +548,6 @@ unsafe fn gemm<F: KernelFloat>(
     }
 }
 
-fn contiguous<'a, F: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [F]> {
-    let v = s.as_slice::<F>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("recurrent kernel: inputs must be contiguous"),
-    }
-}
-
 impl<C: Cell> RecurrentOp<C> {
     fn bwd_typed<F: KernelFloat>(
         &self,
@@ -627,62 +618,23 @@ impl<C: Cell> RecurrentOp<C> {
     }
 }
 
-impl<C: Cell> candle_core::CustomOp3 for RecurrentOp<C> {
-    fn name(&self) -> &'static str {
-        "neka-recurrent"
-    }
+impl<C: Cell, F: KernelFloat> cpu::CpuOp3<F> for RecurrentOp<C> {
+    const NAME: &'static str = "neka-recurrent";
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = self.dims(l1.shape(), l2.shape(), l3.shape())?;
+    fn cpu_fwd(&self, [gx, w, aux]: [cpu::Input<'_>; 3]) -> Result<(Vec<F>, Shape)> {
+        let d = self.dims(gx.shape(), w.shape(), aux.shape())?;
         let shape = Shape::from(self.output_len(d.b, d.t, d.dirs));
-        let (out, reserve) = match s1.dtype() {
-            DType::F32 => {
-                let (out, res) = self.forward_all::<f32>(
-                    &d,
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
-                );
-                (CpuStorage::F32(out), CpuStorage::F32(res))
-            }
-            DType::F64 => {
-                let (out, res) = self.forward_all::<f64>(
-                    &d,
-                    contiguous(s1, l1)?,
-                    contiguous(s2, l2)?,
-                    contiguous(s3, l3)?,
-                );
-                (CpuStorage::F64(out), CpuStorage::F64(res))
-            }
-            dt => candle_core::bail!("recurrent kernel: f32 or f64 only, got {dt:?}"),
-        };
+        let what = "recurrent kernel";
+        let (out, reserve) =
+            self.forward_all::<F>(&d, gx.slice(what)?, w.slice(what)?, aux.slice(what)?);
         *self.reserve.lock().map_err(|_| {
             candle_core::Error::Msg("recurrent kernel: reserve lock poisoned".into())
-        })? = d.keep.then_some(reserve);
+        })? = d.keep.then(|| F::to_cpu_storage_owned(reserve));
         Ok((out, shape))
     }
 
-    fn bwd(
-        &self,
-        gx: &Tensor,
-        w: &Tensor,
-        aux: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (a, b, c) = match gx.dtype() {
-            DType::F32 => self.bwd_typed::<f32>(gx, w, aux, grad)?,
-            DType::F64 => self.bwd_typed::<f64>(gx, w, aux, grad)?,
-            dt => candle_core::bail!("recurrent kernel: f32 or f64 only, got {dt:?}"),
-        };
+    fn bwd(&self, [gx, w, aux]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Result<cpu::Grads3> {
+        let (a, b, c) = self.bwd_typed::<F>(gx, w, aux, grad)?;
         Ok((Some(a), Some(b), Some(c)))
     }
 }

@@ -418,7 +418,11 @@ impl<C: Cell> Recurrent<C> {
             // after an inference forward still works: the op recomputes the reserve).
             let op = RecurrentOp::new(self.cell, h, dirs[0].bias_hh.is_some(), lengths.clone())
                 .keep_reserve(train);
-            let out = gx.apply_op3(&w.contiguous()?, &aux.contiguous()?, op)?;
+            let out = gx.apply_op3(
+                &w.contiguous()?,
+                &aux.contiguous()?,
+                neka_common::cpu::Fused3(op),
+            )?;
             let n_out = b * t * nd * h;
             layer_in = out.narrow(0, 0, n_out)?.reshape((b, t, nd * h))?;
             let last = out

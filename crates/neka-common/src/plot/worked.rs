@@ -57,30 +57,18 @@ impl Highlight {
     pub fn cell(row: usize, col: usize, colour: (u8, u8, u8)) -> Self {
         Self::window(row, col, 1, 1, colour)
     }
-    /// Tinted cells without a border.
-    pub fn tint(
-        top: usize,
-        left: usize,
-        height: usize,
-        width: usize,
-        colour: (u8, u8, u8),
-    ) -> Self {
+    /// The same cells tinted, without a border.
+    pub fn borderless(self) -> Self {
         Self {
             border: false,
-            ..Self::window(top, left, height, width, colour)
+            ..self
         }
     }
-    /// A border only (the span of a dilated kernel, say).
-    pub fn outline(
-        top: usize,
-        left: usize,
-        height: usize,
-        width: usize,
-        colour: (u8, u8, u8),
-    ) -> Self {
+    /// The same cells' border only (the span of a dilated kernel, say).
+    pub fn unfilled(self) -> Self {
         Self {
             fill: false,
-            ..Self::window(top, left, height, width, colour)
+            ..self
         }
     }
 }
