@@ -2,7 +2,7 @@
 //! written on every bar, a linear or a log₁₀ value axis. [`plot_bars`] draws one bar per
 //! label; [`plot_grouped_bars`] one bar per series in each group, with a legend on top.
 
-use super::{finish_png, plot_error, register_font, temp_png};
+use super::{centred_text, draw_png, plot_error, register_font};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -259,18 +259,10 @@ fn draw(path: &Path, title: &str, panels: Vec<Layout>) -> Result<()> {
         panels.iter().map(|p| p.width).sum::<u32>().max(200),
         top + 30 + legend_h + PANEL_H + label_h,
     );
-    let tmp = temp_png(path)?;
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| perr(&e))?;
+    draw_png(path, size, |root| {
         let font = |pt: u32| ("sans-serif", pt as f64).into_font();
         let centre = Pos::new(HPos::Center, VPos::Center);
-        root.draw(&Text::new(
-            title.to_string(),
-            (size.0 as i32 / 2, 20),
-            font(20).color(&BLACK).pos(centre),
-        ))
-        .map_err(|e| perr(&e))?;
+        centred_text(root, title, (size.0 as i32 / 2, 20), 20, path)?;
         let mut rest = root.margin(top, 0, 0, 0);
         for p in &panels {
             let (area, right) = rest.split_horizontally(p.width);
@@ -389,9 +381,8 @@ fn draw(path: &Path, title: &str, panels: Vec<Layout>) -> Result<()> {
                 }
             }
         }
-        root.present().map_err(|e| perr(&e))?;
-    }
-    finish_png(&tmp, path)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

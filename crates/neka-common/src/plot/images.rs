@@ -1,6 +1,6 @@
 //! Grids of small images: a CNN's filters (signed weights) and feature maps (activations).
 
-use super::{finish_png, plot_error, register_font, temp_png};
+use super::{centred_text, draw_png, plot_error, register_font};
 use crate::Result;
 use std::path::Path;
 
@@ -102,17 +102,9 @@ pub fn plot_image_grid(
         (gap + cell_w * cols as u32).max(8 * title.chars().count() as u32 + 40),
         top + cell_h * rows as u32,
     );
-    let tmp = temp_png(path)?;
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| perr(&e))?;
+    draw_png(path, size, |root| {
         let center = Pos::new(HPos::Center, VPos::Center);
-        root.draw(&Text::new(
-            title.to_string(),
-            (size.0 as i32 / 2, 22),
-            ("sans-serif", 18).into_font().color(&BLACK).pos(center),
-        ))
-        .map_err(|e| perr(&e))?;
+        centred_text(root, title, (size.0 as i32 / 2, 22), 18, path)?;
         for (i, p) in panels.iter().enumerate() {
             if p.values.is_empty() {
                 continue; // a blank slot of the grid
@@ -151,9 +143,8 @@ pub fn plot_image_grid(
             ))
             .map_err(|e| perr(&e))?;
         }
-        root.present().map_err(|e| perr(&e))?;
-    }
-    finish_png(&tmp, path)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

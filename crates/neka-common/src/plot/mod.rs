@@ -32,6 +32,45 @@ pub(crate) fn finish_png(tmp: &Path, path: &Path) -> Result<()> {
     std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// What a plot draws on: the whole bitmap.
+pub(crate) type Canvas<'a> =
+    plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws a white `size` PNG at `path` with `draw`, atomically ([`temp_png`], then
+/// [`finish_png`]).
+pub(crate) fn draw_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&Canvas<'_>) -> Result<()>,
+) -> Result<()> {
+    use plotters::prelude::*;
+    register_font();
+    let tmp = temp_png(path)?;
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(path, &e))?;
+        draw(&root)?;
+        root.present().map_err(|e| plot_error(path, &e))?;
+    }
+    finish_png(&tmp, path)
+}
+
+/// One line of black sans-serif text of `pt` points centred on `at` (a plot's title).
+pub(crate) fn centred_text(
+    root: &Canvas<'_>,
+    text: &str,
+    at: (i32, i32),
+    pt: u32,
+    path: &Path,
+) -> Result<()> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let style = ("sans-serif", pt as f64).into_font().color(&BLACK);
+    let centre = Pos::new(HPos::Center, VPos::Center);
+    root.draw(&Text::new(text.to_string(), at, style.pos(centre)))
+        .map_err(|e| plot_error(path, &e))
+}
+
 /// Registers the bundled DejaVu Sans as plotters' `sans-serif` (once per process).
 pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -79,11 +118,8 @@ pub fn plot_lines_with(
     use plotters::prelude::*;
     register_font();
     let perr = |e: &dyn std::fmt::Display| plot_error(path, e);
-    let tmp = temp_png(path)?;
-    {
-        let width = 520 * panels.len().max(1) as u32;
-        let root = BitMapBackend::new(&tmp, (width, 400)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| perr(&e))?;
+    let width = 520 * panels.len().max(1) as u32;
+    draw_png(path, (width, 400), |root| {
         let areas = root.split_evenly((1, panels.len().max(1)));
         for (area, (title, y_label, series)) in areas.iter().zip(panels) {
             let pts = series.iter().flat_map(|s| s.points.iter());
@@ -150,9 +186,8 @@ pub fn plot_lines_with(
                 .draw()
                 .map_err(|e| perr(&e))?;
         }
-        root.present().map_err(|e| perr(&e))?;
-    }
-    finish_png(&tmp, path)
+        Ok(())
+    })
 }
 
 /// Draws a matrix of values in `[0, 1]` as a heatmap PNG (white → blue), with row labels on
@@ -192,23 +227,10 @@ pub fn plot_heatmap(
         (left + cell * cols as u32 + 20).max(360).max(text_w),
         top + cell * rows as u32 + bottom,
     );
-    let tmp = temp_png(path)?;
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| perr(&e))?;
+    draw_png(path, size, |root| {
         let center = Pos::new(HPos::Center, VPos::Center);
-        root.draw(&Text::new(
-            title.to_string(),
-            (size.0 as i32 / 2, 22),
-            ("sans-serif", 20).into_font().color(&BLACK).pos(center),
-        ))
-        .map_err(|e| perr(&e))?;
-        root.draw(&Text::new(
-            subtitle.to_string(),
-            (size.0 as i32 / 2, 44),
-            ("sans-serif", 12).into_font().color(&BLACK).pos(center),
-        ))
-        .map_err(|e| perr(&e))?;
+        centred_text(root, title, (size.0 as i32 / 2, 22), 20, path)?;
+        centred_text(root, subtitle, (size.0 as i32 / 2, 44), 12, path)?;
         for (r, row) in values.iter().enumerate() {
             for (c, &f) in row.iter().enumerate() {
                 let f = f.clamp(0.0, 1.0);
@@ -257,7 +279,6 @@ pub fn plot_heatmap(
             ))
             .map_err(|e| perr(&e))?;
         }
-        root.present().map_err(|e| perr(&e))?;
-    }
-    finish_png(&tmp, path)
+        Ok(())
+    })
 }

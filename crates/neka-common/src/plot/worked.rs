@@ -6,7 +6,7 @@
 //! [`Highlight`]s (the sliding window, the output cell it produces). [`plot_worked`] lays out
 //! rows of grids joined by operators (`∗`, `=`, `→`) into one PNG.
 
-use super::{finish_png, plot_error, register_font, temp_png};
+use super::{draw_png, plot_error, register_font};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -391,10 +391,7 @@ pub fn plot_worked(
         (content_w + 2 * MARGIN) as u32,
         (header_h + rows_h + footer_h + MARGIN) as u32,
     );
-    let tmp = temp_png(path)?;
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| perr(&e))?;
+    draw_png(path, size, |root| {
         let font = |pt: u32| ("sans-serif", pt as f64).into_font();
         let centre = Pos::new(HPos::Center, VPos::Center);
         let mid = size.0 as i32 / 2;
@@ -431,7 +428,7 @@ pub fn plot_worked(
                     }
                     Measured::Space(_) => {}
                     Measured::Grid(g, l) => {
-                        draw_grid(&root, g, l, (x, top), &mut text, &perr)?;
+                        draw_grid(root, g, l, (x, top), &mut text, &perr)?;
                     }
                 }
                 x += item.width() + GAP;
@@ -448,9 +445,8 @@ pub fn plot_worked(
                 centre,
             )?;
         }
-        root.present().map_err(|e| perr(&e))?;
-    }
-    finish_png(&tmp, path)
+        Ok(())
+    })
 }
 
 type TextFn<'a> = dyn FnMut(
