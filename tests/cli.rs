@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{assert_clean_failure, example, text};
+use common::{assert_clean_failure, assert_files, example, run_example, text, with_model};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/mnist-sample")
@@ -292,15 +292,6 @@ fn train_eval_predict_end_to_end() {
     assert_clean_failure(&o, &["fc1.weight", "[128, 9216]", "model.safetensors"]);
 }
 
-fn run_example(name: &str, args: &[&str]) -> Output {
-    Command::new(example(name))
-        .args(args)
-        .env_remove("NEKA_DATA_DIR")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn seq_mnist_trains_each_cell_on_the_fixture() {
     for cell in ["rnn", "lstm", "gru"] {
@@ -386,33 +377,19 @@ fn char_rnn_trains_saves_and_samples() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("validation perplexity"));
     assert!(out.join("vocab.json").is_file() && out.join("model.safetensors").is_file());
-    let o = run_example(
+    let o = with_model(
         "char_rnn",
-        &[
-            "sample",
-            "--model",
-            out.to_str().unwrap(),
-            "--prompt",
-            "a dog",
-            "--length",
-            "10",
-            "--device",
-            "cpu",
-        ],
+        "sample",
+        &out,
+        &["--prompt", "a dog", "--length", "10", "--device", "cpu"],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("a dog"));
-    let o = run_example(
+    let o = with_model(
         "char_rnn",
-        &[
-            "sample",
-            "--model",
-            out.to_str().unwrap(),
-            "--prompt",
-            "ü",
-            "--device",
-            "cpu",
-        ],
+        "sample",
+        &out,
+        &["--prompt", "ü", "--device", "cpu"],
     );
     assert_clean_failure(&o, &["not in the model's vocabulary"]);
     // no text and no data dir
@@ -467,24 +444,24 @@ fn pos_tagger_trains_evaluates_and_tags() {
     );
     let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(json["test_upos_accuracy"].as_f64().unwrap() > 0.0);
-    for f in [
-        "model.safetensors",
-        "config.json",
-        "words.json",
-        "chars.json",
-        "tags.json",
-        "curves.png",
-    ] {
-        assert!(out.join(f).is_file(), "{f} missing");
-    }
+    assert_files(
+        &out,
+        &[
+            "model.safetensors",
+            "config.json",
+            "words.json",
+            "chars.json",
+            "tags.json",
+            "curves.png",
+        ],
+    );
 
     let png = root.path().join("cm.png");
-    let o = run_example(
+    let o = with_model(
         "pos_tagger",
+        "eval",
+        &out,
         &[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
             "--conllu",
             ud_fixture().join("en_ewt-sample.conllu").to_str().unwrap(),
             "--confusion-png",
@@ -503,16 +480,11 @@ fn pos_tagger_trains_evaluates_and_tags() {
     assert!((0.0..=1.0).contains(&acc));
     assert!(png.is_file());
 
-    let o = run_example(
+    let o = with_model(
         "pos_tagger",
-        &[
-            "tag",
-            "--model",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "I don't know, Al.",
-        ],
+        "tag",
+        &out,
+        &["--device", "cpu", "I don't know, Al."],
     );
     assert!(o.status.success(), "{}", text(&o));
     let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -523,12 +495,11 @@ fn pos_tagger_trains_evaluates_and_tags() {
     assert_eq!(words, ["I", "do", "n't", "know", ",", "Al", "."]);
 
     // Bad input: a malformed CoNLL-U file, a missing model directory.
-    let o = run_example(
+    let o = with_model(
         "pos_tagger",
+        "eval",
+        &out,
         &[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
             "--conllu",
             ud_fixture().join("malformed-upos.conllu").to_str().unwrap(),
         ],
@@ -595,23 +566,23 @@ fn translate_trains_evaluates_and_runs() {
     assert!((0.0..=100.0).contains(&train_bleu), "{train_bleu}");
     let record = neka_common::checkpoint::read_info(&out).unwrap();
     assert_eq!(record.metrics.get("test_bleu_beam"), Some(&train_bleu));
-    for f in [
-        "model.safetensors",
-        "config.json",
-        "src_vocab.json",
-        "tgt_vocab.json",
-        "curves.png",
-    ] {
-        assert!(out.join(f).is_file(), "{f} missing");
-    }
+    assert_files(
+        &out,
+        &[
+            "model.safetensors",
+            "config.json",
+            "src_vocab.json",
+            "tgt_vocab.json",
+            "curves.png",
+        ],
+    );
 
     let hyp = root.path().join("hyp.txt");
-    let o = run_example(
+    let o = with_model(
         "translate",
+        "eval",
+        &out,
         &[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
             "--src-file",
             data.join("test_2016_flickr.de").to_str().unwrap(),
             "--ref-file",
@@ -642,12 +613,11 @@ fn translate_trains_evaluates_and_runs() {
     assert!(refs.starts_with("a man in an orange hat"), "{refs}"); // lowercased, tokenized
 
     let png = root.path().join("att.png");
-    let o = run_example(
+    let o = with_model(
         "translate",
+        "run",
+        &out,
         &[
-            "run",
-            "--model",
-            out.to_str().unwrap(),
             "--attention-png",
             png.to_str().unwrap(),
             "--device",
@@ -661,12 +631,11 @@ fn translate_trains_evaluates_and_runs() {
     // Mismatched parallel files name both files and counts.
     let short = root.path().join("short.en");
     std::fs::write(&short, "one line\n").unwrap();
-    let o = run_example(
+    let o = with_model(
         "translate",
+        "eval",
+        &out,
         &[
-            "eval",
-            "--model",
-            out.to_str().unwrap(),
             "--src-file",
             data.join("val.de").to_str().unwrap(),
             "--ref-file",

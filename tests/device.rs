@@ -59,18 +59,7 @@ fn train_mnist_net(dev: &Device) -> Run {
 /// scale, which is ≪ 1: a wrongly scaled gradient fails); weights take 1 (absolute), because
 /// AdamW moves a weight whose gradient is ~0 by ±lr on the sign of rounding noise.
 fn rel_err(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    let scale: f64 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    let d: f64 = (a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    d / scale.max(floor)
+    neka_common::testing::rel_diff(a, b, floor).unwrap()
 }
 
 fn set_reference_paths(reference: bool) {

@@ -7,19 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{assert_clean_failure, example, text};
+use common::{assert_clean_failure, text, with_model};
 
-fn cmd(name: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(example(name));
-    c.args(args)
-        .env_remove("NEKA_DATA_DIR")
-        .env("HF_HUB_OFFLINE", "1");
-    c
-}
-
-fn run(name: &str, args: &[&str]) -> Output {
-    cmd(name, args).output().unwrap()
-}
+use common::example_cmd as cmd;
+use common::run_example as run;
 
 fn mnist() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -329,16 +320,11 @@ fn a_refused_tagger_resume_leaves_model_and_vocabularies_loadable() {
         before,
         "a refused resume changed the run directory"
     );
-    let o = run(
+    let o = with_model(
         "pos_tagger",
-        &[
-            "tag",
-            "--model",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "The dog ran .",
-        ],
+        "tag",
+        &out,
+        &["--device", "cpu", "The dog ran ."],
     );
     assert!(o.status.success(), "{}", text(&o));
 

@@ -52,3 +52,30 @@ pub fn assert_clean_failure(o: &Output, needles: &[&str]) {
         assert!(t.contains(n), "expected `{n}` in: {t}");
     }
 }
+
+/// The example `name` with `args`, offline and without `NEKA_DATA_DIR` (tests name their data).
+pub fn example_cmd(name: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(example(name));
+    c.args(args)
+        .env_remove("NEKA_DATA_DIR")
+        .env("HF_HUB_OFFLINE", "1");
+    c
+}
+
+/// Runs [`example_cmd`] to the end.
+pub fn run_example(name: &str, args: &[&str]) -> Output {
+    example_cmd(name, args).output().unwrap()
+}
+
+/// Runs the example's subcommand `sub` on the model in `model`: `name sub --model DIR args…`.
+pub fn with_model(name: &str, sub: &str, model: &std::path::Path, args: &[&str]) -> Output {
+    let dir = model.to_str().unwrap();
+    run_example(name, &[&[sub, "--model", dir], args].concat())
+}
+
+/// Each of `files` is a file in `dir`.
+pub fn assert_files(dir: &std::path::Path, files: &[&str]) {
+    for f in files {
+        assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
+    }
+}

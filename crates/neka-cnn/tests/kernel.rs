@@ -7,39 +7,19 @@ use candle_nn::VarMap;
 use neka_cnn::kernel::{self, Conv2dOp, MaxPool2dOp};
 use neka_cnn::{conv2d, Conv2dConfig, Padding, Pool2d};
 use neka_common::cpu::Fused3;
+use neka_common::testing;
 use std::collections::HashMap;
 use std::path::Path;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    testing::max_abs_diff(a, b).unwrap()
 }
 
 /// Relative error scale: max |a − b| / max(1, max |b|).
 fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let scale: f64 = b
-        .to_dtype(DType::F64)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    max_diff(a, b) / scale.max(1.0)
+    testing::rel_diff(a, b, 1.0).unwrap()
 }
 
 fn fixtures() -> HashMap<String, Tensor> {

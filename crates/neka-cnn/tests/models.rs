@@ -11,16 +11,7 @@ use neka_common::train::{Classifier, StepContext, TrainModel};
 type R = Result<(), Box<dyn std::error::Error>>;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    neka_common::testing::max_abs_diff(a, b).unwrap() as f32
 }
 
 /// neka's im2col convolution (used on CPU for stride 1) must equal candle's conv2d in the

@@ -25,14 +25,7 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    neka_common::testing::max_abs_diff(a, b).unwrap() as f32
 }
 
 /// `n` synthetic 28×28 images of `classes` classes: class k is a bright horizontal bar in
@@ -349,20 +342,7 @@ fn batch_norm_kernel_equals_candle_nn() -> R {
             let yk = kernel.forward_train_kernel(x.as_tensor(), relu)?;
             let yc = candle.forward_train_candle(x.as_tensor())?;
             let yc = if relu { yc.relu()? } else { yc };
-            let diff = |a: &Tensor, b: &Tensor| -> f64 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_dtype(DType::F64)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
+            let diff = |a: &Tensor, b: &Tensor| neka_common::testing::max_abs_diff(a, b).unwrap();
             assert!(
                 diff(&yk, &yc) < tol,
                 "{shape:?} {dtype:?}: forward differs by {}",
@@ -559,15 +539,7 @@ fn basic_block_gradients_match_finite_differences() -> R {
                 .unwrap()
         };
         let grads = (out * &r)?.sum_all()?.backward()?;
-        let mut vars: Vec<(String, Var)> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| !is_buffer(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut vars = neka_common::optim::parameters(&vm);
         vars.push(("x".into(), x.clone()));
         let h = 1e-6;
         for (name, v) in &vars {

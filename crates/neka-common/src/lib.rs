@@ -36,6 +36,7 @@ pub mod optim;
 pub mod plot;
 pub mod rng;
 pub mod run_dir;
+pub mod testing;
 pub mod train;
 pub mod vocab;
 

@@ -294,19 +294,26 @@ pub struct Optimizer {
     step: usize,
 }
 
+/// The trained variables of `varmap`, sorted by name: every variable except the buffers
+/// ([`is_buffer`]).
+pub fn parameters(varmap: &VarMap) -> Vec<(String, Var)> {
+    let mut params: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
 impl Optimizer {
     /// An optimizer over every parameter in `varmap`: every variable except the buffers
     /// ([`is_buffer`]), which it neither updates, decays, clips nor keeps state for.
     pub fn new(cfg: OptimizerConfig, varmap: &VarMap) -> Result<Self> {
-        let mut params: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| !is_buffer(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = parameters(varmap);
         let lr = cfg.lr();
         if !(lr.is_finite() && lr > 0.0) {
             return Err(Error::config(

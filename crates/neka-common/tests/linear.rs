@@ -7,16 +7,7 @@ use neka_common::cpu::Fused3;
 use neka_common::nn::{linear, linear_forward, LinearOp};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    neka_common::testing::max_abs_diff(a, b).unwrap()
 }
 
 /// Values and the gradients of input, weight and bias, with and without ReLU and bias, f32
