@@ -8,18 +8,23 @@
 //!
 //! | function | what |
 //! |---|---|
-//! | [`max_abs`] | `max |t|` over every entry, in f64 |
-//! | [`max_abs_diff`] | `max |a − b|`, in f64 (shapes must match) |
-//! | [`rel_diff`] | `max |a − b| / max(floor, max |b|)` |
-//! | [`assert_close`] | panics unless `max |a − b| < tol` |
+//! | [`max_abs`] | `max \|t\|` over every entry, in f64 |
+//! | [`max_abs_diff`] | `max \|a − b\|`, in f64 (shapes must match) |
+//! | [`rel_diff`] | `max \|a − b\| / max(floor, max \|b\|)` |
+//! | [`assert_close`] | panics unless `max \|a − b\| < tol` |
 //! | [`cotangent`], [`vjp`] | a random `g` shaped like `y`, and the gradients of `L = Σ y ⊙ g` |
+//! | [`vjp_pair`] | the same for two computations of one function, with one `g` |
 //! | [`finite_difference_grad`] | `(f(x + ε) − f(x − ε)) / 2ε`, entry by entry of a [`Var`] |
 //! | [`gradient_check`] | the same, next to autograd's gradient |
+//! | [`overfit_config`] | training settings for "can the model fit a tiny fixture?" |
 //!
 //! Comparing two implementations of one function `y = F(x, θ)` in the backward pass: probe
 //! both with the same random cotangent `g` and compare `∂(Σ y ⊙ g)/∂p` for each tensor `p`
-//! ([`cotangent`], [`vjp`]). Every output and every entry of every gradient takes part.
+//! ([`cotangent`], [`vjp`], [`vjp_pair`]): every output and every entry of every gradient
+//! takes part.
 
+use crate::optim::OptimizerConfig;
+use crate::train::TrainConfig;
 use candle_core::{DType, Result, Tensor, Var};
 
 /// `max |t|` over every entry of `t` (any dtype, any rank; computed in f64).
@@ -131,6 +136,17 @@ pub fn vjp(y: &Tensor, g: &Tensor, params: &[&Tensor]) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+/// The backward passes of two computations `a` and `b` of the same function, probed with one
+/// random [`cotangent`] `g` (drawn for `a`): `(∂(Σ a ⊙ g)/∂p, ∂(Σ b ⊙ g)/∂p)` for each `p` of
+/// `params`, in order. Compare each pair with [`max_abs_diff`] or [`rel_diff`].
+pub fn vjp_pair(a: &Tensor, b: &Tensor, params: &[&Tensor]) -> Result<Vec<(Tensor, Tensor)>> {
+    let g = cotangent(a)?;
+    Ok(vjp(a, &g, params)?
+        .into_iter()
+        .zip(vjp(b, &g, params)?)
+        .collect())
+}
+
 /// Central finite differences of the scalar function `f` with respect to `var`, at the
 /// entries `indices` of the flattened `var`:
 ///
@@ -237,6 +253,34 @@ where
             numeric,
         })
         .collect())
+}
+
+/// Training settings for the test every model should pass: fitting a tiny fixture perfectly
+/// (training accuracy 1, every sentence translated exactly). `epochs` epochs of batches of
+/// `batch_size`, AdamW at a constant learning rate of 1e-2, gradients clipped at norm 1,
+/// seed 1; the rest [`TrainConfig::default`]. Change a field with struct update syntax:
+///
+/// ```rust
+/// use neka_common::testing::overfit_config;
+/// use neka_common::train::TrainConfig;
+/// let cfg = TrainConfig {
+///     clip_grad_norm: Some(5.0),
+///     ..overfit_config(40, 5)
+/// };
+/// assert_eq!((cfg.epochs, cfg.batch_size, cfg.seed), (40, 5, 1));
+/// cfg.validate()?;
+/// # Ok::<(), neka_common::Error>(())
+/// ```
+pub fn overfit_config(epochs: usize, batch_size: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size,
+        optimizer: OptimizerConfig::adamw(1e-2),
+        schedule: crate::optim::LrSchedule::Constant,
+        clip_grad_norm: Some(1.0),
+        seed: 1,
+        ..TrainConfig::default()
+    }
 }
 
 #[cfg(test)]
