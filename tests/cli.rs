@@ -2,64 +2,52 @@
 //! exits non-zero with a message naming the problem, never a panic.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
-use common::{assert_clean_failure, assert_files, example, run_example, text, with_model};
+use common::{
+    assert_clean_failure, assert_saved_model, command, fixture, last_json, multi30k_data,
+    run as run_example, run_ok, stdout, tag, text, train_ok, ud_data,
+};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/mnist-sample")
+fn mnist() -> PathBuf {
+    fixture("mnist-sample")
 }
 
+/// `mnist_cnn` with `args`, and the environment variables `envs` set.
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(example("mnist_cnn"));
-    c.args(args)
-        .env_remove("NEKA_DATA_DIR")
-        .env("HF_HUB_OFFLINE", "1");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    command("mnist_cnn", args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// Trains a tiny model on the fixture (dry run) and returns its directory.
 fn dry_run(out: &Path) {
-    let o = run(
+    let o = train_ok(
+        "mnist_cnn",
         &[
             "--data-dir",
-            fixture().to_str().unwrap(),
+            mnist().to_str().unwrap(),
             "--dry-run",
             "--val-size",
             "100",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
         ],
-        &[],
+        out,
     );
-    assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(
         t.contains("conv1") && t.contains("total: 1,199,882 parameters"),
         "summary missing: {t}"
     );
-    for f in [
-        "model.safetensors",
-        "config.json",
-        "metrics.jsonl",
-        "metrics.csv",
-        "curves.png",
-    ] {
-        assert!(out.join(f).is_file(), "{f}");
-    }
+    assert_saved_model(out, "metrics.jsonl metrics.csv curves.png");
 }
 
 /// Numeric options out of range stop before anything is written, naming the flag and range.
 #[test]
 fn out_of_range_numbers_fail_before_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let data = fixture();
+    let data = mnist();
     for (flags, needle) in [
         (vec!["--epochs", "0"], "--epochs"),
         (vec!["--clip-grad-norm=-1"], "--clip-grad-norm"),
@@ -97,7 +85,7 @@ fn corrupt_file_fails_cleanly_naming_it() {
     let d = tempfile::tempdir().unwrap();
     let m = d.path().join("mnist");
     std::fs::create_dir(&m).unwrap();
-    for f in std::fs::read_dir(fixture()).unwrap() {
+    for f in std::fs::read_dir(mnist()).unwrap() {
         let f = f.unwrap();
         std::fs::copy(f.path(), m.join(f.file_name())).unwrap();
     }
@@ -122,7 +110,7 @@ fn cuda_in_a_cpu_build_names_the_feature() {
     let o = run(
         &[
             "--data-dir",
-            fixture().to_str().unwrap(),
+            mnist().to_str().unwrap(),
             "--device",
             "cuda",
             "--dry-run",
@@ -139,21 +127,19 @@ fn train_eval_predict_end_to_end() {
     dry_run(&model);
 
     // eval: the last line is JSON
-    let o = run(
+    let o = run_ok(
+        "mnist_cnn",
         &[
             "eval",
             "--model",
             model.to_str().unwrap(),
             "--data-dir",
-            fixture().to_str().unwrap(),
+            mnist().to_str().unwrap(),
             "--device",
             "cpu",
         ],
-        &[],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let last = last_json(&o);
     assert_eq!(last["split"], "test");
     assert_eq!(last["samples"], 200);
     assert_eq!(last["dataset"], "mnist");
@@ -167,7 +153,7 @@ fn train_eval_predict_end_to_end() {
     // predict: a real digit, drawn black on white (gets inverted), at another size
     let data = neka_common::data::vision::load_from_dir(
         neka_common::data::VisionDatasetKind::Mnist,
-        &fixture(),
+        &mnist(),
     )
     .unwrap();
     let px: Vec<u8> = data.test.images.pixels[..784]
@@ -183,7 +169,8 @@ fn train_eval_predict_end_to_end() {
         .to_rgb8()
         .save(&jpg)
         .unwrap();
-    let o = run(
+    let o = run_ok(
+        "mnist_cnn",
         &[
             "predict",
             "--model",
@@ -193,10 +180,8 @@ fn train_eval_predict_end_to_end() {
             png.to_str().unwrap(),
             jpg.to_str().unwrap(),
         ],
-        &[],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = stdout(&o);
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(
         out.lines().all(|l| l.matches('%').count() == 3),
@@ -258,7 +243,7 @@ fn train_eval_predict_end_to_end() {
         .unwrap()
         .replace("\"hidden\": 128", "\"hidden\": 64");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let fx = fixture();
+    let fx = mnist();
     let args = [
         "eval",
         "--model",
@@ -266,8 +251,7 @@ fn train_eval_predict_end_to_end() {
         "--data-dir",
         fx.to_str().unwrap(),
     ];
-    let o = run(&args, &[]);
-    assert!(o.status.success(), "{}", text(&o));
+    run_ok("mnist_cnn", &args);
     // … and a record whose config does not fit the tensors names the tensor.
     let weights = model.join("model.safetensors");
     let (tensors, mut meta) =
@@ -285,7 +269,7 @@ fn train_eval_predict_end_to_end() {
             "--model",
             model.to_str().unwrap(),
             "--data-dir",
-            fixture().to_str().unwrap(),
+            mnist().to_str().unwrap(),
         ],
         &[],
     );
@@ -296,11 +280,11 @@ fn train_eval_predict_end_to_end() {
 fn seq_mnist_trains_each_cell_on_the_fixture() {
     for cell in ["rnn", "lstm", "gru"] {
         let dir = tempfile::tempdir().unwrap();
-        let o = run_example(
+        let o = train_ok(
             "seq_mnist",
             &[
                 "--data-dir",
-                fixture().to_str().unwrap(),
+                mnist().to_str().unwrap(),
                 "--dry-run",
                 "--val-size",
                 "100",
@@ -311,15 +295,10 @@ fn seq_mnist_trains_each_cell_on_the_fixture() {
                 "--bidirectional",
                 "--layers",
                 "2",
-                "--device",
-                "cpu",
-                "--out",
-                dir.path().to_str().unwrap(),
             ],
+            dir.path(),
         );
-        assert!(o.status.success(), "{}", text(&o));
-        let out = String::from_utf8_lossy(&o.stdout);
-        let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let json = last_json(&o);
         assert_eq!(json["model"], format!("row-{cell}"));
         let acc = json["accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{acc}");
@@ -351,7 +330,7 @@ fn char_rnn_trains_saves_and_samples() {
     )
     .unwrap();
     let out = dir.path().join("run");
-    let o = run_example(
+    let o = train_ok(
         "char_rnn",
         &[
             "--text",
@@ -368,28 +347,37 @@ fn char_rnn_trains_saves_and_samples() {
             "1e-2",
             "--length",
             "30",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
         ],
+        &out,
     );
-    assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("validation perplexity"));
     assert!(out.join("vocab.json").is_file() && out.join("model.safetensors").is_file());
-    let o = with_model(
+    let o = run_ok(
         "char_rnn",
-        "sample",
-        &out,
-        &["--prompt", "a dog", "--length", "10", "--device", "cpu"],
+        &[
+            "sample",
+            "--model",
+            out.to_str().unwrap(),
+            "--prompt",
+            "a dog",
+            "--length",
+            "10",
+            "--device",
+            "cpu",
+        ],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("a dog"));
-    let o = with_model(
+    assert!(stdout(&o).starts_with("a dog"));
+    let o = run_example(
         "char_rnn",
-        "sample",
-        &out,
-        &["--prompt", "ü", "--device", "cpu"],
+        &[
+            "sample",
+            "--model",
+            out.to_str().unwrap(),
+            "--prompt",
+            "ü",
+            "--device",
+            "cpu",
+        ],
     );
     assert_clean_failure(&o, &["not in the model's vocabulary"]);
     // no text and no data dir
@@ -397,29 +385,17 @@ fn char_rnn_trains_saves_and_samples() {
     assert_clean_failure(&o, &["--text FILE"]);
 }
 
-fn ud_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/ud")
-}
-
 #[test]
 fn pos_tagger_trains_evaluates_and_tags() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data/ud-english-ewt");
-    std::fs::create_dir_all(&data).unwrap();
-    for split in ["train", "dev", "test"] {
-        std::fs::copy(
-            ud_fixture().join("en_ewt-sample.conllu"),
-            data.join(format!("en_ewt-ud-{split}.conllu")),
-        )
-        .unwrap();
-    }
+    let data = ud_data(root.path());
     let out = root.path().join("model");
-    let o = run_example(
+    let o = train_ok(
         "pos_tagger",
         &[
             "train",
             "--data-dir",
-            root.path().join("data").to_str().unwrap(),
+            data.to_str().unwrap(),
             "--epochs",
             "2",
             "--hidden",
@@ -430,64 +406,43 @@ fn pos_tagger_trains_evaluates_and_tags() {
             "16",
             "--average-last",
             "2",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
         ],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("weight average of epochs 1–2: val_accuracy"),
-        "{stdout}"
-    );
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert!(json["test_upos_accuracy"].as_f64().unwrap() > 0.0);
-    assert_files(
         &out,
-        &[
-            "model.safetensors",
-            "config.json",
-            "words.json",
-            "chars.json",
-            "tags.json",
-            "curves.png",
-        ],
     );
+    let out_text = stdout(&o);
+    assert!(
+        out_text.contains("weight average of epochs 1–2: val_accuracy"),
+        "{out_text}"
+    );
+    let json = last_json(&o);
+    assert!(json["test_upos_accuracy"].as_f64().unwrap() > 0.0);
+    assert_saved_model(&out, "words.json chars.json tags.json curves.png");
 
     let png = root.path().join("cm.png");
-    let o = with_model(
+    let o = run_ok(
         "pos_tagger",
-        "eval",
-        &out,
         &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
             "--conllu",
-            ud_fixture().join("en_ewt-sample.conllu").to_str().unwrap(),
+            fixture("ud/en_ewt-sample.conllu").to_str().unwrap(),
             "--confusion-png",
             png.to_str().unwrap(),
             "--device",
             "cpu",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("precision") && stdout.contains("PROPN"));
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let report = stdout(&o);
+    assert!(report.contains("precision") && report.contains("PROPN"));
+    let json = last_json(&o);
     assert_eq!(json["sentences"], 56);
     assert_eq!(json["tokens"], 1387);
     let acc = json["upos_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert!(png.is_file());
 
-    let o = with_model(
-        "pos_tagger",
-        "tag",
-        &out,
-        &["--device", "cpu", "I don't know, Al."],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let line = tag(&out, "I don't know, Al.").trim().to_string();
     let words: Vec<&str> = line
         .split(' ')
         .map(|p| p.rsplit_once('/').unwrap().0)
@@ -495,13 +450,14 @@ fn pos_tagger_trains_evaluates_and_tags() {
     assert_eq!(words, ["I", "do", "n't", "know", ",", "Al", "."]);
 
     // Bad input: a malformed CoNLL-U file, a missing model directory.
-    let o = with_model(
+    let o = run_example(
         "pos_tagger",
-        "eval",
-        &out,
         &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
             "--conllu",
-            ud_fixture().join("malformed-upos.conllu").to_str().unwrap(),
+            fixture("ud/malformed-upos.conllu").to_str().unwrap(),
         ],
     );
     assert_clean_failure(&o, &["malformed-upos.conllu:2:", "unknown UPOS `NOUNS`"]);
@@ -517,26 +473,18 @@ fn pos_tagger_trains_evaluates_and_tags() {
     assert_clean_failure(&o, &["UD English EWT not found"]);
 }
 
-fn m30k_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/neka-common/tests/fixtures/multi30k")
-}
-
 #[test]
 fn translate_trains_evaluates_and_runs() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data/multi30k");
-    std::fs::create_dir_all(&data).unwrap();
-    for f in std::fs::read_dir(m30k_fixture()).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, data.join(f.file_name().unwrap())).unwrap();
-    }
+    let data_dir = multi30k_data(root.path());
+    let data = data_dir.join("multi30k");
     let out = root.path().join("model");
-    let o = run_example(
+    let o = train_ok(
         "translate",
         &[
             "train",
             "--data-dir",
-            root.path().join("data").to_str().unwrap(),
+            data_dir.to_str().unwrap(),
             "--epochs",
             "2",
             "--embed",
@@ -549,40 +497,28 @@ fn translate_trains_evaluates_and_runs() {
             "1",
             "--beam",
             "2",
-            "--device",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
         ],
+        &out,
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let out_text = stdout(&o);
     assert!(
-        stdout.contains("bleu") && stdout.contains("perplexity"),
-        "{stdout}"
+        out_text.contains("bleu") && out_text.contains("perplexity"),
+        "{out_text}"
     );
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let json = last_json(&o);
     let train_bleu = json["test_bleu_beam"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&train_bleu), "{train_bleu}");
     let record = neka_common::checkpoint::read_info(&out).unwrap();
     assert_eq!(record.metrics.get("test_bleu_beam"), Some(&train_bleu));
-    assert_files(
-        &out,
-        &[
-            "model.safetensors",
-            "config.json",
-            "src_vocab.json",
-            "tgt_vocab.json",
-            "curves.png",
-        ],
-    );
+    assert_saved_model(&out, "src_vocab.json tgt_vocab.json curves.png");
 
     let hyp = root.path().join("hyp.txt");
-    let o = with_model(
+    let o = run_ok(
         "translate",
-        "eval",
-        &out,
         &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
             "--src-file",
             data.join("test_2016_flickr.de").to_str().unwrap(),
             "--ref-file",
@@ -597,9 +533,7 @@ fn translate_trains_evaluates_and_runs() {
             "cpu",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let json = last_json(&o);
     assert_eq!(json["sentences"], 50);
     assert_eq!(json["beam"], 2);
     // the same model, beam and test file as the training's final score
@@ -613,11 +547,12 @@ fn translate_trains_evaluates_and_runs() {
     assert!(refs.starts_with("a man in an orange hat"), "{refs}"); // lowercased, tokenized
 
     let png = root.path().join("att.png");
-    let o = with_model(
+    run_ok(
         "translate",
-        "run",
-        &out,
         &[
+            "run",
+            "--model",
+            out.to_str().unwrap(),
             "--attention-png",
             png.to_str().unwrap(),
             "--device",
@@ -625,17 +560,17 @@ fn translate_trains_evaluates_and_runs() {
             "ein mann fährt fahrrad .",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o));
     assert!(png.is_file());
 
     // Mismatched parallel files name both files and counts.
     let short = root.path().join("short.en");
     std::fs::write(&short, "one line\n").unwrap();
-    let o = with_model(
+    let o = run_example(
         "translate",
-        "eval",
-        &out,
         &[
+            "eval",
+            "--model",
+            out.to_str().unwrap(),
             "--src-file",
             data.join("val.de").to_str().unwrap(),
             "--ref-file",

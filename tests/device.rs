@@ -12,6 +12,7 @@ use candle_nn::VarMap;
 use neka_cnn::CnnModel;
 use neka_common::device::{device_name, test_device};
 use neka_common::optim::{Optimizer, OptimizerConfig};
+use neka_common::testing::rel_diff;
 
 const TOL: f64 = 2e-4;
 
@@ -55,13 +56,6 @@ fn train_mnist_net(dev: &Device) -> Run {
     (losses, grads1, weights)
 }
 
-/// max |a − b| / max(floor, max |b|). Gradients take a tiny floor (relative to their own
-/// scale, which is ≪ 1: a wrongly scaled gradient fails); weights take 1 (absolute), because
-/// AdamW moves a weight whose gradient is ~0 by ±lr on the sign of rounding noise.
-fn rel_err(a: &Tensor, b: &Tensor, floor: f64) -> f64 {
-    neka_common::testing::rel_diff(a, b, floor).unwrap()
-}
-
 fn set_reference_paths(reference: bool) {
     neka_cnn::set_cpu_impl(if reference {
         neka_cnn::CpuImpl::Candle
@@ -95,7 +89,11 @@ fn training_on_the_test_device_equals_the_candle_reference_on_cpu() {
         assert_eq!(got.len(), want.len());
         for ((n, a), (m, b)) in got.iter().zip(want) {
             assert_eq!(n, m);
-            let e = rel_err(a, b, floor);
+            // max |a − b| / max(floor, max |b|). Gradients take a tiny floor (relative to their
+            // own scale, which is ≪ 1: a wrongly scaled gradient fails); weights take 1
+            // (absolute), because AdamW moves a weight whose gradient is ~0 by ±lr on the sign
+            // of rounding noise.
+            let e = rel_diff(a, b, floor).unwrap();
             assert!(
                 e < TOL,
                 "{name}: {what} of {n} differs by {e:.2e} (relative)"

@@ -6,7 +6,7 @@ use candle_nn::VarMap;
 use neka_common::data::conllu::{read_conllu, TaggedSentence};
 use neka_common::data::tagging::{TagBatch, TaggingDataset, TaggingVocabConfig, TaggingVocabs};
 use neka_common::data::Dataset;
-use neka_common::optim::{LrSchedule, OptimizerConfig};
+use neka_common::testing::{max_abs_diff, overfit_config};
 use neka_common::train::{evaluate, TrainConfig, Trainer};
 use neka_lstm::tagger::{self, Config, LoadedTagger, Tagger};
 use neka_lstm::CellType;
@@ -53,13 +53,8 @@ fn tagger_overfits_twenty_sentences() {
     let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
     let model = Tagger::new(small(CellType::Lstm, &vocabs), vb).unwrap();
     let cfg = TrainConfig {
-        epochs: 40,
-        batch_size: 5,
-        optimizer: OptimizerConfig::adamw(1e-2),
-        schedule: LrSchedule::Constant,
         clip_grad_norm: Some(5.0),
-        seed: 1,
-        ..TrainConfig::default()
+        ..overfit_config(40, 5)
     };
     let out = tempfile::tempdir().unwrap();
     let info =
@@ -96,14 +91,7 @@ fn padding_changes_nothing_and_save_load_tags_identically() {
         let n = sents[1].len();
         let a = alone.get(0).unwrap();
         let b = padded.get(1).unwrap().narrow(0, 0, n).unwrap();
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&a, &b).unwrap();
         assert!(diff < 1e-5, "{cell}: padding changed the logits by {diff}");
 
         // Save like the trainer does, reload, tag the same.

@@ -6,6 +6,7 @@ use candle_core::{DType, ModuleT};
 use candle_nn::VarMap;
 use neka_cnn::CnnModel;
 use neka_common::checkpoint;
+use neka_common::testing::max_abs_diff;
 use std::path::Path;
 
 /// `set_cpu_impl` is process-wide: the two tests take turns, so each path really runs.
@@ -30,7 +31,7 @@ fn check(name: &str, model: &str) {
         neka_cnn::set_cpu_impl(imp);
         let logits = net.forward_t(&io["input"], false).unwrap();
         let log_probs = candle_nn::ops::log_softmax(&logits, 1).unwrap();
-        let err = neka_common::testing::max_abs_diff(&log_probs, &io["log_probs"]).unwrap();
+        let err = max_abs_diff(&log_probs, &io["log_probs"]).unwrap();
         let path = neka_cnn::conv::conv_path_at(
             &neka_cnn::Conv2dConfig::new(1, 1, 3),
             dev.location(),

@@ -7,16 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{assert_clean_failure, text, with_model};
-
-use common::example_cmd as cmd;
-use common::run_example as run;
+use common::{assert_clean_failure, command as cmd, fixture, run, tag, text, ud_data};
 
 fn mnist() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crates/neka-common/tests/fixtures/mnist-sample")
-        .display()
-        .to_string()
+    fixture("mnist-sample").display().to_string()
 }
 
 /// Every file of a directory tree with its bytes, for "nothing changed" checks.
@@ -260,17 +254,6 @@ fn evaluating_on_images_of_another_size_or_an_empty_test_set_is_a_clear_error() 
     assert_clean_failure(&o, &["validation data", "is empty"]);
 }
 
-fn ud_data(root: &Path) -> PathBuf {
-    let data = root.join("data/ud-english-ewt");
-    std::fs::create_dir_all(&data).unwrap();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crates/neka-common/tests/fixtures/ud/en_ewt-sample.conllu");
-    for split in ["train", "dev", "test"] {
-        std::fs::copy(&sample, data.join(format!("en_ewt-ud-{split}.conllu"))).unwrap();
-    }
-    root.join("data")
-}
-
 fn tagger_train(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
@@ -320,13 +303,7 @@ fn a_refused_tagger_resume_leaves_model_and_vocabularies_loadable() {
         before,
         "a refused resume changed the run directory"
     );
-    let o = with_model(
-        "pos_tagger",
-        "tag",
-        &out,
-        &["--device", "cpu", "The dog ran ."],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    tag(&out, "The dog ran .");
 
     // A closed pipe ends `tag` quietly (`pos_tagger tag … | head -1`).
     let mut child = cmd(

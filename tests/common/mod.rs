@@ -1,9 +1,44 @@
-//! Helpers shared by the command-line tests: finding (or building) an example binary, and
-//! reading what it printed.
+//! Helpers shared by the command-line tests: the fixtures, finding (or building) an example
+//! binary, running it as a user does, and reading what it printed or wrote.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// `rel` under neka-common's test fixtures (`crates/neka-common/tests/fixtures`): `mnist-sample`,
+/// `ud/en_ewt-sample.conllu`, `multi30k`, …
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/neka-common/tests/fixtures")
+        .join(rel)
+}
+
+/// A `--data-dir` under `root` holding UD English EWT as the examples look for it, with the
+/// fixture's sample as train, dev and test split. Returns the `--data-dir` (`root/data`).
+pub fn ud_data(root: &Path) -> PathBuf {
+    let data = root.join("data/ud-english-ewt");
+    std::fs::create_dir_all(&data).unwrap();
+    for split in ["train", "dev", "test"] {
+        std::fs::copy(
+            fixture("ud/en_ewt-sample.conllu"),
+            data.join(format!("en_ewt-ud-{split}.conllu")),
+        )
+        .unwrap();
+    }
+    root.join("data")
+}
+
+/// A `--data-dir` under `root` holding the Multi30k fixture (`root/data/multi30k`). Returns the
+/// `--data-dir` (`root/data`).
+pub fn multi30k_data(root: &Path) -> PathBuf {
+    let data = root.join("data/multi30k");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in std::fs::read_dir(fixture("multi30k")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, data.join(f.file_name().unwrap())).unwrap();
+    }
+    root.join("data")
+}
 
 /// The example binary `name`, built by `cargo test` next to the test binaries
 /// (`target/<profile>/examples`), or built now (same profile) when a single test target runs.
@@ -53,8 +88,9 @@ pub fn assert_clean_failure(o: &Output, needles: &[&str]) {
     }
 }
 
-/// The example `name` with `args`, offline and without `NEKA_DATA_DIR` (tests name their data).
-pub fn example_cmd(name: &str, args: &[&str]) -> Command {
+/// The example binary `name` with `args`, as a user runs it, but hermetic: no `NEKA_DATA_DIR`
+/// from the environment, the Hugging Face Hub offline.
+pub fn command(name: &str, args: &[&str]) -> Command {
     let mut c = Command::new(example(name));
     c.args(args)
         .env_remove("NEKA_DATA_DIR")
@@ -62,20 +98,65 @@ pub fn example_cmd(name: &str, args: &[&str]) -> Command {
     c
 }
 
-/// Runs [`example_cmd`] to the end.
-pub fn run_example(name: &str, args: &[&str]) -> Output {
-    example_cmd(name, args).output().unwrap()
+/// [`command`], run to the end.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    command(name, args).output().unwrap()
 }
 
-/// Runs the example's subcommand `sub` on the model in `model`: `name sub --model DIR args…`.
-pub fn with_model(name: &str, sub: &str, model: &std::path::Path, args: &[&str]) -> Output {
-    let dir = model.to_str().unwrap();
-    run_example(name, &[&[sub, "--model", dir], args].concat())
+/// [`run`], which must succeed (else the test fails showing all the command wrote).
+#[track_caller]
+pub fn run_ok(name: &str, args: &[&str]) -> Output {
+    let o = run(name, args);
+    assert!(o.status.success(), "{name} {args:?}: {}", text(&o));
+    o
 }
 
-/// Each of `files` is a file in `dir`.
-pub fn assert_files(dir: &std::path::Path, files: &[&str]) {
-    for f in files {
+/// What a finished command wrote to stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The last line of stdout, parsed as JSON (the examples end with a JSON summary).
+#[track_caller]
+pub fn last_json(o: &Output) -> serde_json::Value {
+    let out = stdout(o);
+    let last = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output: {}", text(o)));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
+}
+
+/// `dir` holds a saved model (`model.safetensors`, `config.json`) and each of the white-space
+/// separated `more` files.
+#[track_caller]
+pub fn assert_saved_model(dir: &Path, more: &str) {
+    for f in ["model.safetensors", "config.json"]
+        .into_iter()
+        .chain(more.split_whitespace())
+    {
         assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
     }
+}
+
+/// `EXAMPLE ARGS… --device cpu --out OUT`: a training on the CPU into `out`, which must succeed.
+#[track_caller]
+pub fn train_ok(example: &str, args: &[&str], out: &Path) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--device", "cpu", "--out", out.to_str().unwrap()]);
+    run_ok(example, &all)
+}
+
+/// `pos_tagger tag --model MODEL --device cpu SENTENCE`, which must succeed: what it printed.
+#[track_caller]
+pub fn tag(model: &Path, sentence: &str) -> String {
+    let args = [
+        "tag",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+        sentence,
+    ];
+    stdout(&run_ok("pos_tagger", &args))
 }

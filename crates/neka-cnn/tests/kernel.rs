@@ -7,19 +7,19 @@ use candle_nn::VarMap;
 use neka_cnn::kernel::{self, Conv2dOp, MaxPool2dOp};
 use neka_cnn::{conv2d, Conv2dConfig, Padding, Pool2d};
 use neka_common::cpu::Fused3;
-use neka_common::testing;
+use neka_common::testing::{cotangent, gradient_check, max_abs_diff, rel_diff, vjp, vjp_pair};
 use std::collections::HashMap;
 use std::path::Path;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    testing::max_abs_diff(a, b).unwrap()
+    max_abs_diff(a, b).unwrap()
 }
 
 /// Relative error scale: max |a − b| / max(1, max |b|).
-fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
-    testing::rel_diff(a, b, 1.0).unwrap()
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    rel_diff(a, b, 1.0).unwrap()
 }
 
 fn fixtures() -> HashMap<String, Tensor> {
@@ -107,18 +107,16 @@ fn same_values_and_gradients(
     b: &Tensor,
     what: &str,
 ) -> R {
-    assert!(rel_diff(a, b) < 1e-5, "{what}: forward {}", rel_diff(a, b));
-    let g = Tensor::randn(0f32, 1.0, a.shape(), a.device())?;
-    let ga = (a * &g)?.sum_all()?.backward()?;
-    let gb = (b * &g)?.sum_all()?.backward()?;
-    let mut params = vec![("x", x.as_tensor().clone()), ("w", conv.weight().clone())];
-    params.extend(conv.bias().cloned().map(|b| ("b", b)));
-    for (n, p) in &params {
-        let (da, db) = (ga.get(p).unwrap(), gb.get(p).unwrap());
+    assert!(rel(a, b) < 1e-5, "{what}: forward {}", rel(a, b));
+    let params: Vec<&Tensor> = [x.as_tensor(), conv.weight()]
+        .into_iter()
+        .chain(conv.bias())
+        .collect();
+    for (n, (da, db)) in ["x", "w", "b"].iter().zip(vjp_pair(a, b, &params)?) {
         assert!(
-            rel_diff(da, db) < 1e-5,
+            rel(&da, &db) < 1e-5,
             "{what}: d{n} differs by {}",
-            rel_diff(da, db)
+            rel(&da, &db)
         );
     }
     Ok(())
@@ -218,18 +216,14 @@ fn fused_conv_relu_pool_matches_the_layers() -> R {
         let layers = pool.forward(&conv.forward_relu(x.as_tensor())?)?;
         let twin = pool.forward_candle(&conv.forward_candle(x.as_tensor())?.relu()?)?;
         assert!(max_diff(&fused, &layers) == 0.0, "{cfg:?}");
-        assert!(rel_diff(&fused, &twin) < 1e-5, "{cfg:?}");
-        let g = Tensor::randn(0f32, 1.0, fused.shape(), &dev)?;
-        let grads: Vec<_> = [&fused, &layers, &twin, &inference]
-            .iter()
-            .map(|y| (*y * &g).unwrap().sum_all().unwrap().backward().unwrap())
-            .collect();
+        assert!(rel(&fused, &twin) < 1e-5, "{cfg:?}");
+        let g = cotangent(&fused)?;
         let params = [x.as_tensor(), conv.weight(), conv.bias().unwrap()];
-        for p in params {
-            let d0 = grads[0].get(p).unwrap();
+        let grads = [&fused, &layers, &twin, &inference].map(|y| vjp(y, &g, &params).unwrap());
+        for (p, d0) in grads[0].iter().enumerate() {
             for other in &grads[1..] {
-                let d = other.get(p).unwrap();
-                assert!(rel_diff(d0, d) < 1e-5, "{cfg:?}: {}", rel_diff(d0, d));
+                let d = &other[p];
+                assert!(rel(d0, d) < 1e-5, "{cfg:?}: {}", rel(d0, d));
             }
         }
     }
@@ -303,18 +297,14 @@ fn conv_kernel_matches_pytorch() -> R {
         let op = Conv2dOp::new(stride, pad, dilation, relu);
         let y = kernel::conv2d(x.as_tensor(), w.as_tensor(), b.as_tensor(), op)?;
         assert!(
-            rel_diff(&y, &get("y")) < 1e-5,
+            rel(&y, &get("y")) < 1e-5,
             "{name}: y {}",
-            rel_diff(&y, &get("y"))
+            rel(&y, &get("y"))
         );
         let grads = (&y * get("g"))?.sum_all()?.backward()?;
         for (v, k) in [(&x, "dx"), (&w, "dw"), (&b, "db")] {
             let d = grads.get(v.as_tensor()).unwrap();
-            assert!(
-                rel_diff(d, &get(k)) < 1e-5,
-                "{name}: {k} {}",
-                rel_diff(d, &get(k))
-            );
+            assert!(rel(d, &get(k)) < 1e-5, "{name}: {k} {}", rel(d, &get(k)));
         }
     }
     Ok(())
@@ -343,42 +333,21 @@ fn conv_kernel_finite_differences() -> R {
         let b = Var::randn(0f64, 1.0, o, &dev)?;
         let y = kernel::conv2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), op.clone())?;
         let g = Tensor::randn(0f64, 1.0, y.shape(), &dev)?;
-        let loss = |x: &Tensor, wt: &Tensor, b: &Tensor| -> f64 {
-            (kernel::conv2d(x, wt, b, op.clone()).unwrap() * &g)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
+        let loss = || {
+            (kernel::conv2d(x.as_tensor(), wt.as_tensor(), b.as_tensor(), op.clone())? * &g)?
+                .sum_all()?
+                .to_scalar::<f64>()
         };
         let grads = (&y * &g)?.sum_all()?.backward()?;
-        let eps = 1e-6;
-        for which in 0..3 {
-            let var = [&x, &wt, &b][which];
-            let analytic = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()?
-                .to_vec1::<f64>()?;
-            let base = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
-            for i in (0..base.len()).step_by(base.len().div_ceil(25)) {
-                let at = |delta: f64| -> f64 {
-                    let mut v = base.clone();
-                    v[i] += delta;
-                    let t = Tensor::from_vec(v, var.shape(), &dev).unwrap();
-                    let mut args = [
-                        x.as_tensor().clone(),
-                        wt.as_tensor().clone(),
-                        b.as_tensor().clone(),
-                    ];
-                    args[which] = t;
-                    loss(&args[0], &args[1], &args[2])
-                };
-                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        for (which, var) in [&x, &wt, &b].into_iter().enumerate() {
+            let (analytic, n) = (grads.get(var.as_tensor()).unwrap(), var.elem_count());
+            let sampled = (0..n).step_by(n.div_ceil(25));
+            for e in gradient_check(var, analytic, sampled, 1e-6, loss)? {
+                let (i, numeric) = (e.index, e.numeric);
                 assert!(
-                    (numeric - analytic[i]).abs() < 1e-5 * (1.0 + numeric.abs()),
+                    (numeric - e.analytic).abs() < 1e-5 * (1.0 + numeric.abs()),
                     "{op:?} arg {which} [{i}]: numeric {numeric} vs analytic {}",
-                    analytic[i]
+                    e.analytic
                 );
             }
         }

@@ -6,12 +6,13 @@ use neka_cnn::{conv2d, CnnModel, Conv2dConfig, Padding};
 use neka_common::data::vision::{self, VisionDatasetKind};
 use neka_common::data::{Dataset, ImageBatch};
 use neka_common::optim::{Optimizer, OptimizerConfig};
+use neka_common::testing::{max_abs_diff, vjp_pair};
 use neka_common::train::{Classifier, StepContext, TrainModel};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    neka_common::testing::max_abs_diff(a, b).unwrap() as f32
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    max_abs_diff(a, b).unwrap()
 }
 
 /// neka's im2col convolution (used on CPU for stride 1) must equal candle's conv2d in the
@@ -48,17 +49,15 @@ fn im2col_matches_candle_conv_forward_and_backward() -> R {
             "{cfg:?}: forward differs by {}",
             max_diff(&a, &b)
         );
-        let g = Tensor::randn(0f32, 1.0, a.shape(), &dev)?;
-        let ga = (&a * &g)?.sum_all()?.backward()?;
-        let gb = (&b * &g)?.sum_all()?.backward()?;
-        let mut params = vec![x.as_tensor().clone(), conv.weight().clone()];
-        params.extend(conv.bias().cloned());
-        for p in &params {
-            let (da, db) = (ga.get(p).unwrap(), gb.get(p).unwrap());
+        let params: Vec<&Tensor> = [x.as_tensor(), conv.weight()]
+            .into_iter()
+            .chain(conv.bias())
+            .collect();
+        for (da, db) in vjp_pair(&a, &b, &params)? {
             assert!(
-                max_diff(da, db) < 1e-3,
+                max_diff(&da, &db) < 1e-3,
                 "{cfg:?}: gradient differs by {}",
-                max_diff(da, db)
+                max_diff(&da, &db)
             );
         }
     }
@@ -70,14 +69,10 @@ fn mnist_net_has_pytorch_names_and_layouts() -> R {
     let vm = VarMap::new();
     let vb = neka_common::init::seeded_var_builder(&vm, DType::F32, &Device::Cpu);
     CnnModel::from_name("mnist-net", 1, 28, 10, vb)?;
-    let mut shapes: Vec<(String, Vec<usize>)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+    let shapes: Vec<(String, Vec<usize>)> = neka_common::checkpoint::varmap_tensors(&vm)
+        .into_iter()
+        .map(|(k, t)| (k, t.dims().to_vec()))
         .collect();
-    shapes.sort();
     // exactly torch's `Net().state_dict()` of pytorch/examples mnist/main.py
     let expect = [
         ("conv1.bias", vec![32]),

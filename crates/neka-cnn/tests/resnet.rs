@@ -7,6 +7,7 @@ use candle_nn::VarMap;
 use neka_cnn::resnet::{self, BasicBlock};
 use neka_cnn::{batch_norm2d, CnnModel, ResNet};
 use neka_common::optim::{count_parameters, is_buffer, Optimizer, OptimizerConfig};
+use neka_common::testing::{cotangent, gradient_check, max_abs_diff, vjp};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -24,8 +25,8 @@ fn values(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    neka_common::testing::max_abs_diff(a, b).unwrap() as f32
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    max_abs_diff(a, b).unwrap()
 }
 
 /// `n` synthetic 28×28 images of `classes` classes: class k is a bright horizontal bar in
@@ -105,14 +106,10 @@ fn shapes_of_the_forward_pass_and_the_feature_maps() -> R {
 fn tensor_names_are_torchvisions() -> R {
     let vm = VarMap::new();
     model(&vm, 0);
-    let mut got: Vec<(String, Vec<usize>)> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+    let got: Vec<(String, Vec<usize>)> = neka_common::checkpoint::varmap_tensors(&vm)
+        .into_iter()
+        .map(|(k, t)| (k, t.dims().to_vec()))
         .collect();
-    got.sort();
     let mut want: Vec<(String, Vec<usize>)> = Vec::new();
     let mut bn = |p: &str, c: usize| {
         for b in ["weight", "bias", "running_mean", "running_var"] {
@@ -342,23 +339,24 @@ fn batch_norm_kernel_equals_candle_nn() -> R {
             let yk = kernel.forward_train_kernel(x.as_tensor(), relu)?;
             let yc = candle.forward_train_candle(x.as_tensor())?;
             let yc = if relu { yc.relu()? } else { yc };
-            let diff = |a: &Tensor, b: &Tensor| neka_common::testing::max_abs_diff(a, b).unwrap();
             assert!(
-                diff(&yk, &yc) < tol,
+                max_diff(&yk, &yc) < tol,
                 "{shape:?} {dtype:?}: forward differs by {}",
-                diff(&yk, &yc)
+                max_diff(&yk, &yc)
             );
-            let r = Tensor::randn(0f32, 1.0, shape.clone(), &dev)?.to_dtype(dtype)?;
-            let gk = (&yk * &r)?.sum_all()?.backward()?;
-            let gc = (&yc * &r)?.sum_all()?.backward()?;
-            let dx = diff(
-                gk.get(x.as_tensor()).unwrap(),
-                gc.get(x.as_tensor()).unwrap(),
+            let r = cotangent(&yk)?;
+            let (wk, bk, wc, bc) = (
+                var(&vk, "bn.weight"),
+                var(&vk, "bn.bias"),
+                var(&vc, "bn.weight"),
+                var(&vc, "bn.bias"),
             );
+            let gk = vjp(&yk, &r, &[x.as_tensor(), &wk, &bk])?;
+            let gc = vjp(&yc, &r, &[x.as_tensor(), &wc, &bc])?;
+            let dx = max_diff(&gk[0], &gc[0]);
             assert!(dx < tol, "{shape:?} {dtype:?}: dx differs by {dx}");
-            for n in ["bn.weight", "bn.bias"] {
-                let (a, b) = (var(&vk, n), var(&vc, n));
-                let d = diff(gk.get(&a).unwrap(), gc.get(&b).unwrap());
+            for (i, n) in [(1, "bn.weight"), (2, "bn.bias")] {
+                let d = max_diff(&gk[i], &gc[i]);
                 assert!(d < tol * 10.0, "{shape:?} {dtype:?}: d{n} differs by {d}");
             }
             for n in [
@@ -366,7 +364,7 @@ fn batch_norm_kernel_equals_candle_nn() -> R {
                 "bn.running_var",
                 "bn.num_batches_tracked",
             ] {
-                let d = diff(&var(&vk, n), &var(&vc, n));
+                let d = max_diff(&var(&vk, n), &var(&vc, n));
                 assert!(d < tol, "{shape:?} {dtype:?}: {n} differs by {d}");
             }
             assert_eq!(kernel.num_batches_tracked()?, 1.0);
@@ -396,16 +394,11 @@ fn eval_uses_running_stats_train_updates_them_and_the_optimizer_leaves_them() ->
         "eval: independent of the batch"
     );
     let buffers_now = || -> Vec<(String, Vec<f32>)> {
-        let mut v: Vec<_> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
+        neka_common::checkpoint::varmap_tensors(&vm)
+            .into_iter()
             .filter(|(k, _)| is_buffer(k))
-            .map(|(k, v)| (k.clone(), values(v.as_tensor())))
-            .collect();
-        v.sort_by(|p, q| p.0.cmp(&q.0));
-        v
+            .map(|(k, t)| (k, values(&t)))
+            .collect()
     };
     let before = buffers_now();
     assert_eq!(before.len(), 9 * 3);
@@ -530,40 +523,26 @@ fn basic_block_gradients_match_finite_differences() -> R {
         let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, cin, 5, 5), &dev)?)?;
         let out = block.forward_t(x.as_tensor(), true)?;
         let r = Tensor::randn(0f64, 1.0, out.shape(), &dev)?;
-        let loss = |_: ()| -> f64 {
-            (block.forward_t(x.as_tensor(), true).unwrap() * &r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
+        let loss = || {
+            (block.forward_t(x.as_tensor(), true)? * &r)?
+                .sum_all()?
+                .to_scalar::<f64>()
         };
         let grads = (out * &r)?.sum_all()?.backward()?;
-        let mut vars = neka_common::optim::parameters(&vm);
+        // every parameter the optimizer trains (the buffers are not among them), and the input
+        let mut vars = Optimizer::new(OptimizerConfig::sgd(1.0), &vm)?
+            .params()
+            .to_vec();
         vars.push(("x".into(), x.clone()));
-        let h = 1e-6;
         for (name, v) in &vars {
-            let g: Vec<f64> = grads
-                .get(v.as_tensor())
-                .unwrap_or_else(|| panic!("{name}"))
-                .flatten_all()?
-                .to_vec1()?;
-            let base: Vec<f64> = v.as_tensor().flatten_all()?.to_vec1()?;
-            let n = base.len();
-            for i in (0..n).step_by((n / 24).max(1)) {
-                let mut p = base.clone();
-                p[i] += h;
-                v.set(&Tensor::from_vec(p.clone(), v.shape(), &dev)?)?;
-                let up = loss(());
-                p[i] -= 2.0 * h;
-                v.set(&Tensor::from_vec(p, v.shape(), &dev)?)?;
-                let down = loss(());
-                v.set(&Tensor::from_vec(base.clone(), v.shape(), &dev)?)?;
-                let fd = (up - down) / (2.0 * h);
+            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}"));
+            let n = v.elem_count();
+            for e in gradient_check(v, g, (0..n).step_by((n / 24).max(1)), 1e-6, loss)? {
+                let (i, fd) = (e.index, e.numeric);
                 assert!(
-                    (fd - g[i]).abs() <= 1e-5 + 1e-4 * fd.abs(),
+                    (fd - e.analytic).abs() <= 1e-5 + 1e-4 * fd.abs(),
                     "block {cin}->{cout} s{stride}: d/d{name}[{i}]: backprop {} vs finite difference {fd}",
-                    g[i]
+                    e.analytic
                 );
             }
         }

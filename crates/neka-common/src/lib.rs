@@ -17,6 +17,7 @@
 //! | [`train`] | the training loop shared by every model: monitored metric, early stopping, weight averaging, exact resume |
 //! | [`checkpoint`] | safetensors + `config.json`, the weights file as the one commit point, strict loading |
 //! | [`run_dir`] | a run directory's lock and its repair after an interrupted run |
+//! | [`testing`] | checking candle computations: max-abs / relative differences, finite-difference gradient checks |
 //! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves, confusion matrix, corpus BLEU, peak memory |
 //! | [`plot`] | the PNG figures (curves, bars, heatmaps, image grids, the lecture's worked examples) |
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |

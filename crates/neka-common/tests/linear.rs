@@ -5,9 +5,10 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarMap};
 use neka_common::cpu::Fused3;
 use neka_common::nn::{linear, linear_forward, LinearOp};
+use neka_common::testing::{gradient_check, max_abs_diff, vjp_pair};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    neka_common::testing::max_abs_diff(a, b).unwrap()
+    max_abs_diff(a, b).unwrap()
 }
 
 /// Values and the gradients of input, weight and bias, with and without ReLU and bias, f32
@@ -39,15 +40,12 @@ fn fused_linear_matches_candle_linear() -> candle_core::Result<()> {
                     "{batch}x{i}->{o} relu {relu}: {}",
                     max_diff(&a, &b)
                 );
-                let g = Tensor::randn(0f32, 1.0, a.shape(), &dev)?.to_dtype(dtype)?;
-                let (ga, gb) = (
-                    (&a * &g)?.sum_all()?.backward()?,
-                    (&b * &g)?.sum_all()?.backward()?,
-                );
-                let mut params = vec![x.as_tensor().clone(), lin.weight().clone()];
-                params.extend(lin.bias().cloned());
-                for p in &params {
-                    let d = max_diff(ga.get(p).unwrap(), gb.get(p).unwrap());
+                let params: Vec<&Tensor> = [x.as_tensor(), lin.weight()]
+                    .into_iter()
+                    .chain(lin.bias())
+                    .collect();
+                for (da, db) in vjp_pair(&a, &b, &params)? {
+                    let d = max_diff(&da, &db);
                     assert!(
                         d < tol * 10.0,
                         "{batch}x{i}->{o} relu {relu} {dtype:?}: gradient differs by {d}"
@@ -72,35 +70,18 @@ fn fused_linear_finite_differences() -> candle_core::Result<()> {
         let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
         let g = Tensor::randn(0f64, 1.0, y.shape(), &dev)?;
         let grads = (&y * &g)?.sum_all()?.backward()?;
-        for which in 0..3 {
-            let var = [&x, &w, &b][which];
-            let analytic = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()?
-                .to_vec1::<f64>()?;
-            let base = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
-            for k in 0..base.len() {
-                let at = |delta: f64| -> f64 {
-                    let mut v = base.clone();
-                    v[k] += delta;
-                    let mut args = [
-                        x.as_tensor().clone(),
-                        w.as_tensor().clone(),
-                        b.as_tensor().clone(),
-                    ];
-                    args[which] = Tensor::from_vec(v, var.shape(), &dev).unwrap();
-                    (f(&args[0], &args[1], &args[2]).unwrap() * &g)
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .to_scalar()
-                        .unwrap()
-                };
-                let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+        let loss = || {
+            (f(x.as_tensor(), w.as_tensor(), b.as_tensor())? * &g)?
+                .sum_all()?
+                .to_scalar::<f64>()
+        };
+        for (which, var) in [&x, &w, &b].into_iter().enumerate() {
+            let analytic = grads.get(var.as_tensor()).unwrap();
+            for e in gradient_check(var, analytic, 0..var.elem_count(), 1e-6, loss)? {
                 assert!(
-                    (numeric - analytic[k]).abs() < 1e-6 * (1.0 + numeric.abs()),
-                    "relu {relu} arg {which} [{k}]"
+                    e.abs_err() < 1e-6 * (1.0 + e.numeric.abs()),
+                    "relu {relu} arg {which} [{}]",
+                    e.index
                 );
             }
         }

@@ -33,6 +33,42 @@ fn lstm(f: usize, h: usize) -> candle_core::Result<(Lstm, VarMap)> {
     Ok((net, varmap))
 }
 
+/// [`lstm`] with the recurrent weights `V = weight_hh = 0`.
+fn lstm_without_recurrent_weights(f: usize, h: usize) -> candle_core::Result<(Lstm, VarMap)> {
+    let (net, mut varmap) = lstm(f, h)?;
+    varmap.set_one(
+        "lstm.weight_hh_l0",
+        Tensor::zeros((4 * h, h), DType::F64, &DEV)?,
+    )?;
+    Ok((net, varmap))
+}
+
+/// `∂(Σ_j c_T[j]) / ∂c_0`, flattened.
+fn gradient_wrt(c_t: &Tensor, c0: &Var) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let grads = c_t.sum_all()?.backward()?;
+    Ok(grads
+        .get(c0.as_tensor())
+        .ok_or("no gradient")?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
+/// `∂(Σ_j C_T[j]) / ∂C_0` through the zoo's `Lstm` (the fused kernel or the candle-op loop,
+/// as selected), with `C_0 = 0` given as `c0`.
+fn cell_state_gradient(
+    net: &Lstm,
+    x: &Tensor,
+    h: usize,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let c0 = Var::zeros((1, 1, h), DType::F64, &DEV)?;
+    let input = SeqInput {
+        c0: Some(c0.as_tensor()),
+        ..Default::default()
+    };
+    let out = net.forward_seq(x, input, true)?;
+    gradient_wrt(&out.c_n.ok_or("no c_n")?, &c0)
+}
+
 /// The tensor of variable `name` (the lock is released before returning).
 fn var(varmap: &VarMap, name: &str) -> Tensor {
     let data = varmap.data().lock().unwrap();
@@ -129,11 +165,7 @@ fn close(got: &[f64], want: &[f64], tol: f64, what: &str) {
 #[test]
 fn cell_state_gradient_is_the_product_of_forget_gates() -> R {
     let (t, f, h) = (20, 4, 8);
-    let (net, mut varmap) = lstm(f, h)?;
-    varmap.set_one(
-        "lstm.weight_hh_l0",
-        Tensor::zeros((4 * h, h), DType::F64, &DEV)?,
-    )?;
+    let (net, varmap) = lstm_without_recurrent_weights(f, h)?;
     let xv = analysis::gaussian(t * f, 11);
     let want = product(&forget_gates(&varmap, &xv, t, f, h), h);
     println!("Π f_t (T = {t}): {}", sci(&want));
@@ -156,34 +188,19 @@ fn cell_state_gradient_is_the_product_of_forget_gates() -> R {
             .broadcast_add(&b)?;
         state = LstmCell.step(&gx, &rec, &state)?;
     }
-    let grads = state[1].sum_all()?.backward()?;
-    let got = grads
-        .get(c0.as_tensor())
-        .ok_or("no gradient")?
-        .flatten_all()?;
-    close(&got.to_vec1()?, &want, 1e-10, "LstmCell::step");
+    close(
+        &gradient_wrt(&state[1], &c0)?,
+        &want,
+        1e-10,
+        "LstmCell::step",
+    );
 
     // (b) The zoo's Lstm with c0 as input: the fused kernel's hand-written BPTT
     // (dC_{t−1} = dC ⊙ f) and the candle-op loop.
     for fused in [true, false] {
         use_fused_cpu_kernel(fused);
-        let c0 = Var::zeros((1, 1, h), DType::F64, &DEV)?;
-        let input = SeqInput {
-            c0: Some(c0.as_tensor()),
-            ..Default::default()
-        };
-        let out = net.forward_seq(&x, input, true)?;
-        let grads = out.c_n.ok_or("no c_n")?.sum_all()?.backward()?;
-        let got = grads
-            .get(c0.as_tensor())
-            .ok_or("no gradient")?
-            .flatten_all()?;
-        close(
-            &got.to_vec1()?,
-            &want,
-            1e-10,
-            &format!("Lstm, fused {fused}"),
-        );
+        let got = cell_state_gradient(&net, &x, h)?;
+        close(&got, &want, 1e-10, &format!("Lstm, fused {fused}"));
     }
     use_fused_cpu_kernel(true);
     Ok(())
@@ -222,13 +239,13 @@ fn cell_state_path_with_recurrent_weights_is_the_product_of_forget_gates() -> R 
         }
         state = LstmCell.step(&gx, &rec, &state)?;
     }
-    let grads = state[1].sum_all()?.backward()?;
-    let got = grads
-        .get(c0.as_tensor())
-        .ok_or("no gradient")?
-        .flatten_all()?;
     println!("Π f_t (T = {t}, V ≠ 0, h detached): {}", sci(&want));
-    close(&got.to_vec1()?, &want, 1e-10, "cell-state path");
+    close(
+        &gradient_wrt(&state[1], &c0)?,
+        &want,
+        1e-10,
+        "cell-state path",
+    );
     Ok(())
 }
 
@@ -238,11 +255,7 @@ fn cell_state_path_with_recurrent_weights_is_the_product_of_forget_gates() -> R 
 #[test]
 fn open_forget_gate_keeps_the_gradient_that_the_elman_rnn_loses() -> R {
     let (t, f, h) = (50, 4, 8);
-    let (net, mut varmap) = lstm(f, h)?;
-    varmap.set_one(
-        "lstm.weight_hh_l0",
-        Tensor::zeros((4 * h, h), DType::F64, &DEV)?,
-    )?;
+    let (net, mut varmap) = lstm_without_recurrent_weights(f, h)?;
     let xv = analysis::gaussian(t * f, 17);
     // PyTorch's init (forget bias ≈ 0, f ≈ 0.5): the cell state forgets too.
     let closed = product(&forget_gates(&varmap, &xv, t, f, h), h);
@@ -267,17 +280,7 @@ fn open_forget_gate_keeps_the_gradient_that_the_elman_rnn_loses() -> R {
 
     // The real network (its weights are the Vars just set) agrees: ∂ΣC_T/∂C_0 = Π f over
     // the 50 steps.
-    let c0 = Var::zeros((1, 1, h), DType::F64, &DEV)?;
-    let input = SeqInput {
-        c0: Some(c0.as_tensor()),
-        ..Default::default()
-    };
-    let out = net.forward_seq(&tensor(xv, &[1, t, f])?, input, true)?;
-    let grads = out.c_n.ok_or("no c_n")?.sum_all()?.backward()?;
-    let got = grads
-        .get(c0.as_tensor())
-        .ok_or("no gradient")?
-        .flatten_all()?;
-    close(&got.to_vec1()?, &open, 1e-10, "Lstm, b_f = 6");
+    let got = cell_state_gradient(&net, &tensor(xv, &[1, t, f])?, h)?;
+    close(&got, &open, 1e-10, "Lstm, b_f = 6");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
+use neka_common::testing::{gradient_check, max_abs, max_abs_diff};
 use neka_lstm::{
     AnyRecurrent, CellType, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder,
 };
@@ -89,24 +90,12 @@ fn fused_kernel_gradients_match_finite_differences() {
             let eps = 1e-6;
             let mut worst = 0f64;
             for (name, var) in &vars {
-                let analytic: Vec<f64> = grads
+                let analytic = grads
                     .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{cell}: no gradient for {name}"))
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let base = var.as_tensor().copy().unwrap();
-                let values: Vec<f64> = base.flatten_all().unwrap().to_vec1().unwrap();
-                for (i, &a) in analytic.iter().enumerate() {
-                    let at = |delta: f64| {
-                        let mut v = values.clone();
-                        v[i] += delta;
-                        var.set(&Tensor::from_vec(v, base.shape(), &Device::Cpu).unwrap())
-                            .unwrap();
-                        eval().to_scalar::<f64>().unwrap()
-                    };
-                    let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                    .unwrap_or_else(|| panic!("{cell}: no gradient for {name}"));
+                let loss = || eval().to_scalar::<f64>();
+                for e in gradient_check(var, analytic, 0..var.elem_count(), eps, loss).unwrap() {
+                    let (i, a, numeric) = (e.index, e.analytic, e.numeric);
                     let err = (numeric - a).abs() / (1.0 + a.abs());
                     assert!(
                         err < 1e-6,
@@ -114,7 +103,6 @@ fn fused_kernel_gradients_match_finite_differences() {
                     );
                     worst = worst.max(err);
                 }
-                var.set(&base).unwrap();
             }
             println!(
                 "gradcheck {cell} layers={layers} bi={bi} bias={bias}: max rel err {worst:.1e}"
@@ -145,19 +133,12 @@ fn fused_kernel_and_candle_ops_agree_with_dropout_and_lengths() {
             out
         };
         let (a, b) = (run(true), run(false));
-        let err = (&a.output - &b.output)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
         assert!(
-            err.to_scalar::<f32>().unwrap() < 1e-5,
+            max_abs_diff(&a.output, &b.output).unwrap() < 1e-5,
             "{cell}: fused vs candle ops differ"
         );
-        let err = (&a.h_n - &b.h_n).unwrap().abs().unwrap().max_all().unwrap();
         assert!(
-            err.to_scalar::<f32>().unwrap() < 1e-5,
+            max_abs_diff(&a.h_n, &b.h_n).unwrap() < 1e-5,
             "{cell}: h_n differs"
         );
     }
@@ -191,29 +172,14 @@ fn padding_is_invisible() {
         };
         let a = m.encode(&x, input, false).unwrap();
         let b = m.encode(&x2, input, false).unwrap();
-        let diff = (&a.output - &b.output)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
         assert_eq!(
-            diff.to_scalar::<f32>().unwrap(),
+            max_abs_diff(&a.output, &b.output).unwrap(),
             0.0,
             "{cell}: padding leaked into the output"
         );
-        let pad = a
-            .output
-            .get(1)
-            .unwrap()
-            .narrow(0, 3, 3)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
+        let pad = a.output.get(1).unwrap().narrow(0, 3, 3).unwrap();
         assert_eq!(
-            pad.to_scalar::<f32>().unwrap(),
+            max_abs(&pad).unwrap(),
             0.0,
             "{cell}: output past the length is not zero"
         );
@@ -230,24 +196,13 @@ fn padding_is_invisible() {
                 false,
             )
             .unwrap();
-        let d = (a.h_n.narrow(1, 1, 1).unwrap() - &alone.h_n)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
         assert!(
-            d.to_scalar::<f32>().unwrap() < 1e-6,
+            max_abs_diff(&a.h_n.narrow(1, 1, 1).unwrap(), &alone.h_n).unwrap() < 1e-6,
             "{cell}: h_n is not the true last step's"
         );
-        let d = (a.output.get(1).unwrap().narrow(0, 0, 3).unwrap() - alone.output.get(0).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
+        let real = a.output.get(1).unwrap().narrow(0, 0, 3).unwrap();
         assert!(
-            d.to_scalar::<f32>().unwrap() < 1e-6,
+            max_abs_diff(&real, &alone.output.get(0).unwrap()).unwrap() < 1e-6,
             "{cell}: the reverse direction did not start at the last real token"
         );
     }
@@ -260,48 +215,34 @@ fn bad_inputs_are_named_errors() {
     let x = randn(&[2, 5, 3], DType::F32, 1);
     let err = |input: SeqInput, x: &Tensor| m.encode(x, input, false).unwrap_err().to_string();
     assert!(err(SeqInput::default(), &randn(&[2, 5, 4], DType::F32, 1)).contains("input_size = 3"));
-    assert!(err(
-        SeqInput {
-            lengths: Some(&[5, 0]),
+    for lengths in [&[5, 0][..], &[5, 6], &[5]] {
+        let input = SeqInput {
+            lengths: Some(lengths),
             ..Default::default()
-        },
-        &x
-    )
-    .contains("lengths"));
-    assert!(err(
-        SeqInput {
-            lengths: Some(&[5, 6]),
-            ..Default::default()
-        },
-        &x
-    )
-    .contains("lengths"));
-    assert!(err(
-        SeqInput {
-            lengths: Some(&[5]),
-            ..Default::default()
-        },
-        &x
-    )
-    .contains("lengths"));
+        };
+        assert!(err(input, &x).contains("lengths"), "{lengths:?}");
+    }
     let h0 = Tensor::zeros((2, 2, 4), DType::F32, &Device::Cpu).unwrap();
-    assert!(err(
-        SeqInput {
-            h0: Some(&h0),
-            ..Default::default()
-        },
-        &x
-    )
-    .contains("h0 must have shape (L·D, B, H) = (1, 2, 4)"));
     let c0 = Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu).unwrap();
-    assert!(err(
-        SeqInput {
-            c0: Some(&c0),
-            ..Default::default()
-        },
-        &x
-    )
-    .contains("c0 is only for the LSTM"));
+    for (input, needle) in [
+        (
+            SeqInput {
+                h0: Some(&h0),
+                ..Default::default()
+            },
+            "h0 must have shape (L·D, B, H) = (1, 2, 4)",
+        ),
+        (
+            SeqInput {
+                c0: Some(&c0),
+                ..Default::default()
+            },
+            "c0 is only for the LSTM",
+        ),
+    ] {
+        let e = err(input, &x);
+        assert!(e.contains(needle), "{e}");
+    }
     let bad = RecurrentConfig {
         dropout: 1.0,
         ..cfg
@@ -442,21 +383,11 @@ fn truncated_bptt_resumed_mid_epoch_carries_its_state_and_matches_a_straight_run
         ..TrainConfig::default()
     };
     let info = || neka_common::checkpoint::CheckpointInfo::new("char", &cfg, "t").unwrap();
-    let weights = |vm: &VarMap| {
-        let mut w: Vec<(String, Vec<f32>)> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
-                )
-            })
-            .collect();
-        w.sort_by(|a, b| a.0.cmp(&b.0));
-        w
+    let weights = |vm: &VarMap| -> Vec<(String, Vec<f32>)> {
+        neka_common::checkpoint::varmap_tensors(vm)
+            .into_iter()
+            .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect()
     };
     let build = |seed: u64| {
         neka_common::rng::seed(seed);

@@ -5,8 +5,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use neka_common::data::parallel::{read_parallel, ParallelConfig};
 use neka_common::data::Dataset;
-use neka_common::optim::{LrSchedule, OptimizerConfig};
-use neka_common::train::{StepContext, TrainConfig, TrainModel, Trainer};
+use neka_common::testing::{finite_difference_grad, max_abs_diff, overfit_config};
+use neka_common::train::{StepContext, TrainModel, Trainer};
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs, SourceBatch};
 use neka_seq2seq::{
     beam_search, beam_search_batch, greedy, AttentionKind, CellType, Config, DecodeConfig, Seq2Seq,
@@ -163,15 +163,8 @@ fn parallel_teacher_forcing_equals_step_by_step() {
         let a = m.forward_parallel(&batch, false).unwrap();
         let b = m.forward_stepwise(&batch, 1.0, false).unwrap();
         let mask = batch.tgt_mask.unsqueeze(2).unwrap();
-        let diff = (a - b)
-            .unwrap()
-            .broadcast_mul(&mask)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        let diff = diff.to_scalar::<f32>().unwrap();
+        let masked = |y: &Tensor| y.broadcast_mul(&mask).unwrap();
+        let diff = max_abs_diff(&masked(&a), &masked(&b)).unwrap();
         assert!(diff < 1e-4, "{kind}: {diff}");
     }
     // Scheduled sampling runs and keeps the shape.
@@ -198,14 +191,7 @@ fn padded_source_positions_change_nothing() {
         let mut changed = batch.clone();
         changed.src.ids = Tensor::new(ids, &Device::Cpu).unwrap();
         let other = m.forward_batch(&changed, 1.0, false).unwrap();
-        let diff = (base - other)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&base, &other).unwrap();
         assert!(diff < 1e-5, "{kind}: padding changed the logits by {diff}");
     }
 }
@@ -216,15 +202,7 @@ fn overfits_fifty_pairs_and_reloads_identically() {
     let vocabs = Seq2SeqVocabs::build(&p, 1);
     let ds = Seq2SeqDataset::new(&p, &vocabs, &Device::Cpu);
     let (vm, m) = model(AttentionKind::Luong, CellType::Lstm, &vocabs, 11);
-    let cfg = TrainConfig {
-        epochs: 60,
-        batch_size: 10,
-        optimizer: OptimizerConfig::adamw(1e-2),
-        schedule: LrSchedule::Constant,
-        clip_grad_norm: Some(1.0),
-        seed: 1,
-        ..TrainConfig::default()
-    };
+    let cfg = overfit_config(60, 10);
     let dir = tempfile::tempdir().unwrap();
     let info =
         neka_common::checkpoint::CheckpointInfo::new("seq2seq", m.config(), "fixture").unwrap();
@@ -319,8 +297,6 @@ fn attention_parameters_get_the_finite_difference_gradient() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let w0: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let shape = var.as_tensor().shape().clone();
         // The three entries with the largest gradient.
         let mut order: Vec<usize> = (0..g.len()).collect();
         order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
@@ -329,19 +305,12 @@ fn attention_parameters_get_the_finite_difference_gradient() {
             continue;
         }
         let eps = 1e-2f32;
-        for &i in &order[..3] {
-            let at = |d: f32| {
-                let mut w = w0.clone();
-                w[i] += d;
-                var.set(&Tensor::from_vec(w, shape.clone(), &Device::Cpu).unwrap())
-                    .unwrap();
-                loss(&m).to_scalar::<f32>().unwrap()
-            };
-            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-            at(0.0);
-            let err = (fd - g[i]).abs();
+        let loss_at = || Ok(f64::from(loss(&m).to_scalar::<f32>()?));
+        let fd = finite_difference_grad(&var, order[..3].iter().copied(), eps.into(), loss_at);
+        for (&i, fd) in order[..3].iter().zip(fd.unwrap()) {
+            let err = (fd - f64::from(g[i])).abs();
             assert!(
-                err <= 0.1 * g[i].abs() + 1e-3,
+                err <= 0.1 * f64::from(g[i].abs()) + 1e-3,
                 "{kind} {param}[{i}]: autograd {} vs finite difference {fd}",
                 g[i]
             );
