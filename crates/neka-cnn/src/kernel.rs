@@ -257,7 +257,9 @@ impl ConvGeometry {
 }
 
 use neka_common::cpu::contiguous_slice as contiguous;
-use neka_common::cpu::{matmul, parallel, sum, threads, with_slice, CpuOp3, Fused3, Grads3, Input};
+use neka_common::cpu::{
+    matmul, parallel, sum, threads, with_slice, CpuOp3, Fused3, Grads3, Input, Mat,
+};
 
 fn block_size(batch: usize) -> usize {
     batch.div_ceil(threads()).max(1)
@@ -380,13 +382,10 @@ impl Conv2dOp {
         unsafe {
             matmul(
                 (o, n, k),
-                z.as_mut_ptr(),
-                (n, 1),
+                Mat::row_major(z.as_mut_ptr(), n),
                 true,
-                w.as_ptr(),
-                (k, 1),
-                cols.as_ptr(),
-                (n, 1),
+                Mat::row_major(w.as_ptr(), k),
+                Mat::row_major(cols.as_ptr(), n),
             );
         }
         if self.relu {
@@ -614,13 +613,10 @@ impl Conv2dOp {
                 unsafe {
                     matmul(
                         (o, k, n),
-                        dw.as_mut_ptr(),
-                        (k, 1),
+                        Mat::row_major(dw.as_mut_ptr(), k),
                         true,
-                        dzi.as_ptr(),
-                        (n, 1),
-                        cols.as_ptr(),
-                        (1, n),
+                        Mat::row_major(dzi.as_ptr(), n),
+                        Mat::col_major(cols.as_ptr(), n),
                     );
                 }
                 if let Some(dxb) = dxb.as_deref_mut() {
@@ -630,13 +626,10 @@ impl Conv2dOp {
                     unsafe {
                         matmul(
                             (k, n, o),
-                            out.as_mut_ptr(),
-                            (n, 1),
+                            Mat::row_major(out.as_mut_ptr(), n),
                             false,
-                            w.as_ptr(),
-                            (1, k),
-                            dzi.as_ptr(),
-                            (n, 1),
+                            Mat::col_major(w.as_ptr(), k),
+                            Mat::row_major(dzi.as_ptr(), n),
                         );
                     }
                     if !g.is_pointwise() {

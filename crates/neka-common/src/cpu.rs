@@ -61,22 +61,69 @@ pub fn sum<F: KernelFloat>(xs: &[F]) -> F {
     acc.iter().fold(tail, |a, &v| a + v)
 }
 
-/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)`, each with (row, column) strides, through
-/// the `gemm` crate, on the calling thread (the kernels parallelise over images instead).
+/// A strided matrix view for [`matmul`]: entry `(i, j)` lies at `ptr + i·rs + j·cs`.
+///
+/// `Mat::row_major(p, ld)` is a row-major matrix with row stride `ld` (`(ld, 1)`);
+/// `Mat::col_major(p, ld)` is column-major (`(1, ld)`), which is how a row-major `Aᵀ` is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat<P> {
+    pub ptr: P,
+    /// Row stride, in elements.
+    pub rs: usize,
+    /// Column stride, in elements.
+    pub cs: usize,
+}
+
+impl<P> Mat<P> {
+    /// The matrix at `ptr` with (row, column) strides `(rs, cs)`.
+    pub fn new(ptr: P, (rs, cs): (usize, usize)) -> Self {
+        Self { ptr, rs, cs }
+    }
+    /// Row-major with row stride `ld`: strides `(ld, 1)`.
+    pub fn row_major(ptr: P, ld: usize) -> Self {
+        Self::new(ptr, (ld, 1))
+    }
+    /// Column-major with column stride `ld`: strides `(1, ld)` (a row-major matrix's transpose).
+    pub fn col_major(ptr: P, ld: usize) -> Self {
+        Self::new(ptr, (1, ld))
+    }
+}
+
+impl<T> Mat<*const T> {
+    /// The view starting `rows` rows and `cols` columns further in.
+    ///
+    /// # Safety
+    /// The offset must stay inside the pointed-to buffer.
+    unsafe fn offset(self, rows: usize, cols: usize) -> Self {
+        Self {
+            ptr: self.ptr.add(rows * self.rs + cols * self.cs),
+            ..self
+        }
+    }
+}
+
+impl<T> Mat<*mut T> {
+    /// As for `Mat<*const T>::offset`.
+    unsafe fn offset(self, rows: usize, cols: usize) -> Self {
+        Self {
+            ptr: self.ptr.add(rows * self.rs + cols * self.cs),
+            ..self
+        }
+    }
+}
+
+/// `dst (m × n) = [dst +] lhs (m × k) · rhs (k × n)` on strided views, through the `gemm`
+/// crate, on the calling thread (the kernels parallelise over images instead).
 ///
 /// # Safety
 /// Every index in range must address memory inside the pointed-to buffers, and `dst` must not
 /// overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn matmul<F: KernelFloat>(
     (m, n, k): (usize, usize, usize),
-    dst: *mut F,
-    (dst_rs, dst_cs): (usize, usize),
+    dst: Mat<*mut F>,
     accumulate: bool,
-    lhs: *const F,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const F,
-    (rhs_rs, rhs_cs): (usize, usize),
+    lhs: Mat<*const F>,
+    rhs: Mat<*const F>,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -85,16 +132,16 @@ pub unsafe fn matmul<F: KernelFloat>(
         m,
         n,
         k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
+        dst.ptr,
+        dst.cs as isize,
+        dst.rs as isize,
         accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
         F::one(),
         F::one(),
         false,
@@ -356,38 +403,25 @@ unsafe fn with_avx2<J: Vectorized>(job: J) -> J::Output {
 ///
 /// # Safety
 /// As for [`matmul`].
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn par_matmul<F: KernelFloat>(
     (m, n, k): (usize, usize, usize),
-    dst: *mut F,
-    (dst_rs, dst_cs): (usize, usize),
+    dst: Mat<*mut F>,
     accumulate: bool,
-    lhs: *const F,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const F,
-    (rhs_rs, rhs_cs): (usize, usize),
+    lhs: Mat<*const F>,
+    rhs: Mat<*const F>,
 ) {
     let t = threads();
     if t < 2 || m * n * k < 1 << 22 {
-        return matmul(
-            (m, n, k),
-            dst,
-            (dst_rs, dst_cs),
-            accumulate,
-            lhs,
-            (lhs_rs, lhs_cs),
-            rhs,
-            (rhs_rs, rhs_cs),
-        );
+        return matmul((m, n, k), dst, accumulate, lhs, rhs);
     }
     #[derive(Clone, Copy)]
-    struct P<F>(*mut F, *const F, *const F);
+    struct P<F>(Mat<*mut F>, Mat<*const F>, Mat<*const F>);
     // SAFETY: the blocks below write disjoint parts of dst and only read lhs/rhs.
     unsafe impl<F> Send for P<F> {}
     unsafe impl<F> Sync for P<F> {}
     impl<F> P<F> {
-        /// The three pointers (a method, so closures capture the whole `Sync` struct).
-        fn get(&self) -> (*mut F, *const F, *const F) {
+        /// The three views (a method, so closures capture the whole `Sync` struct).
+        fn get(&self) -> (Mat<*mut F>, Mat<*const F>, Mat<*const F>) {
             (self.0, self.1, self.2)
         }
     }
@@ -404,24 +438,18 @@ pub unsafe fn par_matmul<F: KernelFloat>(
             if split_rows {
                 matmul(
                     (cnt, n, k),
-                    d.add(start * dst_rs),
-                    (dst_rs, dst_cs),
+                    d.offset(start, 0),
                     accumulate,
-                    l.add(start * lhs_rs),
-                    (lhs_rs, lhs_cs),
+                    l.offset(start, 0),
                     r,
-                    (rhs_rs, rhs_cs),
                 )
             } else {
                 matmul(
                     (m, cnt, k),
-                    d.add(start * dst_cs),
-                    (dst_rs, dst_cs),
+                    d.offset(0, start),
                     accumulate,
                     l,
-                    (lhs_rs, lhs_cs),
-                    r.add(start * rhs_cs),
-                    (rhs_rs, rhs_cs),
+                    r.offset(0, start),
                 )
             }
         }

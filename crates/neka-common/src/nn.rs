@@ -5,7 +5,7 @@
 //! the same bound for biases. neka follows PyTorch so that models trained here start where
 //! the same PyTorch model would, and so that parity with PyTorch can be tested.
 
-use crate::cpu::{self, CpuOp3, Fused3, Grads3, Input, KernelFloat};
+use crate::cpu::{self, CpuOp3, Fused3, Grads3, Input, KernelFloat, Mat};
 use crate::rng;
 use candle_core::{DType, Device, DeviceLocation, Module, ModuleT, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -152,13 +152,10 @@ impl LinearOp {
         unsafe {
             cpu::par_matmul(
                 (b, o, i),
-                y.as_mut_ptr(),
-                (o, 1),
+                Mat::row_major(y.as_mut_ptr(), o),
                 true,
-                x.as_ptr(),
-                (i, 1),
-                w.as_ptr(),
-                (1, i),
+                Mat::row_major(x.as_ptr(), i),
+                Mat::col_major(w.as_ptr(), i),
             );
         }
         if self.relu {
@@ -210,13 +207,10 @@ impl LinearOp {
                 unsafe {
                     cpu::matmul(
                         (rows, i, b),
-                        dwb,
-                        (i, 1),
+                        Mat::row_major(dwb, i),
                         false,
-                        dz.as_ptr().add(j * per_o),
-                        (1, o),
-                        x.as_ptr(),
-                        (i, 1),
+                        Mat::col_major(dz.as_ptr().add(j * per_o), o),
+                        Mat::row_major(x.as_ptr(), i),
                     );
                 }
             },
@@ -234,13 +228,10 @@ impl LinearOp {
                     unsafe {
                         cpu::matmul(
                             (rows, i, o),
-                            dxb.as_mut_ptr(),
-                            (i, 1),
+                            Mat::row_major(dxb.as_mut_ptr(), i),
                             false,
-                            dzb.as_ptr(),
-                            (o, 1),
-                            w.as_ptr(),
-                            (i, 1),
+                            Mat::row_major(dzb.as_ptr(), o),
+                            Mat::row_major(w.as_ptr(), i),
                         );
                     }
                 },

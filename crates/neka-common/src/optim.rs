@@ -45,6 +45,15 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// The L2 penalty `λ` that SGD and Adadelta fold into the gradient (`g ← g + λθ`, PyTorch's
+    /// `weight_decay`); 0 for AdamW, whose decay `θ ← θ − lr·λ·θ` is decoupled from `g`.
+    pub fn coupled_weight_decay(&self) -> f64 {
+        match *self {
+            Self::AdamW { .. } => 0.0,
+            Self::Sgd { weight_decay, .. } | Self::Adadelta { weight_decay, .. } => weight_decay,
+        }
+    }
+
     /// AdamW with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8, λ = 0.01).
     pub fn adamw(lr: f64) -> Self {
         Self::AdamW {
@@ -211,40 +220,30 @@ impl OptimizerConfig {
                 ))
             }
         };
+        let (Self::AdamW { weight_decay, .. }
+        | Self::Sgd { weight_decay, .. }
+        | Self::Adadelta { weight_decay, .. }) = *self;
+        decay(weight_decay)?;
         match *self {
             Self::AdamW {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
+                beta1, beta2, eps, ..
             } => {
                 unit("--beta1", beta1)?;
                 unit("--beta2", beta2)?;
-                positive("--eps", eps)?;
-                decay(weight_decay)
+                positive("--eps", eps)
             }
             Self::Sgd {
-                momentum,
-                weight_decay,
-                nesterov,
-                ..
+                momentum, nesterov, ..
             } => {
                 unit("--momentum", momentum)?;
                 if nesterov && momentum == 0.0 {
                     return Err(Error::config("--nesterov", "needs a momentum > 0"));
                 }
-                decay(weight_decay)
+                Ok(())
             }
-            Self::Adadelta {
-                rho,
-                eps,
-                weight_decay,
-                ..
-            } => {
+            Self::Adadelta { rho, eps, .. } => {
                 unit("--rho", rho)?;
-                positive("--eps", eps)?;
-                decay(weight_decay)
+                positive("--eps", eps)
             }
         }
     }
@@ -401,6 +400,10 @@ impl Optimizer {
             }
             let theta = var.as_tensor().detach();
             let mut g = g.detach();
+            let l2 = self.cfg.coupled_weight_decay();
+            if l2 != 0.0 {
+                g = (g + (&theta * l2)?)?;
+            }
             let next = match self.cfg {
                 OptimizerConfig::AdamW {
                     beta1,
@@ -420,14 +423,8 @@ impl Optimizer {
                     (theta - (upd * lr)?)?
                 }
                 OptimizerConfig::Sgd {
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                    ..
+                    momentum, nesterov, ..
                 } => {
-                    if weight_decay != 0.0 {
-                        g = (g + (&theta * weight_decay)?)?;
-                    }
                     if momentum != 0.0 {
                         let buf = if t == 1 {
                             g.clone()
@@ -443,15 +440,7 @@ impl Optimizer {
                     }
                     (theta - (g * lr)?)?
                 }
-                OptimizerConfig::Adadelta {
-                    rho,
-                    eps,
-                    weight_decay,
-                    ..
-                } => {
-                    if weight_decay != 0.0 {
-                        g = (g + (&theta * weight_decay)?)?;
-                    }
+                OptimizerConfig::Adadelta { rho, eps, .. } => {
                     let v = ((&st[0] * rho)? + (g.sqr()? * (1.0 - rho))?)?;
                     let delta = (((&st[1] + eps)?.sqrt()? / (&v + eps)?.sqrt()?)? * &g)?;
                     let u = ((&st[1] * rho)? + (delta.sqr()? * (1.0 - rho))?)?;

@@ -154,24 +154,22 @@ impl AnyRecurrent {
     }
 }
 
-impl SequenceEncoder for AnyRecurrent {
-    fn encode(
-        &self,
-        x: &Tensor,
-        input: SeqInput,
-        train: bool,
-    ) -> candle_core::Result<RecurrentOutput> {
+impl AnyRecurrent {
+    /// The network inside, whichever its cell.
+    pub fn encoder(&self) -> &dyn SequenceEncoder {
         match self {
-            Self::Rnn(m) => m.encode(x, input, train),
-            Self::Lstm(m) => m.encode(x, input, train),
-            Self::Gru(m) => m.encode(x, input, train),
+            Self::Rnn(m) => m,
+            Self::Lstm(m) => m,
+            Self::Gru(m) => m,
         }
     }
+}
+
+impl SequenceEncoder for AnyRecurrent {
+    fn encode(&self, x: &Tensor, s: SeqInput, train: bool) -> candle_core::Result<RecurrentOutput> {
+        self.encoder().encode(x, s, train)
+    }
     fn config(&self) -> &RecurrentConfig {
-        match self {
-            Self::Rnn(m) => m.config(),
-            Self::Lstm(m) => m.config(),
-            Self::Gru(m) => m.config(),
-        }
+        self.encoder().config()
     }
 }

@@ -39,7 +39,7 @@
 
 use crate::cell::{BackwardRow, Cell, Real};
 use candle_core::{CpuStorage, Device, Result, Shape, Tensor};
-use neka_common::cpu;
+use neka_common::cpu::{self, Mat};
 use std::sync::{Arc, Mutex};
 
 /// Floats the kernel can run on.
@@ -107,6 +107,11 @@ struct Dims {
 }
 
 impl Dims {
+    /// `(T, B, G, H, S0, SV)`: steps, rows, gate width, hidden size, the state row's and
+    /// the saved row's widths.
+    fn sizes(&self) -> (usize, usize, usize, usize, usize, usize) {
+        (self.t, self.b, self.g, self.h, self.s0, self.sv)
+    }
     /// Offset of the outputs' row `(r, t)`, direction `k`, in the flat output.
     fn out_at(&self, r: usize, t: usize, k: usize) -> usize {
         ((r * self.t + t) * self.dirs + k) * self.h
@@ -217,12 +222,14 @@ impl<C: Cell> RecurrentOp<C> {
         let dst = Shared(out.as_mut_ptr());
         let saved = Self::per_direction(d.dirs, |k| {
             cpu::vectorized(Forward {
-                op: self,
-                d,
-                k,
+                dir: Direction {
+                    op: self,
+                    d,
+                    k,
+                    w: &w[k * nw..(k + 1) * nw],
+                    aux,
+                },
                 gx,
-                w: &w[k * nw..(k + 1) * nw],
-                aux,
                 out: dst,
             })
         })
@@ -242,15 +249,7 @@ impl<C: Cell> RecurrentOp<C> {
         aux: &[F],
         out: Shared<F>,
     ) -> Vec<F> {
-        let Dims {
-            t: steps,
-            b,
-            g,
-            h,
-            s0,
-            sv,
-            ..
-        } = *d;
+        let (steps, b, g, h, s0, sv) = d.sizes();
         let (init, bias) = self.aux_parts(d, k, aux);
         // The reserve (T + 1, B, sv), or one step's (B, sv) in inference.
         let mut saved = vec![F::zero(); if d.keep { (steps + 1) * b * sv } else { b * sv }];
@@ -333,13 +332,10 @@ impl<C: Cell> RecurrentOp<C> {
             gemm(
                 d.par,
                 (b, g, h),
-                rec.as_mut_ptr(),
-                (g, 1),
+                Mat::row_major(rec.as_mut_ptr(), g),
                 bias.is_some(),
-                state.as_ptr(),
-                (s0, 1),
-                wt.as_ptr(),
-                wt_s,
+                Mat::row_major(state.as_ptr(), s0),
+                Mat::new(wt.as_ptr(), wt_s),
             )
         }
     }
@@ -358,15 +354,7 @@ impl<C: Cell> RecurrentOp<C> {
         grad: &[F],
         dgx_out: Shared<F>,
     ) -> (Vec<F>, Vec<F>, Vec<F>) {
-        let Dims {
-            t: steps,
-            b,
-            g,
-            h,
-            s0,
-            sv,
-            ..
-        } = *d;
+        let (steps, b, g, h, s0, sv) = d.sizes();
         let (init, _) = self.aux_parts(d, k, aux);
         let reverse = self.reversed(d, k);
         let mut drec = vec![F::zero(); steps * b * g];
@@ -426,13 +414,10 @@ impl<C: Cell> RecurrentOp<C> {
                 gemm(
                     d.par,
                     (b, h, g),
-                    dstate.as_mut_ptr(),
-                    (s0, 1),
+                    Mat::row_major(dstate.as_mut_ptr(), s0),
                     true,
-                    drec[t * b * g..].as_ptr(),
-                    (g, 1),
-                    w.as_ptr(),
-                    (h, 1),
+                    Mat::row_major(drec[t * b * g..].as_ptr(), g),
+                    Mat::row_major(w.as_ptr(), h),
                 )
             }
         }
@@ -445,13 +430,10 @@ impl<C: Cell> RecurrentOp<C> {
             gemm(
                 d.par,
                 (g, h, rows),
-                dw.as_mut_ptr(),
-                (h, 1),
+                Mat::row_major(dw.as_mut_ptr(), h),
                 false,
-                drec.as_ptr(),
-                (1, g),
-                hprev.as_ptr(),
-                (h, 1),
+                Mat::col_major(drec.as_ptr(), g),
+                Mat::row_major(hprev.as_ptr(), h),
             )
         }
         // db_hh = Σ drec (rows of inactive steps are zero).
@@ -483,14 +465,20 @@ fn transpose<F: Copy + num_traits::Zero>(m: &[F], rows: usize, cols: usize) -> V
     out
 }
 
-/// Direction `k`'s forward pass, compiled per instruction set ([`cpu::vectorized`]).
-struct Forward<'a, C: Cell, F> {
+/// What both passes of direction `k` read: the op, the sizes, `k`, the direction's weights
+/// `W` and its `aux` (initial states, recurrent bias).
+struct Direction<'a, C: Cell, F> {
     op: &'a RecurrentOp<C>,
     d: &'a Dims,
     k: usize,
-    gx: &'a [F],
     w: &'a [F],
     aux: &'a [F],
+}
+
+/// Direction `k`'s forward pass, compiled per instruction set ([`cpu::vectorized`]).
+struct Forward<'a, C: Cell, F> {
+    dir: Direction<'a, C, F>,
+    gx: &'a [F],
     out: Shared<F>,
 }
 
@@ -498,18 +486,14 @@ impl<C: Cell, F: KernelFloat> cpu::Vectorized for Forward<'_, C, F> {
     type Output = Vec<F>;
     #[inline(always)]
     fn run(self) -> Vec<F> {
-        self.op
-            .forward(self.d, self.k, self.gx, self.w, self.aux, self.out)
+        let Direction { op, d, k, w, aux } = self.dir;
+        op.forward(d, k, self.gx, w, aux, self.out)
     }
 }
 
 /// Direction `k`'s backward pass, compiled per instruction set ([`cpu::vectorized`]).
 struct Backward<'a, C: Cell, F> {
-    op: &'a RecurrentOp<C>,
-    d: &'a Dims,
-    k: usize,
-    w: &'a [F],
-    aux: &'a [F],
+    dir: Direction<'a, C, F>,
     saved: &'a [F],
     grad: &'a [F],
     dgx: Shared<F>,
@@ -519,9 +503,8 @@ impl<C: Cell, F: KernelFloat> cpu::Vectorized for Backward<'_, C, F> {
     type Output = (Vec<F>, Vec<F>, Vec<F>);
     #[inline(always)]
     fn run(self) -> (Vec<F>, Vec<F>, Vec<F>) {
-        self.op.backward(
-            self.d, self.k, self.w, self.aux, self.saved, self.grad, self.dgx,
-        )
+        let Direction { op, d, k, w, aux } = self.dir;
+        op.backward(d, k, w, aux, self.saved, self.grad, self.dgx)
     }
 }
 
@@ -529,22 +512,18 @@ impl<C: Cell, F: KernelFloat> cpu::Vectorized for Backward<'_, C, F> {
 ///
 /// # Safety
 /// As for [`cpu::matmul`].
-#[allow(clippy::too_many_arguments)]
 unsafe fn gemm<F: KernelFloat>(
     par: bool,
     mnk: (usize, usize, usize),
-    dst: *mut F,
-    dst_s: (usize, usize),
+    dst: Mat<*mut F>,
     accumulate: bool,
-    lhs: *const F,
-    lhs_s: (usize, usize),
-    rhs: *const F,
-    rhs_s: (usize, usize),
+    lhs: Mat<*const F>,
+    rhs: Mat<*const F>,
 ) {
     if par {
-        cpu::par_matmul(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s)
+        cpu::par_matmul(mnk, dst, accumulate, lhs, rhs)
     } else {
-        cpu::matmul(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s)
+        cpu::matmul(mnk, dst, accumulate, lhs, rhs)
     }
 }
 
@@ -587,11 +566,13 @@ impl<C: Cell> RecurrentOp<C> {
                 cpu::with_slice::<F, _>(grad, what, |grad| {
                     Self::per_direction(d.dirs, |k| {
                         cpu::vectorized(Backward {
-                            op: self,
-                            d: &d,
-                            k,
-                            w: &w[k * nw..(k + 1) * nw],
-                            aux,
+                            dir: Direction {
+                                op: self,
+                                d: &d,
+                                k,
+                                w: &w[k * nw..(k + 1) * nw],
+                                aux,
+                            },
                             saved: &res[k * nr..(k + 1) * nr],
                             grad,
                             dgx: out,
