@@ -40,12 +40,18 @@ pub fn classify_input(m: &LoadedModel, input: Input, centre: bool) -> Result<Val
     let norm = m.normalize()?;
     let img = match input {
         Input::Pixels(v) => image::DynamicImage::from(inspect::gray_from_values(&v, size, size)?),
-        Input::Image(bytes) => inspect::decode_image_bytes(&bytes, "request body", MAX_IMAGE_PIXELS)
-            .map_err(|e| ApiError::bad(e.to_string()))?,
+        Input::Image(bytes) => {
+            inspect::decode_image_bytes(&bytes, "request body", MAX_IMAGE_PIXELS)
+                .map_err(|e| ApiError::bad(e.to_string()))?
+        }
     };
     let x = inspect::image_to_input(&img, size, &norm, centre)?;
     let r = m.read(&x)?;
-    let seen: Vec<f32> = x.flatten_all().map_err(neka_common::Error::from)?.to_vec1().map_err(neka_common::Error::from)?;
+    let seen: Vec<f32> = x
+        .flatten_all()
+        .map_err(neka_common::Error::from)?
+        .to_vec1()
+        .map_err(neka_common::Error::from)?;
     let maps: Vec<Value> = r
         .feature_maps
         .iter()
@@ -117,6 +123,12 @@ pub async fn classify(
             ))
         }
     };
-    let v = run_model(&state, |m| &m.cnn, "CNN", move |m| classify_input(m, input, centre)).await?;
+    let v = run_model(
+        &state,
+        |m| &m.cnn,
+        "CNN",
+        move |m| classify_input(m, input, centre),
+    )
+    .await?;
     Ok(Json(v))
 }

@@ -95,7 +95,53 @@ pub struct ModelDirs {
     pub translator: (String, Result<PathBuf, String>),
 }
 
+/// One of the page's three panels (and its model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Cnn,
+    Tagger,
+    Translator,
+}
+
+impl std::str::FromStr for Panel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cnn" => Ok(Self::Cnn),
+            "tagger" => Ok(Self::Tagger),
+            "translator" => Ok(Self::Translator),
+            _ => Err(format!("`{s}`: the panels are cnn, tagger and translator")),
+        }
+    }
+}
+
 impl ModelDirs {
+    /// Takes `panel`'s model from the Hugging Face Hub repository `repo_id` (downloaded once
+    /// into the Hub cache, with the model's vocabularies) instead of its folder; a failed
+    /// download becomes the panel's error, reported like a missing folder.
+    pub fn from_hub(&mut self, panel: Panel, repo_id: &str) {
+        let companions: &[&str] = match panel {
+            Panel::Cnn => &[],
+            Panel::Tagger => &LoadedTagger::FILES,
+            Panel::Translator => &Translator::FILES,
+        };
+        #[cfg(feature = "hub")]
+        let dir =
+            neka_common::hub::model_dir_with(repo_id, None, companions).map_err(|e| e.to_string());
+        #[cfg(not(feature = "hub"))]
+        let dir = {
+            let _ = companions;
+            Err("Hub models need the `hub` feature (on by default)".to_string())
+        };
+        let slot = match panel {
+            Panel::Cnn => &mut self.cnn,
+            Panel::Tagger => &mut self.tagger,
+            Panel::Translator => &mut self.translator,
+        };
+        *slot = (format!("hf.co/{repo_id}"), dir);
+    }
+
     /// The shipped models' folders under `root` (`models/`).
     pub fn under(root: &Path) -> Self {
         let at = |name: &str| {
@@ -121,10 +167,36 @@ impl Models {
         }
     }
 
+    /// One line per model for the server's log: where it came from and whether it loaded.
+    pub fn report(&self) -> Vec<String> {
+        fn line<T>(name: &str, s: &Slot<T>) -> String {
+            match &s.model {
+                Ok(_) => format!("{name}: loaded from {}", s.source),
+                Err(e) => format!(
+                    "{name}: NOT loaded from {} ({e}); its panel says so",
+                    s.source
+                ),
+            }
+        }
+        vec![
+            line("CNN", &self.cnn),
+            line("POS tagger", &self.tagger),
+            line("translator", &self.translator),
+        ]
+    }
+
     /// What `GET /api/health` answers.
     pub fn health(&self) -> Value {
         json!({
             "status": "ok",
+            "limits": {
+                "max_body_bytes": MAX_BODY_BYTES,
+                "tag_max_words": tag::MAX_WORDS,
+                "tag_max_chars": tag::MAX_CHARS,
+                "translate_max_tokens": translate::MAX_TOKENS,
+                "translate_max_chars": translate::MAX_CHARS,
+                "max_beam": translate::MAX_BEAM,
+            },
             "models": {
                 "cnn": self.cnn.health(|m| json!({"name": m.info.model, "dataset": m.info.dataset,
                     "image_size": m.image_size(), "classes": m.class_names()})),
@@ -154,7 +226,11 @@ where
         let msg = format!("the {what} is not loaded ({}): {e}", s.source);
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg));
     }
-    let _turn = s.jobs.acquire().await.expect("the semaphore is never closed");
+    let _turn = s
+        .jobs
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let state = Arc::clone(state);
     let job = tokio::task::spawn_blocking(move || match &slot(&state).model {
         Ok(m) => f(m),
@@ -204,7 +280,10 @@ async fn time_limit(req: axum::extract::Request, next: axum::middleware::Next) -
         Ok(r) => r,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
         )
         .into_response(),
     }
@@ -214,8 +293,14 @@ async fn time_limit(req: axum::extract::Request, next: axum::middleware::Next) -
 pub fn router(models: Arc<Models>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
-        .route("/static/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/static/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/static/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
         .route("/api/health", get(health))
         .route("/api/classify", post(cnn::classify))
         .route("/api/tag", post(tag::tag))
@@ -240,7 +325,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -252,7 +338,23 @@ async fn shutdown() {
 /// Parses a JSON request body into `T`, or a 400 saying what is wrong with it.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad("the request body is empty: send a JSON object"));
+        return Err(ApiError::bad(
+            "the request body is empty: send a JSON object",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let e = e.into_inner();
+        match (e.classify(), at.as_str()) {
+            (serde_json::error::Category::Data, ".") => {
+                ApiError::bad(format!("the JSON request: {e}"))
+            }
+            (serde_json::error::Category::Data, _) => ApiError::bad(format!("field `{at}`: {e}")),
+            _ => ApiError::bad(format!("malformed JSON: {e}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
+    Ok(v)
 }

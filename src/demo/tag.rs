@@ -53,7 +53,9 @@ pub fn tag_sentence(m: &LoadedTagger, sentence: &str) -> Result<Value, ApiError>
     }
     let tokens = neka_common::data::text::tokenize_ewt(sentence);
     if tokens.is_empty() {
-        return Err(ApiError::bad("the sentence is empty: send some words to tag"));
+        return Err(ApiError::bad(
+            "the sentence is empty: send some words to tag",
+        ));
     }
     if tokens.len() > MAX_WORDS {
         return Err(ApiError::unprocessable(format!(
@@ -93,6 +95,12 @@ pub async fn tag(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let r: TagRequest = parse_json(&body?)?;
-    let v = run_model(&state, |m| &m.tagger, "tagger", move |m| tag_sentence(m, &r.sentence)).await?;
+    let v = run_model(
+        &state,
+        |m| &m.tagger,
+        "tagger",
+        move |m| tag_sentence(m, &r.sentence),
+    )
+    .await?;
     Ok(Json(v))
 }

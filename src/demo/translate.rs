@@ -81,9 +81,12 @@ pub async fn translate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let r: TranslateRequest = parse_json(&body?)?;
-    let v = run_model(&state, |m| &m.translator, "translator", move |m| {
-        translate_text(m, &r.text, r.beam)
-    })
+    let v = run_model(
+        &state,
+        |m| &m.translator,
+        "translator",
+        move |m| translate_text(m, &r.text, r.beam),
+    )
     .await?;
     Ok(Json(v))
 }

@@ -75,7 +75,7 @@ pub fn image_to_input(
 
 /// MNIST digits are white on black: a light image (mean > 127) is inverted.
 fn invert_if_light(gray: &mut image::GrayImage) {
-    let px = gray.as_mut();
+    let px: &mut [u8] = gray;
     let mean = px.iter().map(|&p| p as f64).sum::<f64>() / px.len().max(1) as f64;
     if mean > 127.0 {
         px.iter_mut().for_each(|p| *p = 255 - *p);
@@ -143,7 +143,8 @@ pub fn gray_from_values(values: &[f64], width: u32, height: u32) -> Result<image
         return Err(Error::config(
             "pixels",
             format!(
-                "{} values given; the model takes {width}x{height} = {n} (row-major, 0-255,                  white digit on black)",
+                "{} values given; the model takes {width}x{height} = {n} (row-major, 0-255, \
+                 white digit on black)",
                 values.len()
             ),
         ));
@@ -191,11 +192,15 @@ fn decode_bounded<R: std::io::BufRead + std::io::Seek>(
     let cannot =
         |e: &dyn std::fmt::Display| Error::bad_data(path, format!("cannot read as an image: {e}"));
     let mut reader = reader.with_guessed_format().map_err(|e| cannot(&e))?;
-    if reader.format().is_none() {
-        return Err(Error::bad_data(
-            path,
-            "cannot read as an image: not a PNG or JPEG (unrecognised content)",
-        ));
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        other => {
+            let found = other.map_or("unrecognised content".to_string(), |f| format!("{f:?}"));
+            return Err(Error::bad_data(
+                path,
+                format!("cannot read as an image: not a PNG or JPEG ({found})"),
+            ));
+        }
     }
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_IMAGE_ALLOC);
