@@ -320,12 +320,23 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     .concat()
 }
 
+/// What is wrong, method, route, Content-Type, body, the status wanted, what the error must say.
+type BadCase = (
+    &'static str,
+    Method,
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+);
+
 #[tokio::test]
 async fn every_bad_input_is_a_4xx_saying_what_is_wrong() {
     let words = |n: usize| vec!["word"; n].join(" ");
     let json_body = |v: Value| v.to_string().into_bytes();
     let too_bright = [vec![0; 783], vec![300]].concat();
-    let cases: Vec<(&str, Method, &str, &str, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "oversized body",
             Method::POST,

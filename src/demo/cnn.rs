@@ -74,18 +74,19 @@ pub fn classify_input(m: &LoadedModel, input: Input, centre: bool) -> Result<Val
 }
 
 fn wants_centre(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut centre = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "true")) {
-            ("centre" | "center", "true" | "1") => return Ok(true),
-            ("centre" | "center", "false" | "0") => return Ok(false),
+        centre = match pair.split_once('=').unwrap_or((pair, "true")) {
+            ("centre" | "center", "true" | "1") => true,
+            ("centre" | "center", "false" | "0") => false,
             (k, v) => {
                 return Err(ApiError::bad(format!(
                     "query `{k}={v}`: the only parameter is centre=true|false"
                 )))
             }
-        }
+        };
     }
-    Ok(false)
+    Ok(centre)
 }
 
 /// `POST /api/classify`: JSON `{"pixels": […]}` or an `image/png` / `image/jpeg` body.

@@ -19,6 +19,7 @@
 
 pub mod cnn;
 pub mod error;
+pub mod load;
 pub mod tag;
 pub mod translate;
 
