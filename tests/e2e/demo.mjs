@@ -42,6 +42,7 @@ function startDemo() {
 }
 
 const { server, url: listening } = startDemo();
+process.on("exit", () => server.kill("SIGTERM")); // whatever happens, the demo stops with us
 let browser;
 try {
   const url = await listening;
@@ -52,7 +53,8 @@ try {
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
   const page = await browser.newPage({ viewport: { width: 1150, height: 1000 } });
-  page.on("pageerror", (e) => { throw new Error(`page error: ${e.message}`); });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
   await page.goto(url);
   await page.waitForFunction(() => document.querySelector("#health").textContent.startsWith("Loaded:"));
   check((await page.locator(".missing:visible").count()) === 0, "all three models loaded");
@@ -112,6 +114,7 @@ try {
   check(rows >= 2 && cols >= 3, `attention heatmap ${rows} × ${cols - 1}`);
   await page.locator("#translate").screenshot({ path: join(shots, "demo-translate.png") });
   await page.screenshot({ path: join(shots, "demo-page.png"), fullPage: true });
+  check(pageErrors.length === 0, `no JavaScript errors on the page ${pageErrors.join("; ")}`);
   console.log(`screenshots in ${shots}`);
 } catch (e) {
   console.error(e.message || e);
