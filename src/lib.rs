@@ -54,3 +54,7 @@ pub mod alloc {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
     }
 }
+
+/// The `demo` example's web server (axum on tokio; the root package's `demo` feature only).
+#[cfg(feature = "demo")]
+pub mod demo;

@@ -19,6 +19,55 @@ use std::path::Path;
 /// Class names with their probabilities, most likely first ([`LoadedModel::top_k`]).
 pub type TopK = Vec<(String, f32)>;
 
+/// One convolutional stage's output for one image ([`LoadedModel::read`]): `channels` maps of
+/// `height × width`, map after map, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMaps {
+    /// The stage, as [`CnnModel::feature_maps`] names it ("conv1 + ReLU", "pool", …).
+    pub name: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+impl FeatureMaps {
+    /// Map `c` of the stage.
+    pub fn map(&self, c: usize) -> &[f32] {
+        let n = self.height * self.width;
+        &self.values[c * n..(c + 1) * n]
+    }
+
+    /// Each map scaled on its own to 0 … 255 (its largest value → 255; a map without a
+    /// positive value is all 0), with that largest value: how the maps are shown as grey
+    /// images, one bright spot per map however weak the map.
+    pub fn to_bytes(&self) -> Vec<(f32, Vec<u8>)> {
+        (0..self.channels)
+            .map(|c| {
+                let m = self.map(c);
+                let max = m.iter().copied().fold(0f32, f32::max);
+                let scale = if max > 0.0 { 255.0 / max } else { 0.0 };
+                let px = m
+                    .iter()
+                    .map(|&v| (v.max(0.0) * scale).round().min(255.0) as u8)
+                    .collect();
+                (max, px)
+            })
+            .collect()
+    }
+}
+
+/// What a CNN makes of one image ([`LoadedModel::read`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The most likely class (as [`LoadedModel::top_class`] names it).
+    pub class: String,
+    /// One probability per class, in the model's class order ([`LoadedModel::class_names`]).
+    pub probabilities: Vec<f32>,
+    /// Every convolutional stage's output, in order ([`CnnModel::feature_maps`]).
+    pub feature_maps: Vec<FeatureMaps>,
+}
+
 /// A CNN loaded from a model directory (`model.safetensors` + `config.json`).
 pub struct LoadedModel {
     pub model: CnnModel,
@@ -151,6 +200,46 @@ impl LoadedModel {
             .collect())
     }
 
+    /// The class names in output order (`config.json` `classes`, else the indices).
+    pub fn class_names(&self) -> Vec<String> {
+        let n = self
+            .info
+            .config
+            .get("num_classes")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(self.info.classes.len() as u64) as usize;
+        (0..n).map(|i| self.class_name(i)).collect()
+    }
+
+    /// Reads one normalised image `(1, C, H, W)`: its class probabilities, the most likely
+    /// class, and the feature maps after every convolutional stage (inference mode), e.g.
+    /// MnistNet's 32 maps of 26×26 after conv1 and 64 of 24×24 after conv2.
+    pub fn read(&self, x: &Tensor) -> Result<Reading> {
+        let probabilities: Vec<f32> = self.probabilities(x)?.flatten_all()?.to_vec1()?;
+        let class = self.class_name(best(&probabilities));
+        let x = x.to_device(&self.device)?;
+        let mut feature_maps = Vec::new();
+        for (name, maps) in self.model.feature_maps(&x)? {
+            let (_, channels, height, width) = maps.dims4()?;
+            let values = maps
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            feature_maps.push(FeatureMaps {
+                name: name.to_string(),
+                channels,
+                height,
+                width,
+                values,
+            });
+        }
+        Ok(Reading {
+            class,
+            probabilities,
+            feature_maps,
+        })
+    }
+
     fn class_name(&self, i: usize) -> String {
         self.info
             .classes
@@ -201,9 +290,7 @@ impl LoadedModel {
     /// The most likely class of one image and its probability.
     pub fn top_class(&self, x: &Tensor) -> Result<(String, f32)> {
         let probs: Vec<f32> = self.probabilities(x)?.flatten_all()?.to_vec1()?;
-        let best = (0..probs.len())
-            .max_by(|&i, &j| probs[i].total_cmp(&probs[j]))
-            .unwrap_or(0);
+        let best = best(&probs);
         let name = self
             .info
             .classes
@@ -217,5 +304,58 @@ impl LoadedModel {
     pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
         let logits = self.model.forward_t(&xs.to_device(&self.device)?, false)?;
         Ok(candle_nn::ops::softmax_last_dim(&logits)?)
+    }
+}
+
+/// The index of the largest probability (the last of equal ones, as `max_by` keeps).
+fn best(probs: &[f32]) -> usize {
+    (0..probs.len())
+        .max_by(|&i, &j| probs[i].total_cmp(&probs[j]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> LoadedModel {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/cnn/mnist-net");
+        LoadedModel::load(&dir, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_reading_agrees_with_top_k_and_holds_every_stage() -> Result<()> {
+        let m = fixture();
+        let size = m.image_size() as usize;
+        let x = Tensor::randn(0f32, 1.0, (1, 1, size, size), &Device::Cpu)?;
+        let r = m.read(&x)?;
+        assert_eq!(m.class_names(), ["0", "1", "2"]);
+        assert_eq!(r.probabilities.len(), 3);
+        let top = m.top_k(&x, 3)?;
+        for (c, p) in &top {
+            let i: usize = c.parse().unwrap();
+            assert_eq!(r.probabilities[i], *p);
+        }
+        assert_eq!(r.class, m.top_class(&x)?.0);
+        let names: Vec<&str> = r.feature_maps.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["conv1 + ReLU", "conv2 + ReLU", "pool"]);
+        let c1 = &r.feature_maps[0];
+        assert_eq!((c1.channels, c1.height, c1.width), (32, size - 2, size - 2));
+        assert_eq!(c1.values.len(), 32 * (size - 2) * (size - 2));
+        Ok(())
+    }
+
+    #[test]
+    fn maps_are_scaled_one_by_one_for_display() {
+        let f = FeatureMaps {
+            name: "conv1".into(),
+            channels: 2,
+            height: 1,
+            width: 3,
+            values: vec![0.0, 1.0, 2.0, -1.0, 0.0, 0.0],
+        };
+        let b = f.to_bytes();
+        assert_eq!(b[0], (2.0, vec![0, 128, 255]));
+        assert_eq!(b[1], (0.0, vec![0, 0, 0]));
     }
 }

@@ -285,6 +285,64 @@ impl LoadedTagger {
     }
 }
 
+/// One token's tag with its probability, and the `k` most likely tags
+/// ([`LoadedTagger::tag_with_probabilities`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenTag {
+    pub tag: String,
+    pub probability: f32,
+    /// The most likely tags with their probabilities, best first.
+    pub top: Vec<(String, f32)>,
+}
+
+impl LoadedTagger {
+    /// Tags one tokenized sentence as [`LoadedTagger::tag`] does (the same tags) and gives
+    /// each token's softmax probability of its tag and its `k` most likely tags. An empty
+    /// sentence or one of more than [`MAX_SENTENCE_LEN`] words is an error saying so.
+    pub fn tag_with_probabilities<S: AsRef<str>>(
+        &self,
+        words: &[S],
+        k: usize,
+    ) -> crate::Result<Vec<TokenTag>> {
+        if words.is_empty() || words.len() > MAX_SENTENCE_LEN {
+            return Err(neka_common::Error::config(
+                "sentence",
+                format!(
+                    "{} words: the tagger takes 1 to {MAX_SENTENCE_LEN} words",
+                    words.len()
+                ),
+            ));
+        }
+        let dev = self.tagger.word_embed.embeddings().device();
+        let enc = self.vocabs.encode_words(words);
+        let batch = TagBatch::new(&[&enc], dev)?;
+        let logits = self.tagger.forward_t(&batch, false)?;
+        let ids: Vec<u32> = logits.argmax(D::Minus1)?.squeeze(0)?.to_vec1()?;
+        let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&logits)?
+            .squeeze(0)?
+            .to_vec2()?;
+        let name = |t: u32| self.vocabs.tags.token(t).unwrap_or("X").to_string();
+        Ok(ids
+            .iter()
+            .zip(&probs)
+            .take(words.len())
+            .map(|(&id, p)| {
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&i, &j| p[j].total_cmp(&p[i]));
+                TokenTag {
+                    tag: name(id),
+                    probability: p[id as usize],
+                    top: order
+                        .into_iter()
+                        .take(k)
+                        .map(|i| (name(i as u32), p[i]))
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
 impl LoadedTagger {
     /// What `pos_tagger gates` draws: the gates of [`LoadedTagger::gate_trace`] over `words`
     /// (labelled `word/TAG` with the predicted tags) into `out/lstm_gates.png` and
@@ -523,5 +581,29 @@ impl TrainModel for Tagger {
             correct: masked_correct(&logits, &tags, &mask)?,
             count: batch.tokens(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_come_with_the_same_tags() -> crate::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/tagger/lstm");
+        let t = LoadedTagger::load(&dir, &Device::Cpu)?;
+        let words = ["the", "dog", "runs", "fast", "."];
+        let tags = t.tag(&[words.to_vec()])?.remove(0);
+        let got = t.tag_with_probabilities(&words, 3)?;
+        assert_eq!(got.iter().map(|g| g.tag.clone()).collect::<Vec<_>>(), tags);
+        for g in &got {
+            assert_eq!(g.top.len(), 3);
+            assert_eq!(g.top[0], (g.tag.clone(), g.probability));
+            assert!(g.top[0].1 >= g.top[1].1 && g.top[1].1 >= g.top[2].1);
+            assert!(g.probability > 0.0 && g.probability <= 1.0);
+        }
+        let e = t.tag_with_probabilities::<&str>(&[], 3).unwrap_err();
+        assert!(e.to_string().contains("0 words"), "{e}");
+        Ok(())
     }
 }
