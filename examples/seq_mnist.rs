@@ -36,7 +36,7 @@ struct Args {
 
 fn main() -> Result<()> {
     neka::cli::init();
-    let a = Args::parse();
+    let a: Args = neka::cli::parse_training();
     let device = a.run.start()?;
     let splits = a.data.splits(&a.run, &device)?;
     let base = Config {

@@ -83,7 +83,8 @@ pub struct TrainArgs {
     /// Output directory [default: runs/<example>/<run name>].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run saved in this directory (weights, optimizer, epoch, RNG state).
+    /// Continue the run saved in this directory (weights, optimizer, epoch, RNG state), with
+    /// its own flags: a flag left out keeps the saved run's value, one given now wins.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Train on at most this many batches per epoch.
@@ -177,7 +178,14 @@ impl TrainArgs {
                 dir.display(),
                 trainer.epochs_done()
             );
+            if let Some(saved) = SAVED_FLAGS.get() {
+                println!(
+                    "with the saved run's flags: {} (a flag given now wins)",
+                    saved.join(" ")
+                );
+            }
         }
+        trainer.set_command_line(COMMAND_LINE.get().cloned().unwrap_or_default());
         Ok(trainer)
     }
 }
@@ -238,12 +246,95 @@ pub struct TrainOr<T: Args, C: clap::Subcommand> {
 
 impl<T: Args, C: clap::Subcommand> TrainOr<T, C> {
     /// Parses the process's arguments for a program described by `about` (clap prints the
-    /// help or the error and exits on bad arguments).
+    /// help or the error and exits on bad arguments). See [`TrainOr::try_parse_about`].
     pub fn parse_about(about: &'static str) -> Self {
-        use clap::{CommandFactory, FromArgMatches};
-        let matches = Self::command().about(about).get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let argv = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        Self::try_parse_about(about, argv).unwrap_or_else(|e| e.exit())
     }
+
+    /// [`parse_training_from`] for this command line.
+    pub fn try_parse_about(about: &'static str, argv: Vec<String>) -> Result<Self, clap::Error> {
+        use clap::CommandFactory;
+        parse_training_from(Self::command().about(about), argv)
+    }
+}
+
+/// Parses the process's arguments as [`parse_training_from`] does (clap prints the help or
+/// the error and exits on bad arguments): the parser of every training example.
+pub fn parse_training<P: clap::Parser>() -> P {
+    let argv = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    parse_training_from(P::command(), argv).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `argv` (the program name first) with `command`. A training command with
+/// `--resume DIR` continues the saved run **with its own settings**: the flags of the command
+/// that started it (recorded in `DIR/checkpoint/state.json`) are read first and the flags
+/// given now after them, so a flag given now wins and one left out keeps the saved run's
+/// value (not the model's default). A flag given now that changes what defines the run
+/// (model, data, optimizer kind, batch size, seed) is refused by [`Trainer::resume`], which
+/// lists the differences. The training flags (without `--out` / `--resume`) are recorded in
+/// the run's checkpoint by [`TrainArgs::trainer`].
+pub fn parse_training_from<P: clap::FromArgMatches>(
+    command: clap::Command,
+    argv: Vec<String>,
+) -> Result<P, clap::Error> {
+    let command = command.args_override_self(true);
+    let mut matches = command.clone().try_get_matches_from(&argv)?;
+    let args = argv.get(1..).unwrap_or_default();
+    // subcommand names (`pos_tagger train …`) come before the flags
+    let lead = args.iter().take_while(|a| !a.starts_with('-')).count();
+    let given = run_flags(args);
+    let mut flags = given.clone();
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let resume = leaf.try_get_one::<PathBuf>("resume").ok().flatten();
+    // A directory without a readable checkpoint is reported by `Trainer::resume`.
+    let saved = resume
+        .and_then(|dir| neka_common::train::saved_command_line(dir).ok())
+        .unwrap_or_default();
+    let saved_lead = saved.iter().take_while(|a| !a.starts_with('-')).count();
+    if !saved.is_empty() && saved[..saved_lead] == args[..lead] {
+        let merged: Vec<String> = argv[..1 + lead]
+            .iter()
+            .chain(&saved[saved_lead..])
+            .chain(&args[lead..])
+            .cloned()
+            .collect();
+        matches = command.try_get_matches_from(merged)?;
+        let _ = SAVED_FLAGS.set(saved[saved_lead..].to_vec());
+        flags = saved
+            .into_iter()
+            .chain(given.into_iter().skip(lead))
+            .collect();
+    }
+    let _ = COMMAND_LINE.set(flags);
+    P::from_arg_matches(&matches)
+}
+
+/// The training flags of this process's command line (see [`TrainOr::try_parse_about`]).
+static COMMAND_LINE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+/// The saved run's flags that `--resume` put before the ones given now.
+static SAVED_FLAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// `args` without `--out DIR` and `--resume DIR` (either form, `--flag VALUE` or
+/// `--flag=VALUE`): the flags that define a training run wherever it is written.
+pub fn run_flags(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--out" || a == "--resume" {
+            it.next();
+        } else if !(a.starts_with("--out=") || a.starts_with("--resume=")) {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 /// Prints one JSON line (the last line of a command's output, for scripts).

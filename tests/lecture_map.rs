@@ -540,3 +540,82 @@ fn the_checker_catches_broken_rows() {
     assert!(diff[1].contains("mnist_cnn"));
     assert_eq!(compare_maps(&en, &[]).len(), 1);
 }
+
+/// The Markdown and Rust files whose text reaches users: the READMEs (root, crates, models,
+/// fuzz, docs) and the examples' and the CLI's sources (their `--help` is their doc comments).
+fn user_facing_files(root: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, ext: &str, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, ext, out);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = vec![root.join("README.md"), root.join("README.ko.md")];
+    for dir in ["crates", "models", "fuzz", "docs"] {
+        let mut md = Vec::new();
+        walk(&root.join(dir), "md", &mut md);
+        files.extend(
+            md.into_iter()
+                .filter(|p| !p.components().any(|c| c.as_os_str() == "target")),
+        );
+    }
+    walk(&root.join("examples"), "rs", &mut files);
+    walk(&root.join("src"), "rs", &mut files);
+    files.sort();
+    files
+}
+
+#[test]
+fn user_facing_text_never_assumes_this_checkouts_data_folder() {
+    // `../shared` exists only beside this repository's own checkout: a command that names it
+    // fails on a user's machine, where data comes from --data-dir, NEKA_DATA_DIR or the Hub.
+    let needle = ["..", "shared"].join("/");
+    let mut found = Vec::new();
+    let files = user_facing_files(root());
+    assert!(files.len() > 20, "found only {files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            if line.contains(&needle) {
+                let rel = f.strip_prefix(root()).unwrap_or(&f).display().to_string();
+                found.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "`{needle}` is this checkout's data folder, not a user's: use NEKA_DATA_DIR / --data-dir / the Hub in\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_first_screen_gives_the_two_commands_without_paths() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a ```sh block on the first screen");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        commands,
+        ["cargo run --example mnist_cnn", "cargo test --workspace"],
+        "README.md's first commands changed: .ci/run runs the second, and both must work as written"
+    );
+    assert!(
+        readme.find("```sh").unwrap() < 1500,
+        "the two commands must be on the first screen"
+    );
+}

@@ -391,3 +391,55 @@ fn out_of_range_flags_of_every_trainer_are_refused_with_the_range() {
     let o = run("conv_basics", &["--no-such-flag"]);
     assert_clean_failure(&o, &["--no-such-flag"]);
 }
+
+#[test]
+fn resume_continues_the_saved_run_with_its_own_flags() {
+    // The README's resume example: the first command chose the model, the optimizer and the
+    // rate; `--resume DIR --epochs N` alone continues that run (flags left out are the
+    // saved run's, not the defaults).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let first = [
+        "--model",
+        "lenet5",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+    ];
+    let o = mnist_train(&out, &first);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        "mnist_cnn",
+        &["--resume", out.to_str().unwrap(), "--epochs", "2"],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("resumed from")
+            && t.contains("with the saved run's flags: ")
+            && t.contains("--model lenet5"),
+        "{t}"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "two epochs: {metrics}");
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(config.contains("lenet5"), "{config}");
+    // A flag given now still wins, and one that redefines the run is refused by name.
+    let o = run(
+        "mnist_cnn",
+        &[
+            "--resume",
+            out.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--optimizer",
+            "adamw",
+        ],
+    );
+    assert_clean_failure(&o, &["optimizer: saved run sgd, this run adamw"]);
+}

@@ -38,7 +38,7 @@ enum Command {
 
 fn main() -> Result<()> {
     neka::cli::init();
-    match Command::parse() {
+    match neka::cli::parse_training::<Command>() {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => infer::eval(a),
         Command::Tag(a) => infer::tag(a),

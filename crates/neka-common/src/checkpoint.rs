@@ -403,13 +403,33 @@ pub fn load_tensors(
 
 /// Loads a safetensors file into the variables of `varmap`, strictly (like PyTorch's
 /// `load_state_dict(strict=True)`): every variable must be present with the same shape, and
-/// the file may hold nothing else. Errors name the file and the tensor.
+/// the file may hold nothing else. Errors name the file and the tensor; a failed load leaves
+/// the variables untouched.
 pub fn load_into_varmap(varmap: &VarMap, path: &Path) -> Result<HashMap<String, String>> {
     let device = varmap
         .all_vars()
         .first()
         .map(|v| v.device().clone())
         .unwrap_or(Device::Cpu);
+    let (staged, metadata) = stage_for_varmap(varmap, path)?;
+    // Only assign once everything checked out: a failed load leaves the model untouched.
+    for (var, t) in staged {
+        var.set(&t.to_dtype(var.dtype())?.to_device(&device)?)?;
+    }
+    Ok(metadata)
+}
+
+/// Reads `path` and checks it as [`load_into_varmap`] would (whole file, every variable
+/// present with its shape, nothing else, finite floating-point values), without changing
+/// `varmap`. Returns the file's metadata.
+pub fn check_against_varmap(varmap: &VarMap, path: &Path) -> Result<HashMap<String, String>> {
+    Ok(stage_for_varmap(varmap, path)?.1)
+}
+
+type Staged = Vec<(candle_core::Var, Tensor)>;
+
+/// The tensors of `path` paired with the variables of `varmap` they would replace, checked.
+fn stage_for_varmap(varmap: &VarMap, path: &Path) -> Result<(Staged, HashMap<String, String>)> {
     let (mut tensors, metadata) = load_tensors(path, &Device::Cpu)?;
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
@@ -437,11 +457,7 @@ pub fn load_into_varmap(varmap: &VarMap, path: &Path) -> Result<HashMap<String, 
             format!("unexpected tensor(s) {extra:?} that the model does not have; is this a checkpoint of another model?"),
         ));
     }
-    // Only assign once everything checked out: a failed load leaves the model untouched.
-    for (var, t) in staged {
-        var.set(&t.to_dtype(var.dtype())?.to_device(&device)?)?;
-    }
-    Ok(metadata)
+    Ok((staged, metadata))
 }
 
 /// A weight tensor must be floating point with finite values: an integer tensor would be

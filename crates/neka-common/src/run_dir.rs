@@ -9,8 +9,10 @@
 //!   (and says so).
 //! * **Repaired.** Under the lock, [`recover`] removes temporary files that a killed save left
 //!   (`.*.tmp`, `checkpoint.tmp-*`), puts back `checkpoint/` from `checkpoint.old/` when a kill
-//!   fell between the two renames that replace it, and refreshes the readable copies of the
-//!   best model (`config.json`, vocabularies) from the record inside its weights
+//!   fell between the two renames that replace it, puts back the best model from
+//!   `checkpoint/` when a kill fell between saving the checkpoint of a new best epoch and the
+//!   best model itself ([`restore_best_from_checkpoint`]), and refreshes the readable copies
+//!   of the best model (`config.json`, vocabularies) from the record inside its weights
 //!   ([`crate::checkpoint::refresh_copies`]).
 
 use crate::{Error, Result};
@@ -149,6 +151,9 @@ pub fn recover(dir: &Path) -> Result<Vec<String>> {
             ));
         }
     }
+    if let Some(line) = restore_best_from_checkpoint(dir)? {
+        done.push(line);
+    }
     if crate::checkpoint::refresh_copies(dir)? {
         done.push(format!(
             "rewrote config.json and the vocabularies in {} from the record in model.safetensors (a save was interrupted)",
@@ -156,4 +161,52 @@ pub fn recover(dir: &Path) -> Result<Vec<String>> {
         ));
     }
     Ok(done)
+}
+
+/// What [`restore_best_from_checkpoint`] reads of `checkpoint/state.json`.
+#[derive(serde::Deserialize)]
+struct Progress {
+    epochs_done: usize,
+    #[serde(default)]
+    batches_done: usize,
+    best_epoch: Option<usize>,
+}
+
+/// An epoch that improves is saved as the checkpoint first, then as the best model
+/// (`model.safetensors`). When a kill falls between the two, the checkpoint's weights *are*
+/// the best model (its epoch is the best, no batch of the next epoch trained): this copies
+/// them to `dir/model.safetensors`. Returns what it did, if anything; a best model that is
+/// present and of the best epoch (or a weight average that replaced it) is left alone.
+pub fn restore_best_from_checkpoint(dir: &Path) -> Result<Option<String>> {
+    use crate::checkpoint::{load_tensors, read_json, CheckpointInfo, WEIGHTS_FILE};
+    let ck = dir.join(CHECKPOINT_DIR);
+    let Ok(p) = read_json::<Progress>(&ck.join("state.json")) else {
+        return Ok(None);
+    };
+    if p.batches_done != 0 || p.best_epoch != Some(p.epochs_done) {
+        return Ok(None);
+    }
+    let best = dir.join(WEIGHTS_FILE);
+    // read whole: a truncated best model is restored too
+    let current = load_tensors(&best, &candle_core::Device::Cpu)
+        .ok()
+        .and_then(|(_, m)| CheckpointInfo::from_metadata(&m, &best).ok().flatten());
+    let up_to_date = current.is_some_and(|info| {
+        info.metrics.contains_key("averaged_epochs")
+            || info.metrics.get("epoch").map(|&e| e as usize) == p.best_epoch
+    });
+    if up_to_date {
+        return Ok(None);
+    }
+    let source = ck.join(WEIGHTS_FILE);
+    let Ok(bytes) = std::fs::read(&source) else {
+        return Ok(None);
+    };
+    crate::checkpoint::write_atomic(&best, &bytes)?;
+    Ok(Some(format!(
+        "restored the best model {} (epoch {}) from {} (a save was interrupted)",
+        best.display(),
+        p.epochs_done,
+        source.display()
+    )))
 }

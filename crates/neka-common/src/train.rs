@@ -542,6 +542,37 @@ struct TrainerState {
     /// validation accuracy).
     #[serde(default)]
     monitor: Option<Monitor>,
+    /// The flags of the command that started the run (without `--out` / `--resume`), so that
+    /// `--resume DIR` continues it with its own settings ([`saved_command_line`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    command_line: Vec<String>,
+}
+
+/// The checkpoint folder of a run directory that `--resume` reads: `dir/checkpoint/`, else
+/// `dir/checkpoint.old/` (a save interrupted between its two renames), else `dir` itself when
+/// it is a checkpoint folder.
+fn checkpoint_folder(dir: &Path) -> Result<PathBuf> {
+    [
+        dir.join(CKPT_DIR),
+        dir.join(format!("{CKPT_DIR}.old")),
+        dir.to_path_buf(),
+    ]
+    .into_iter()
+    .find(|d| d.join("state.json").is_file())
+    .ok_or_else(|| {
+        Error::checkpoint(
+            dir,
+            "no checkpoint/state.json here: --resume takes the --out directory of an earlier run",
+        )
+    })
+}
+
+/// The flags of the command that started the run saved in `dir` (see
+/// [`Trainer::set_command_line`]); empty for a run saved without them (neka ≤ 0.1 runs).
+/// Errors when `dir` holds no readable checkpoint.
+pub fn saved_command_line(dir: &Path) -> Result<Vec<String>> {
+    let state: TrainerState = checkpoint::read_json(&checkpoint_folder(dir)?.join("state.json"))?;
+    Ok(state.command_line)
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -640,6 +671,7 @@ impl Trainer {
             seed: Some(cfg.seed),
             averaged: 0,
             monitor: None,
+            command_line: Vec::new(),
         };
         Ok(Self {
             cfg,
@@ -677,12 +709,7 @@ impl Trainer {
     /// learning rate and schedule, patience, clipping, the batch cap and the evaluation batch
     /// size may change.
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
-        let ck = [dir.join(CKPT_DIR), dir.join(format!("{CKPT_DIR}.old")), dir.to_path_buf()]
-            .into_iter()
-            .find(|d| d.join("state.json").is_file())
-            .ok_or_else(|| {
-                Error::checkpoint(dir, "no checkpoint/state.json here: --resume takes the --out directory of an earlier run")
-            })?;
+        let ck = checkpoint_folder(dir)?;
         let state: TrainerState = checkpoint::read_json(&ck.join("state.json"))?;
         let weights = ck.join(checkpoint::WEIGHTS_FILE);
         let mut differences = Vec::new();
@@ -727,13 +754,15 @@ impl Trainer {
                 differences,
             });
         }
-        checkpoint::load_into_varmap(&self.varmap, &weights)?;
-        let opt_path = ck.join("optimizer.safetensors");
-        let (tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
-        self.optimizer.load_state(tensors, state.step, &opt_path)?;
+        // Everything the resumed run reads or keeps is read and checked here, before anything
+        // changes: the checkpoint's weights, optimizer state, carried state and weight-average
+        // sum, and the best model the run falls back to at its end.
         let device = self.varmap.all_vars().first().map(|v| v.device().clone());
         let device = device.unwrap_or(candle_core::Device::Cpu);
-        self.carried = if state.batches_done > 0 && ck.join(CARRIED_FILE).is_file() {
+        checkpoint::check_against_varmap(&self.varmap, &weights)?;
+        let opt_path = ck.join("optimizer.safetensors");
+        let (opt_tensors, _) = checkpoint::load_tensors(&opt_path, &candle_core::Device::Cpu)?;
+        let carried = if state.batches_done > 0 && ck.join(CARRIED_FILE).is_file() {
             let (t, _) = checkpoint::load_tensors(&ck.join(CARRIED_FILE), &device)?;
             let mut t: Vec<(String, Tensor)> = t.into_iter().collect();
             t.sort_by(|a, b| a.0.cmp(&b.0));
@@ -741,17 +770,103 @@ impl Trainer {
         } else {
             Vec::new()
         };
-        self.average = if state.averaged > 0 {
+        let average = if state.averaged > 0 {
             let path = ck.join(AVERAGE_FILE);
             let (sum, _) = checkpoint::load_tensors(&path, &device)?;
             WeightAverage::from_sum(sum.into_iter().collect(), state.averaged)
         } else {
             WeightAverage::default()
         };
+        let run_dir = if ck == dir {
+            dir.parent().unwrap_or(Path::new("."))
+        } else {
+            dir
+        };
+        let best = match state.best_epoch {
+            Some(epoch) => Some(self.check_best_model(run_dir, epoch)?),
+            None => None,
+        };
+        // All checked: restore.
+        self.optimizer
+            .load_state(opt_tensors, state.step, &opt_path)?;
+        checkpoint::load_into_varmap(&self.varmap, &weights)?;
+        if let Some(best) = best {
+            self.keep_best_model(&best)?;
+        }
+        self.carried = carried;
+        self.average = average;
         rng::set_state(state.model_rng.clone());
         self.info.metrics = state.best_metrics.clone();
         self.state = state;
         Ok(())
+    }
+
+    /// Checks the best model of the run being resumed (`run_dir/model.safetensors`): whole,
+    /// of this model (names, shapes, finite values, the same record) and of the best epoch the
+    /// checkpoint names (or the weight average that replaced it). Returns its path.
+    fn check_best_model(&self, run_dir: &Path, best_epoch: usize) -> Result<PathBuf> {
+        let path = run_dir.join(checkpoint::WEIGHTS_FILE);
+        let unusable = |why: String| {
+            Error::checkpoint(
+                &path,
+                format!(
+                    "{why}. This is the best model (epoch {best_epoch}) of the run that --resume \
+                     continues, which its end falls back to: nothing was changed; put the file back, \
+                     or start a new run with another --out"
+                ),
+            )
+        };
+        if !path.is_file() {
+            return Err(unusable("missing".into()));
+        }
+        let meta = checkpoint::check_against_varmap(&self.varmap, &path)
+            .map_err(|e| unusable(e.to_string()))?;
+        let saved = CheckpointInfo::from_metadata(&meta, &path)?
+            .ok_or_else(|| unusable("it holds no neka record (model, config, dataset)".into()))?;
+        let mut now = self.info.clone();
+        if !meta.contains_key("data") {
+            now.data = saved.data.clone();
+            now.files = saved.files.clone();
+        }
+        let differences = saved.differences(&now);
+        if !differences.is_empty() {
+            return Err(unusable(format!(
+                "it is not this run's model: {}",
+                differences.join("; ")
+            )));
+        }
+        let epoch = saved.metrics.get("epoch").map(|&e| e as usize);
+        if !saved.metrics.contains_key("averaged_epochs") && epoch != Some(best_epoch) {
+            return Err(unusable(format!(
+                "it holds epoch {}, the checkpoint's best is epoch {best_epoch}",
+                epoch.map_or("?".into(), |e| e.to_string())
+            )));
+        }
+        Ok(path)
+    }
+
+    /// Makes the checked best model at `best` the best model of this run's output directory
+    /// too (when `--out` differs from the directory resumed), so that a resumed run that
+    /// never improves still ends with it.
+    fn keep_best_model(&self, best: &Path) -> Result<()> {
+        let target = self.out_dir.join(checkpoint::WEIGHTS_FILE);
+        let same = match (best.canonicalize(), target.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            let bytes = std::fs::read(best).map_err(|e| Error::io(best, e))?;
+            checkpoint::write_atomic(&target, &bytes)?;
+            checkpoint::refresh_copies(&self.out_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Records the flags of the command that runs this training (without `--out` and
+    /// `--resume`) in the checkpoint, so that `--resume` can continue the run with its own
+    /// settings ([`saved_command_line`]). Call after [`Trainer::resume`].
+    pub fn set_command_line(&mut self, flags: Vec<String>) {
+        self.state.command_line = flags;
     }
 
     /// Where checkpoints and metrics go.
@@ -1165,7 +1280,8 @@ impl Trainer {
             self.state.best = Some(score);
             self.state.best_epoch = Some(m.epoch);
             self.state.bad_epochs = 0;
-            self.save_best(m, &[])?;
+            self.info = self.best_info(m, &[]);
+            self.state.best_metrics = self.info.metrics.clone();
         } else {
             self.state.bad_epochs += 1;
         }
@@ -1177,7 +1293,14 @@ impl Trainer {
             self.average.add(&self.varmap)?;
         }
         let data_rng = self.state.data_rng.clone();
+        // The checkpoint first, then the best model: a kill between the two leaves a
+        // checkpoint whose weights are that best model, and the next run's repair
+        // ([`crate::run_dir::recover`]) restores it from there. (The other order left a
+        // best model with no checkpoint, which cannot be resumed.)
         self.save_checkpoint(&data_rng)?;
+        if improved {
+            checkpoint::save_model(&self.out_dir, &self.varmap, &self.info)?;
+        }
         metrics::write_history(&self.out_dir, &self.state.history)?;
         if self.opts.log_steps {
             self.write_steps()?;
@@ -1186,8 +1309,9 @@ impl Trainer {
         Ok(improved)
     }
 
-    /// Saves the weights in the varmap as the best model, with `m`'s validation metrics.
-    fn save_best(&mut self, m: &EpochMetrics, more: &[(&str, f64)]) -> Result<()> {
+    /// The record of the best model after epoch `m`: this run's info with `m`'s validation
+    /// metrics and `more`.
+    fn best_info(&self, m: &EpochMetrics, more: &[(&str, f64)]) -> CheckpointInfo {
         let mut info = self.info.clone();
         info.metrics.insert("epoch".into(), m.epoch as f64);
         if let Some(a) = m.val_accuracy {
@@ -1204,6 +1328,12 @@ impl Trainer {
         for (k, v) in more {
             info.metrics.insert(k.to_string(), *v);
         }
+        info
+    }
+
+    /// Saves the weights in the varmap as the best model, with `m`'s validation metrics.
+    fn save_best(&mut self, m: &EpochMetrics, more: &[(&str, f64)]) -> Result<()> {
+        let info = self.best_info(m, more);
         checkpoint::save_model(&self.out_dir, &self.varmap, &info)?;
         self.state.best_metrics = info.metrics.clone();
         self.info = info;

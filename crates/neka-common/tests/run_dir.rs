@@ -369,3 +369,94 @@ fn a_config_asking_for_more_than_the_file_holds_fails_before_allocating() {
         "{err}"
     );
 }
+
+/// Every file under `dir` with its bytes (the lock file aside), for "nothing changed" checks.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            v.extend(files(&p));
+        } else if !p.ends_with(".neka.lock") {
+            v.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn a_kill_between_the_checkpoint_and_the_best_model_is_repaired() {
+    let out = tempfile::tempdir().unwrap();
+    drop(train(out.path(), 1, with_vocab("{\"tokens\": [\"a\"]}\n")));
+    // An improving epoch saves its checkpoint, then the best model: a kill between the two
+    // (here in the first epoch, which is always the best) leaves no best model yet.
+    for f in ["model.safetensors", "config.json", "vocab.json"] {
+        std::fs::remove_file(out.path().join(f)).unwrap();
+    }
+    let t = resume(out.path(), cfg(2), with_vocab("{\"tokens\": [\"a\"]}\n")).unwrap();
+    assert_eq!(t.epochs_done(), 1);
+    assert_eq!(
+        std::fs::read(out.path().join("model.safetensors")).unwrap(),
+        std::fs::read(out.path().join("checkpoint/model.safetensors")).unwrap(),
+        "the best model is restored from the checkpoint of its epoch"
+    );
+    assert!(out.path().join("config.json").is_file());
+    assert!(out.path().join("vocab.json").is_file());
+    assert_eq!(
+        checkpoint::read_info(out.path()).unwrap().metrics["epoch"],
+        1.0
+    );
+}
+
+#[test]
+fn resume_checks_the_best_model_before_anything_changes() {
+    let run = tempfile::tempdir().unwrap();
+    drop(train(run.path(), 1, info()));
+    let best = run.path().join("model.safetensors");
+    let bytes = std::fs::read(&best).unwrap();
+    std::fs::write(&best, &bytes[..bytes.len() / 2]).unwrap();
+    let before = files(run.path());
+    // Resumed into another --out, so that no repair of `run` happens first.
+    let other = tempfile::tempdir().unwrap();
+    rng::seed(999);
+    let vm = VarMap::new();
+    let _model = Mlp::new(&vm);
+    let untouched = checkpoint::varmap_tensors(&vm);
+    let mut t = Trainer::new(cfg(2), &vm, info(), other.path()).unwrap();
+    let msg = t.resume(run.path()).err().expect("refused").to_string();
+    assert!(
+        msg.contains("model.safetensors")
+            && msg.contains("best model (epoch 1)")
+            && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    assert_eq!(t.epochs_done(), 0);
+    assert_eq!(
+        files(run.path()),
+        before,
+        "a refused resume changed the run"
+    );
+    assert!(!other.path().join("model.safetensors").exists());
+    for ((n, a), (_, b)) in untouched.iter().zip(checkpoint::varmap_tensors(&vm)) {
+        let d = (a - &b).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{n} changed");
+    }
+}
+
+#[test]
+fn resume_into_another_out_carries_the_best_model_over() {
+    let run = tempfile::tempdir().unwrap();
+    drop(train(run.path(), 1, info()));
+    let other = tempfile::tempdir().unwrap();
+    rng::seed(999);
+    let vm = VarMap::new();
+    let _model = Mlp::new(&vm);
+    let mut t = Trainer::new(cfg(2), &vm, info(), other.path()).unwrap();
+    t.resume(run.path()).unwrap();
+    assert_eq!(
+        std::fs::read(other.path().join("model.safetensors")).unwrap(),
+        std::fs::read(run.path().join("model.safetensors")).unwrap()
+    );
+    assert!(other.path().join("config.json").is_file());
+}
