@@ -2,8 +2,8 @@
 //! and watch the LSTM's gates, translate German with attention.
 //!
 //! ```text
-//! cargo run --release --example demo [-- --port 8080 --models models/ --host 127.0.0.1]
-//! cargo run --release --example demo -- --model-id cnn=ORG/NAME   # a Hub model for one panel
+//! cargo run --example demo [-- --port 8080 --models models/ --host 127.0.0.1]
+//! cargo run --example demo -- --model-id cnn=ORG/NAME   # a Hub model for one panel
 //! ```
 //!
 //! then open the address it prints. The page and the JSON API (`POST /api/classify`,

@@ -10,7 +10,7 @@
 //!   into saturation — ρ > 1 grows, but never past ρ^k.
 //!
 //! ```text
-//! cargo run --release --example gradient_flow -- --out docs/lecture
+//! cargo run --example gradient_flow -- --out docs/lecture
 //! ```
 //!
 //! Writes `rnn_gradient_flow.png` to `--out` and prints one JSON line per (cell, ρ).

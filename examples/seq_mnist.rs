@@ -1,7 +1,7 @@
 //! Many-to-one: MNIST read row by row (28 steps of 28 pixels) by an Elman RNN, LSTM or GRU.
 //!
 //! ```text
-//! cargo run --release --example seq_mnist -- [--cell rnn|rnn-relu|lstm|gru] [--hidden 128] [--layers 1]
+//! cargo run --example seq_mnist -- [--cell rnn|rnn-relu|lstm|gru] [--hidden 128] [--layers 1]
 //!     [--bidirectional] [--dataset mnist|fashion-mnist] [--data-dir D] [--epochs 3] [--batch-size 64]
 //!     [--lr 1e-3] [--clip-grad-norm 1] [--out DIR] [--resume DIR] [--dry-run]
 //! ```

@@ -4,7 +4,7 @@
 //! *explode*, which gradient-norm clipping tames.
 //!
 //! ```text
-//! cargo run --release --example vanishing_gradients -- [--lengths 10,20,50,100,200] [--hidden 32]
+//! cargo run --example vanishing_gradients -- [--lengths 10,20,50,100,200] [--hidden 32]
 //!     [--epochs 10] [--grad-length 100] [--clip-length 50] [--out runs/vanishing_gradients]
 //! ```
 //!

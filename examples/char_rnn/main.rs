@@ -1,10 +1,10 @@
 //! One-to-many: a character-level language model trained with truncated BPTT, then sampled.
 //!
 //! ```text
-//! cargo run --release --example char_rnn -- [--text FILE | --data-dir D] [--cell lstm|gru|rnn]
+//! cargo run --example char_rnn -- [--text FILE | --data-dir D] [--cell lstm|gru|rnn]
 //!     [--hidden 256] [--layers 1] [--batch-size 32] [--bptt 100] [--epochs 1] [--lr 2e-3]
 //!     [--clip-grad-norm 1] [--prompt "a man"] [--temperature 0.8] [--out DIR] [--resume DIR]
-//! cargo run --release --example char_rnn -- sample --model DIR [--prompt "two dogs"] [--length 300] [--temperature 0.8]
+//! cargo run --example char_rnn -- sample --model DIR [--prompt "two dogs"] [--length 300] [--temperature 0.8]
 //! ```
 //!
 //! The default text is the English side of Multi30k train (`<data-dir>/multi30k/train.en.gz`);

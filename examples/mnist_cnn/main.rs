@@ -1,11 +1,11 @@
 //! The main job: train a CNN on MNIST or Fashion-MNIST, evaluate it, classify your images.
 //!
 //! ```text
-//! cargo run --release --example mnist_cnn -- [--model mnist-net|lenet5|resnet] [--dataset mnist|fashion-mnist]
+//! cargo run --example mnist_cnn -- [--model mnist-net|lenet5|resnet] [--dataset mnist|fashion-mnist]
 //!     [--data-dir D] [--epochs N] [--batch-size B] [--lr X] [--optimizer adamw|sgd|adadelta]
 //!     [--schedule constant|step[:N[:GAMMA]]|cosine] [--seed S] [--device D] [--out DIR] [--resume DIR] [--dry-run]
-//! cargo run --release --example mnist_cnn -- eval --model DIR [--dataset …] [--data-dir D]
-//! cargo run --release --example mnist_cnn -- predict [--model DIR | --model-id ORG/NAME] img.png …
+//! cargo run --example mnist_cnn -- eval --model DIR [--dataset …] [--data-dir D]
+//! cargo run --example mnist_cnn -- predict [--model DIR | --model-id ORG/NAME] img.png …
 //! ```
 //!
 //! The program is split as burn's examples are: `main.rs` parses the command line,

@@ -2,9 +2,9 @@
 //! BiLSTM tagger (or the same tagger with an Elman RNN / GRU).
 //!
 //! ```text
-//! cargo run --release --example pos_tagger -- train [--cell lstm|rnn|gru] [--data-dir D] [--epochs N] [--out DIR] …
-//! cargo run --release --example pos_tagger -- eval [--model DIR | --model-id ORG/NAME] --conllu FILE
-//! cargo run --release --example pos_tagger -- tag [--model DIR | --model-id ORG/NAME] "Sentence to tag."
+//! cargo run --example pos_tagger -- train [--cell lstm|rnn|gru] [--data-dir D] [--epochs N] [--out DIR] …
+//! cargo run --example pos_tagger -- eval [--model DIR | --model-id ORG/NAME] --conllu FILE
+//! cargo run --example pos_tagger -- tag [--model DIR | --model-id ORG/NAME] "Sentence to tag."
 //! ```
 //!
 //! `train` trains on EWT train, keeps the best epoch by dev UPOS accuracy (early stopping with

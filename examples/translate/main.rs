@@ -1,10 +1,10 @@
 //! seq2seq on Multi30k: train an encoder–decoder with attention, evaluate BLEU, translate.
 //!
 //! ```text
-//! cargo run --release --example translate -- train [--src de --tgt en] [--cell lstm|gru]
+//! cargo run --example translate -- train [--src de --tgt en] [--cell lstm|gru]
 //!     [--attention none|bahdanau|luong|dot] [--epochs N] [--data-dir D] [--out DIR] …
-//! cargo run --release --example translate -- eval [--model DIR | --model-id ORG/NAME] --src-file F --ref-file F [--beam K] [--hyp-out F --ref-out F]
-//! cargo run --release --example translate -- run [--model DIR] [--attention-png FILE] "ein mann fährt fahrrad ."
+//! cargo run --example translate -- eval [--model DIR | --model-id ORG/NAME] --src-file F --ref-file F [--beam K] [--hyp-out F --ref-out F]
+//! cargo run --example translate -- run [--model DIR] [--attention-png FILE] "ein mann fährt fahrrad ."
 //! ```
 //!
 //! `train` reports validation loss, perplexity and greedy BLEU per epoch, keeps the best epoch

@@ -6,7 +6,7 @@
 //! `docs/lecture/` with
 //!
 //! ```text
-//! cargo run --release --example conv_basics -- --figures docs/lecture
+//! cargo run --example conv_basics -- --figures docs/lecture
 //! ```
 //!
 //! The bundled font (DejaVu Sans) has no Hangul, so the labels are in English.
