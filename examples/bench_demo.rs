@@ -9,11 +9,15 @@
 //! ```
 //!
 //! Exits non-zero if any request failed or answered differently from the sequential run.
+//! `--hostile` runs [`neka::demo::load::hostile`] instead: clients that drop, stall and flood,
+//! with bounds on latency, threads and RSS (non-zero exit when one is broken); `--addr`/`--pid`
+//! point it at a demo already running on 127.0.0.1 (e.g. an older build, for comparison).
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use neka::demo::load::{self, Outcome};
+use neka::demo::load::{self, Hostile, Outcome};
 use neka::demo::{ModelDirs, Models};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,6 +37,20 @@ struct Args {
     /// Folder with the three models (as for the demo).
     #[arg(long, default_value = "models")]
     models: PathBuf,
+    /// Hostile clients instead of the mix: --drops, --idle and --half-sent connections.
+    #[arg(long)]
+    hostile: bool,
+    #[arg(long, default_value_t = 200)]
+    drops: usize,
+    #[arg(long, default_value_t = 200)]
+    idle: usize,
+    #[arg(long, default_value_t = 100)]
+    half_sent: usize,
+    /// With --hostile: a demo already running at this 127.0.0.1 address, process --pid.
+    #[arg(long, requires = "pid")]
+    addr: Option<SocketAddr>,
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 fn post(agent: &ureq::Agent, base: &str, endpoint: &str, body: &str) -> Result<String> {
@@ -51,11 +69,27 @@ fn post(agent: &ureq::Agent, base: &str, endpoint: &str, body: &str) -> Result<S
 fn main() -> Result<()> {
     neka::cli::init();
     let a = Args::parse();
-    let models = Models::load(ModelDirs::under(&a.models), &candle_core::Device::Cpu);
-    for line in models.report() {
-        eprintln!("{line}");
+    let (addr, pid) = match (a.addr, a.pid) {
+        (Some(addr), Some(pid)) if addr.ip().is_loopback() => (addr, pid),
+        (Some(addr), _) => bail!("--addr {addr}: the load test only contacts 127.0.0.1"),
+        _ => {
+            let models = Models::load(ModelDirs::under(&a.models), &candle_core::Device::Cpu);
+            for line in models.report() {
+                eprintln!("{line}");
+            }
+            let addr = load::serve_in_background(Arc::new(models)).context("cannot start")?;
+            (addr, std::process::id())
+        }
+    };
+    if a.hostile {
+        let h = Hostile::clients(a.drops, a.idle, a.half_sent);
+        let report = load::hostile(addr, pid, &h);
+        neka::cli::print_json(&report);
+        match report["violations"].as_array() {
+            Some(v) if !v.is_empty() => bail!("{} bounds broken: {v:?}", v.len()),
+            _ => return Ok(()),
+        }
     }
-    let addr = load::serve_in_background(Arc::new(models)).context("cannot start the demo")?;
     let base = format!("http://{addr}");
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(120))

@@ -9,7 +9,9 @@
 //! then open the address it prints. The page and the JSON API (`POST /api/classify`,
 //! `/api/tag`, `/api/translate`, `GET /api/health`) are [`neka::demo`]; this file only parses
 //! the flags, loads the models and serves. A model that does not load is reported on its
-//! panel and by `/api/health`; the others still serve. Ctrl-C stops the server.
+//! panel and by `/api/health`; the others still serve. Ctrl-C (or SIGTERM) stops the server:
+//! requests in flight get [`neka::demo::server::SHUTDOWN_DEADLINE`] to finish, then it exits
+//! anyway (inference still running on the blocking pool is abandoned).
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -59,8 +61,8 @@ fn main() -> Result<()> {
     for line in models.report() {
         eprintln!("{line}");
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let runtime = demo::runtime()?;
+    let served = runtime.block_on(async {
         let addr = (a.host.as_str(), a.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -70,7 +72,10 @@ fn main() -> Result<()> {
             listener.local_addr()?
         );
         demo::serve(listener, demo::router(models)).await?;
-        eprintln!("stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    });
+    // a beam search still running on the blocking pool does not hold the exit
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    eprintln!("stopped");
+    served
 }

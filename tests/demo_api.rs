@@ -633,3 +633,273 @@ async fn concurrent_requests_answer_as_sequential_ones() {
         assert_eq!(&got, want);
     }
 }
+
+/// A request whose declared `Content-Length` is over the cap is a 413 at once: the body
+/// (here one that never comes) is not waited for.
+#[tokio::test]
+async fn an_over_cap_content_length_is_a_413_at_once() {
+    let req = Request::post("/api/translate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, demo::MAX_BODY_BYTES + 1)
+        .body(Body::new(Never))
+        .unwrap();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        demo::router(models()).oneshot(req),
+    )
+    .await
+    .expect("answered at once, not after the request timeout")
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("1048577 bytes (Content-Length)"), "{e}");
+}
+
+/// A request body that never comes.
+struct Never;
+
+impl axum::body::HttpBody for Never {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// A fresh copy of the shipped models (its job counts are this test's alone).
+fn own_models() -> Arc<Models> {
+    Arc::new(Models::load(
+        ModelDirs::under(&models_dir()),
+        &candle_core::Device::Cpu,
+    ))
+}
+
+fn long_translation() -> Vec<u8> {
+    json!({"text": demo::load::long_sentence(), "beam": 10})
+        .to_string()
+        .into_bytes()
+}
+
+/// Clients that go away: a running job keeps its model's turn until it ends and its result is
+/// discarded; requests still waiting for a turn never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_keeps_its_turn_until_its_job_ends() {
+    let m = own_models();
+    let jobs = |m: &Models| m.translator.jobs().to_json();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                send(
+                    m,
+                    Method::POST,
+                    "/api/translate",
+                    "application/json",
+                    long_translation(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    while jobs(&m)["running"] != demo::PER_MODEL_JOBS {
+        assert!(t.elapsed().as_secs() < 30, "{}", jobs(&m));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for task in &tasks {
+        task.abort(); // the clients go away
+    }
+    for task in tasks {
+        assert!(task.await.unwrap_err().is_cancelled()); // their handlers are dropped
+    }
+    // the jobs still running hold their turns (the old code freed them with the handlers)
+    let free = m.translator.free_turns();
+    let running = jobs(&m)["running"].as_u64().unwrap() as usize;
+    assert!(running >= 1, "the jobs ended before the test could look");
+    assert!(
+        free + running <= demo::PER_MODEL_JOBS,
+        "{free} free turns, {running} running"
+    );
+    let t = std::time::Instant::now();
+    while jobs(&m)["running"] != 0 {
+        assert!(t.elapsed().as_secs() < 60, "{}", jobs(&m));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // two jobs ran for the dropped clients (results thrown away), the two waiting never ran
+    let j = jobs(&m);
+    assert_eq!(
+        (j["started"].as_u64(), j["skipped"].as_u64()),
+        (Some(2), Some(0)),
+        "{j}"
+    );
+    let ended = j["completed"].as_u64().unwrap() + j["discarded"].as_u64().unwrap();
+    assert_eq!(ended, 2, "{j}");
+    assert!(j["discarded"].as_u64().unwrap() >= 1, "{j}");
+    assert_eq!(m.translator.free_turns(), demo::PER_MODEL_JOBS);
+    let short = json!({"text": "Ein Hund.", "beam": 1})
+        .to_string()
+        .into_bytes();
+    let (status, _) = send(
+        m.clone(),
+        Method::POST,
+        "/api/translate",
+        "application/json",
+        short,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(jobs(&m)["started"], 3);
+}
+
+/// A job whose client went away while it waited for a blocking thread never runs.
+#[test]
+fn a_job_whose_client_went_away_before_it_started_never_runs() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = own_models();
+    rt.block_on(async {
+        // two long translations take the one blocking thread in turn
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    send(
+                        m,
+                        Method::POST,
+                        "/api/translate",
+                        "application/json",
+                        long_translation(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        while m.translator.jobs().to_json()["running"] == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // a classification gets the CNN's turn, then queues for the thread; its client leaves
+        let body = json!({"pixels": mnist_digit(0)}).to_string().into_bytes();
+        let m2 = m.clone();
+        let queued = tokio::spawn(async move {
+            send(m2, Method::POST, "/api/classify", "application/json", body).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        queued.abort();
+        for b in busy {
+            assert_eq!(b.await.unwrap().0, StatusCode::OK);
+        }
+        let t = std::time::Instant::now();
+        while m.cnn.jobs().to_json()["skipped"] == 0 && t.elapsed().as_secs() < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let j = m.cnn.jobs().to_json();
+        assert_eq!(
+            (j["skipped"].as_u64(), j["started"].as_u64()),
+            (Some(1), Some(0)),
+            "{j}"
+        );
+    });
+}
+
+/// The demo served on a free 127.0.0.1 port with short limits; `stop` ends it.
+async fn serve_short(
+    cfg: demo::ServeConfig,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(demo::serve_with(
+        listener,
+        demo::router(models()),
+        cfg,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop, server)
+}
+
+/// Reads until the server closes the connection; `None` if it is still open after `within`.
+fn closed_within(c: &mut std::net::TcpStream, within: std::time::Duration) -> Option<Vec<u8>> {
+    use std::io::Read;
+    c.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    match c.read_to_end(&mut got) {
+        Ok(_) => Some(got),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(got),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed_and_capped() {
+    use std::io::Write;
+    use std::time::Duration;
+    let cfg = demo::ServeConfig {
+        header_read_timeout: Duration::from_millis(500),
+        max_connections: 3,
+        shutdown_deadline: Duration::from_secs(5),
+    };
+    let (addr, stop, server) = serve_short(cfg).await;
+    let checks = tokio::task::spawn_blocking(move || {
+        let connect = || std::net::TcpStream::connect(addr).unwrap();
+        // silent, half-sent, and kept alive after an answer: all closed by the header timeout
+        let mut silent = connect();
+        let mut half = connect();
+        half.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nAcc")
+            .unwrap();
+        let mut kept = connect();
+        kept.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        for c in [&mut silent, &mut half] {
+            assert!(
+                closed_within(c, Duration::from_secs(3)).is_some(),
+                "still open"
+            );
+        }
+        let answer = closed_within(&mut kept, Duration::from_secs(3)).expect("closed when idle");
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        // the cap: three silent connections, then health on a fourth still answers (the
+        // oldest silent one is closed to make room)
+        let mut held: Vec<_> = (0..3).map(|_| connect()).collect();
+        let (status, _, took) =
+            demo::load::raw_request(addr, "GET", "/api/health", "", Duration::from_secs(2))
+                .unwrap();
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_millis(400), "{took:?}");
+        assert!(closed_within(&mut held[0], Duration::from_millis(100)).is_some());
+        // hyper's own answer to a request line it cannot parse: 400, no body (no hook)
+        let mut bad = connect();
+        bad.write_all(b"NOT HTTP\r\n\r\n").unwrap();
+        let answer = closed_within(&mut bad, Duration::from_secs(2)).unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(
+            answer.starts_with("http/1.1 400") && answer.contains("content-length: 0"),
+            "{answer}"
+        );
+        held
+    });
+    let mut held = checks.await.unwrap();
+    // stopping with a half-sent header open does not wait for the deadline
+    held[1].write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let t = std::time::Instant::now();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}

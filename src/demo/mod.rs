@@ -12,14 +12,20 @@
 //!
 //! Models load once ([`Models::load`]) and are shared by every request; one that fails to
 //! load is reported (health, its panel, a 503 on its route) and the others still serve.
-//! Inference runs on tokio's blocking pool, at most [`PER_MODEL_JOBS`] at a time per model,
-//! so a slow beam search queues only behind other translations. Bad input is a 4xx with
-//! `{"error": "…"}` (see [`error::ApiError`]); bodies are capped at [`MAX_BODY_BYTES`] and a
-//! request must finish within [`REQUEST_TIMEOUT`].
+//! Inference runs on tokio's blocking pool, at most [`PER_MODEL_JOBS`] jobs *running* at a time
+//! per model, so a slow beam search queues only behind other translations. A job holds its
+//! model's turn until it returns, whether or not its client is still there: a request whose
+//! client went away is dropped if its job has not started, and its result discarded if it has
+//! (see [`run_model`]); so work is bounded by what runs, never by what is connected. Bad input
+//! is a 4xx with `{"error": "…"}` (see [`error::ApiError`]); bodies are capped at
+//! [`MAX_BODY_BYTES`] (a declared `Content-Length` over it is a 413 before the body is read) and
+//! a request must finish within [`REQUEST_TIMEOUT`]. The connection-level limits (header and
+//! idle timeouts, the connection cap, the shutdown deadline) are [`server`]'s.
 
 pub mod cnn;
 pub mod error;
 pub mod load;
+pub mod server;
 pub mod tag;
 pub mod translate;
 
@@ -33,7 +39,9 @@ use neka_cnn::pipeline::LoadedModel;
 use neka_lstm::tagger::LoadedTagger;
 use neka_seq2seq::Translator;
 use serde_json::{json, Value};
+pub use server::{runtime, serve, serve_with, ServeConfig};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -44,15 +52,45 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a request may take, body upload included, before it is answered with a 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Requests one model works on at once (the rest wait their turn).
+/// Jobs one model runs at once (the rest wait their turn). A job keeps its turn until it
+/// returns, even when its client has gone.
 pub const PER_MODEL_JOBS: usize = 2;
+
+/// A model's jobs so far: `running ≤ PER_MODEL_JOBS`, and `started = running + completed +
+/// discarded` (`skipped` ones never started).
+#[derive(Default)]
+pub struct JobCounts {
+    running: AtomicUsize,
+    started: AtomicU64,
+    completed: AtomicU64,
+    /// ran to the end after their client had gone: the result was thrown away
+    discarded: AtomicU64,
+    /// their client was gone before they started: never run
+    skipped: AtomicU64,
+}
+
+impl JobCounts {
+    /// `{"limit", "running", "started", "completed", "discarded", "skipped"}`.
+    pub fn to_json(&self) -> Value {
+        let n = |c: &AtomicU64| c.load(Ordering::SeqCst);
+        json!({
+            "limit": PER_MODEL_JOBS,
+            "running": self.running.load(Ordering::SeqCst),
+            "started": n(&self.started),
+            "completed": n(&self.completed),
+            "discarded": n(&self.discarded),
+            "skipped": n(&self.skipped),
+        })
+    }
+}
 
 /// A model the server tried to load: the model, or why it is missing.
 pub struct Slot<T> {
     /// Where it came from (a directory or a Hub id).
     pub source: String,
     pub model: Result<T, String>,
-    jobs: Semaphore,
+    jobs: Arc<Semaphore>,
+    counts: Arc<JobCounts>,
 }
 
 impl<T> Slot<T> {
@@ -70,8 +108,19 @@ impl<T> Slot<T> {
         Self {
             source,
             model,
-            jobs: Semaphore::new(PER_MODEL_JOBS),
+            jobs: Arc::new(Semaphore::new(PER_MODEL_JOBS)),
+            counts: Arc::default(),
         }
+    }
+
+    /// The model's jobs so far (also in `/api/health` under `jobs`).
+    pub fn jobs(&self) -> &JobCounts {
+        &self.counts
+    }
+
+    /// Turns free now: `PER_MODEL_JOBS` less the jobs holding one (running or about to).
+    pub fn free_turns(&self) -> usize {
+        self.jobs.available_permits()
     }
 
     fn health(&self, describe: impl Fn(&T) -> Value) -> Value {
@@ -197,6 +246,15 @@ impl Models {
                 "translate_max_tokens": translate::MAX_TOKENS,
                 "translate_max_chars": translate::MAX_CHARS,
                 "max_beam": translate::MAX_BEAM,
+                "per_model_jobs": PER_MODEL_JOBS,
+                "header_read_timeout_s": server::HEADER_READ_TIMEOUT.as_secs(),
+                "max_connections": server::MAX_CONNECTIONS,
+                "request_timeout_s": REQUEST_TIMEOUT.as_secs(),
+            },
+            "jobs": {
+                "cnn": self.cnn.counts.to_json(),
+                "tagger": self.tagger.counts.to_json(),
+                "translator": self.translator.counts.to_json(),
             },
             "models": {
                 "cnn": self.cnn.health(|m| json!({"name": m.info.model, "dataset": m.info.dataset,
@@ -210,8 +268,35 @@ impl Models {
     }
 }
 
+/// Sets its flag when dropped while armed: the handler that owns it was dropped (hyper drops
+/// a request's handler when its client closes the connection).
+struct ClientGone(Arc<AtomicBool>, bool);
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Counts a job as running while it lives.
+struct Running(Arc<JobCounts>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Runs `f` on the model of `slot` on the blocking pool, after waiting for one of the
 /// model's [`PER_MODEL_JOBS`] turns; 503 if the model is not loaded.
+///
+/// The turn (an owned semaphore permit) moves into the blocking job and is released when the
+/// job returns, not when the request's handler goes: so the limit counts *running* jobs. If
+/// the client has gone (its handler dropped) before the job starts, the job returns at once
+/// without running `f` (`skipped`); if it goes while `f` runs, `f` finishes (candle cannot be
+/// interrupted) and its result is thrown away (`discarded`).
 pub(crate) async fn run_model<T, F>(
     state: &Arc<Models>,
     slot: fn(&Models) -> &Slot<T>,
@@ -227,17 +312,42 @@ where
         let msg = format!("the {what} is not loaded ({}): {e}", s.source);
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg));
     }
-    let _turn = s
-        .jobs
-        .acquire()
+    let turn = Arc::clone(&s.jobs)
+        .acquire_owned()
         .await
         .expect("the semaphore is never closed");
+    let gone = Arc::new(AtomicBool::new(false));
+    let mut watch = ClientGone(Arc::clone(&gone), true);
+    let counts = Arc::clone(&s.counts);
     let state = Arc::clone(state);
-    let job = tokio::task::spawn_blocking(move || match &slot(&state).model {
-        Ok(m) => f(m),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.clone())),
+    let job = tokio::task::spawn_blocking(move || {
+        let _turn = turn; // released last, after `Running`
+        if gone.load(Ordering::SeqCst) {
+            counts.skipped.fetch_add(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the client went away before the job started",
+            ));
+        }
+        counts.started.fetch_add(1, Ordering::SeqCst);
+        counts.running.fetch_add(1, Ordering::SeqCst);
+        let running = Running(Arc::clone(&counts));
+        let r = match &slot(&state).model {
+            Ok(m) => f(m),
+            Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.clone())),
+        };
+        drop(running);
+        let tally = if gone.load(Ordering::SeqCst) {
+            &counts.discarded
+        } else {
+            &counts.completed
+        };
+        tally.fetch_add(1, Ordering::SeqCst);
+        r
     });
-    job.await.map_err(|e| {
+    let r = job.await;
+    watch.1 = false;
+    r.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the {what} failed on this input: {e}"),
@@ -275,6 +385,27 @@ async fn wrong_method(uri: Uri) -> ApiError {
     )
 }
 
+/// Answers a request whose declared `Content-Length` is over [`MAX_BODY_BYTES`] with 413 at
+/// once, before its body is read (a body without one is cut off at the cap by
+/// [`DefaultBodyLimit`]).
+async fn declared_size(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is {n} bytes (Content-Length), more than the {MAX_BODY_BYTES} bytes the demo accepts"
+            ),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 /// Answers a request that takes longer than [`REQUEST_TIMEOUT`] (a stalled upload) with 408.
 async fn time_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
@@ -310,30 +441,8 @@ pub fn router(models: Arc<Models>) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(time_limit))
+        .layer(axum::middleware::from_fn(declared_size))
         .with_state(models)
-}
-
-/// Serves `router` on `listener` until Ctrl-C or SIGTERM.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
-        .await
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 /// Parses a JSON request body into `T`, or a 400 saying what is wrong with it.

@@ -164,49 +164,73 @@ pub fn gray_from_values(values: &[f64], width: u32, height: u32) -> Result<image
         .ok_or_else(|| Error::config("pixels", "could not build the image"))
 }
 
-/// Decodes `path` with bounded dimensions and allocations (see [`load_image`]).
+/// The largest image file [`load_image`] reads (256 MiB); a larger one is refused from its
+/// size, before it is read.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads `path` (at most [`MAX_IMAGE_FILE_BYTES`]) and decodes it as [`decode_image_bytes`].
 fn decode_image(path: &Path) -> Result<image::DynamicImage> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::bad_data(path, format!("cannot read as an image: {e}")))?;
-    decode_bounded(reader, path, MAX_IMAGE_PIXELS)
+    use std::io::Read;
+    let cannot =
+        |e: &dyn std::fmt::Display| Error::bad_data(path, format!("cannot read as an image: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+    let len = file.metadata().map_err(|e| cannot(&e))?.len();
+    if len > MAX_IMAGE_FILE_BYTES {
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "the file is {len} bytes, more than the {} MiB neka reads as an image; \
+                 scale it down first (the model sees it at 28x28)",
+                MAX_IMAGE_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_IMAGE_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(&e))?;
+    decode_bounded(&bytes, path, MAX_IMAGE_PIXELS)
 }
 
 /// Decodes image bytes (PNG or JPEG, detected from the content) as [`load_image`] decodes a
 /// file, refusing from the header an image of more than `max_pixels` pixels or of zero
 /// width or height; `what` names the bytes in errors ("request body: cannot read …").
+///
+/// Decoding is bounded and whole:
+/// - PNG: only the critical chunks (IHDR, PLTE, IDAT, IEND) and tRNS (transparency) reach the
+///   decoder; every other ancillary chunk (an ICC profile, compressed text, Exif, …) is dropped
+///   unread, so the only data ever inflated are the pixels, at most `max_pixels` × 8 bytes and
+///   [`MAX_IMAGE_ALLOC`] in all. A file cut off (a chunk longer than what is left, no IEND) is
+///   refused by name before decoding; a corrupt chunk fails its CRC.
+/// - JPEG: decoded in zune-jpeg's strict mode, where scan data that ends before the frame's
+///   `height × width` is filled (a cut file, a SOF whose size was changed) is an error instead
+///   of gray or blank rows, and the end-of-image marker must follow the scan data. Memory is
+///   the output (`width × height × channels` bytes) plus the decoder's per-component planes,
+///   both bounded by `max_pixels`.
 pub fn decode_image_bytes(
     bytes: &[u8],
     what: &str,
     max_pixels: u64,
 ) -> Result<image::DynamicImage> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
-    decode_bounded(reader, Path::new(what), max_pixels.min(MAX_IMAGE_PIXELS))
+    decode_bounded(bytes, Path::new(what), max_pixels.min(MAX_IMAGE_PIXELS))
 }
 
-fn decode_bounded<R: std::io::BufRead + std::io::Seek>(
-    reader: image::ImageReader<R>,
-    path: &Path,
-    max_pixels: u64,
-) -> Result<image::DynamicImage> {
-    use image::ImageDecoder;
-    let cannot =
-        |e: &dyn std::fmt::Display| Error::bad_data(path, format!("cannot read as an image: {e}"));
-    let mut reader = reader.with_guessed_format().map_err(|e| cannot(&e))?;
-    match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+fn decode_bounded(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
+    match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Png) => decode_png(bytes, path, max_pixels),
+        Ok(image::ImageFormat::Jpeg) => decode_jpeg(bytes, path, max_pixels),
         other => {
             let found = other.map_or("unrecognised content".to_string(), |f| format!("{f:?}"));
-            return Err(Error::bad_data(
+            Err(Error::bad_data(
                 path,
                 format!("cannot read as an image: not a PNG or JPEG ({found})"),
-            ));
+            ))
         }
     }
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
-    reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(|e| cannot(&e))?;
-    let (w, h) = decoder.dimensions();
+}
+
+/// Refuses a `w × h` image with nothing in it or with more than `max_pixels` pixels.
+fn check_dimensions(w: u32, h: u32, path: &Path, max_pixels: u64) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(Error::bad_data(
             path,
@@ -223,7 +247,405 @@ fn decode_bounded<R: std::io::BufRead + std::io::Seek>(
             ),
         ));
     }
+    Ok(())
+}
+
+fn decode_png(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
+    use image::ImageDecoder;
+    let cannot =
+        |e: &dyn std::fmt::Display| Error::bad_data(path, format!("cannot read as an image: {e}"));
+    let pixels_only = png_pixel_chunks(bytes).map_err(|e| cannot(&e))?;
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(pixels_only), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| cannot(&e))?;
+    let (w, h) = decoder.dimensions();
+    check_dimensions(w, h, path, max_pixels)?;
     image::DynamicImage::from_decoder(decoder).map_err(|e| cannot(&e))
+}
+
+/// The PNG `bytes` with only the chunks that make its pixels: the critical ones (type starting
+/// with an upper-case letter: IHDR, PLTE, IDAT, IEND) and tRNS. Checks the file's structure on
+/// the way: every chunk whole, the last one IEND (bytes after it are ignored).
+fn png_pixel_chunks(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let cut = "the PNG is cut off (an incomplete download or upload?)";
+    if !bytes.starts_with(SIGNATURE) {
+        return Err("not a PNG (no PNG signature)".into());
+    }
+    let mut out = SIGNATURE.to_vec();
+    let mut at = SIGNATURE.len();
+    loop {
+        let Some(head) = bytes.get(at..at + 8) else {
+            return Err(format!(
+                "{cut}: it ends at byte {} without an IEND chunk",
+                bytes.len()
+            ));
+        };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let kind = &head[4..8];
+        if len > i32::MAX as u32 || !kind.iter().all(u8::is_ascii_alphabetic) {
+            return Err(format!(
+                "the PNG is corrupt: no valid chunk header at byte {at}"
+            ));
+        }
+        let name = String::from_utf8_lossy(kind).into_owned();
+        let end = at + 12 + len as usize;
+        if end > bytes.len() {
+            return Err(format!(
+                "{cut}: its {name} chunk at byte {at} has {len} bytes of data but the file ends \
+                 {} bytes into it",
+                bytes.len() - at
+            ));
+        }
+        if kind[0].is_ascii_uppercase() || kind == b"tRNS" {
+            out.extend_from_slice(&bytes[at..end]);
+        }
+        at = end;
+        if kind == b"IEND" {
+            return Ok(out);
+        }
+    }
+}
+
+fn decode_jpeg(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<image::DynamicImage> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let cannot =
+        |e: &dyn std::fmt::Display| Error::bad_data(path, format!("cannot read as an image: {e}"));
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| cannot(&format!("the JPEG is corrupt: {e}")))?;
+    let (w, h) = decoder.dimensions().unwrap_or((0, 0));
+    let (w, h) = (w as u32, h as u32);
+    check_dimensions(w, h, path, max_pixels)?;
+    // as the image crate reads JPEGs: gray stays gray, every other colour space becomes RGB
+    let colour = match decoder.input_colorspace() {
+        Some(c @ (ColorSpace::Luma | ColorSpace::LumaA | ColorSpace::RGB | ColorSpace::RGBA)) => c,
+        _ => ColorSpace::RGB,
+    };
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(colour));
+    let px = decoder.decode().map_err(|e| {
+        cannot(&format!(
+            "the JPEG is cut off or corrupt (its scan data does not fill the {w}x{h} frame): {e}"
+        ))
+    })?;
+    jpeg_scan_ends(bytes).map_err(|e| cannot(&e))?;
+    let img = match colour {
+        ColorSpace::Luma => image::GrayImage::from_raw(w, h, px).map(Into::into),
+        ColorSpace::LumaA => image::GrayAlphaImage::from_raw(w, h, px).map(Into::into),
+        ColorSpace::RGBA => image::RgbaImage::from_raw(w, h, px).map(Into::into),
+        _ => image::RgbImage::from_raw(w, h, px).map(Into::into),
+    };
+    img.ok_or_else(|| cannot(&"the JPEG decoder returned fewer pixels than its frame has"))
+}
+
+/// Checks that the JPEG `bytes` are whole: walks the segments by their lengths and, for a
+/// baseline (sequential) frame, Huffman-decodes every scan's blocks without computing pixels,
+/// counting them: each scan must hold exactly the frame's `⌈W/8H⌉ × ⌈H/8V⌉` MCUs (or the
+/// component's own block count for a single-component scan), no fewer (a cut file, or a frame
+/// size made larger: the decoder would fill the rest with gray) and no more than padding
+/// after them (a frame size made smaller). Then an end-of-image marker must follow. A
+/// progressive frame is only checked for the end-of-image marker.
+fn jpeg_scan_ends(bytes: &[u8]) -> std::result::Result<(), String> {
+    let cut = "the JPEG is cut off (an incomplete download or upload?)";
+    let mut frame: Option<JpegFrame> = None;
+    let mut tables: [Option<Huffman>; 8] = Default::default(); // DC 0–3, AC 0–3
+    let mut restart = 0usize;
+    let mut at = 2; // after SOI
+    loop {
+        let marker = match bytes.get(at..at + 2) {
+            Some([0xff, 0xff]) => {
+                at += 1; // fill byte
+                continue;
+            }
+            Some([0xff, m]) => *m,
+            Some(_) => return Err(format!("the JPEG is corrupt: no marker at byte {at}")),
+            None => {
+                return Err(format!(
+                    "{cut}: it ends at byte {} without an end-of-image marker",
+                    bytes.len()
+                ))
+            }
+        };
+        if marker == 0xd9 {
+            return Ok(());
+        }
+        if (0xd0..=0xd7).contains(&marker) || marker == 0x01 {
+            at += 2; // stray restart or TEM: no length
+            continue;
+        }
+        let len = match bytes.get(at + 2..at + 4) {
+            Some(l) => usize::from(u16::from_be_bytes([l[0], l[1]])),
+            None => return Err(format!("{cut}: it ends inside a segment header")),
+        };
+        let Some(seg) = bytes.get(at + 4..at + 2 + len.max(2)) else {
+            return Err(format!(
+                "{cut}: its segment FF{marker:02X} at byte {at} is not whole"
+            ));
+        };
+        at += 2 + len;
+        let corrupt = || format!("the JPEG is corrupt: segment FF{marker:02X} is malformed");
+        match marker {
+            0xc0..=0xc2 => frame = Some(JpegFrame::parse(seg, marker == 0xc2).ok_or_else(corrupt)?),
+            0xc4 => {
+                let mut s = seg;
+                while !s.is_empty() {
+                    let (class, id) = (usize::from(s[0] >> 4), usize::from(s[0] & 15));
+                    let counts = s.get(1..17).ok_or_else(corrupt)?;
+                    let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
+                    let symbols = s.get(17..17 + n).ok_or_else(corrupt)?;
+                    if class > 1 || id > 3 {
+                        return Err(corrupt());
+                    }
+                    tables[class * 4 + id] = Some(Huffman::new(counts, symbols));
+                    s = &s[17 + n..];
+                }
+            }
+            0xdd => {
+                restart = usize::from(u16::from_be_bytes([
+                    seg.first().copied().ok_or_else(corrupt)?,
+                    seg.get(1).copied().ok_or_else(corrupt)?,
+                ]))
+            }
+            0xda => {
+                let Some(f) = frame.as_ref() else {
+                    return Err("the JPEG is corrupt: a scan before its frame header".into());
+                };
+                let data_end = if f.progressive {
+                    bytes[at..]
+                        .windows(2)
+                        .position(|w| w[0] == 0xff && w[1] != 0 && !(0xd0..=0xd7).contains(&w[1]))
+                        .map_or(bytes.len(), |p| at + p)
+                } else {
+                    at + count_scan(&bytes[at..], seg, f, &tables, restart)?
+                };
+                at = data_end;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A JPEG frame header: size and each component's `(id, h, v)` sampling factors.
+struct JpegFrame {
+    width: usize,
+    height: usize,
+    components: Vec<(u8, usize, usize)>,
+    progressive: bool,
+}
+
+impl JpegFrame {
+    fn parse(seg: &[u8], progressive: bool) -> Option<Self> {
+        let height = usize::from(u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]));
+        let width = usize::from(u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]));
+        let n = usize::from(*seg.get(5)?);
+        let components = (0..n)
+            .map(|i| {
+                let c = seg.get(6 + 3 * i..9 + 3 * i)?;
+                let (h, v) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
+                (1..=4).contains(&h).then_some(())?;
+                (1..=4).contains(&v).then_some(())?;
+                Some((c[0], h, v))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        (!components.is_empty()).then_some(Self {
+            width,
+            height,
+            components,
+            progressive,
+        })
+    }
+}
+
+/// A canonical Huffman table (JPEG F.2.2.3): the largest code of each length and where its
+/// symbols start.
+#[derive(Clone)]
+struct Huffman {
+    max_code: [i32; 17],
+    first: [i32; 17],
+    offset: [usize; 17],
+    symbols: Vec<u8>,
+}
+
+impl Huffman {
+    fn new(counts: &[u8], symbols: &[u8]) -> Self {
+        let (mut max_code, mut first, mut offset) = ([-1i32; 17], [0i32; 17], [0usize; 17]);
+        let (mut code, mut k) = (0i32, 0usize);
+        for l in 1..=16 {
+            let n = usize::from(counts[l - 1]);
+            first[l] = code;
+            offset[l] = k;
+            if n > 0 {
+                code += n as i32;
+                k += n;
+                max_code[l] = code - 1;
+            }
+            code <<= 1;
+        }
+        Self {
+            max_code,
+            first,
+            offset,
+            symbols: symbols.to_vec(),
+        }
+    }
+
+    fn decode(&self, bits: &mut ScanBits) -> Option<u8> {
+        let mut code = 0i32;
+        for l in 1..=16 {
+            code = (code << 1) | bits.bit()? as i32;
+            if code <= self.max_code[l] {
+                return self
+                    .symbols
+                    .get(self.offset[l] + (code - self.first[l]) as usize)
+                    .copied();
+            }
+        }
+        None
+    }
+}
+
+/// The bits of a scan's entropy-coded data (FF 00 is a data FF); stops at any marker.
+struct ScanBits<'a> {
+    data: &'a [u8],
+    at: usize,
+    byte: u8,
+    left: u8,
+}
+
+impl ScanBits<'_> {
+    fn bit(&mut self) -> Option<u8> {
+        if self.left == 0 {
+            let b = *self.data.get(self.at)?;
+            if b == 0xff {
+                if *self.data.get(self.at + 1)? != 0 {
+                    return None; // a marker: the data ends here
+                }
+                self.at += 1;
+            }
+            self.at += 1;
+            self.byte = b;
+            self.left = 8;
+        }
+        self.left -= 1;
+        Some((self.byte >> self.left) & 1)
+    }
+
+    fn skip(&mut self, n: u8) -> Option<()> {
+        (0..n).try_for_each(|_| self.bit().map(|_| ()))
+    }
+}
+
+/// Decodes the blocks of one baseline scan (header `sos`) from `data` (what follows it),
+/// checking their count against frame `f`; returns where the scan data ends (its next marker).
+fn count_scan(
+    data: &[u8],
+    sos: &[u8],
+    f: &JpegFrame,
+    tables: &[Option<Huffman>; 8],
+    restart: usize,
+) -> std::result::Result<usize, String> {
+    let corrupt = |what: &str| format!("the JPEG is corrupt: {what}");
+    let n = usize::from(*sos.first().ok_or_else(|| corrupt("empty scan header"))?);
+    let (h_max, v_max) = f
+        .components
+        .iter()
+        .fold((1, 1), |(h, v), c| (h.max(c.1), v.max(c.2)));
+    // each scan component: blocks per MCU, DC table, AC table
+    let mut parts = Vec::new();
+    let mut blocks_alone = 0;
+    for i in 0..n {
+        let c = sos
+            .get(1 + 2 * i..3 + 2 * i)
+            .ok_or_else(|| corrupt("short scan header"))?;
+        let (_, h, v) = *f
+            .components
+            .iter()
+            .find(|x| x.0 == c[0])
+            .ok_or_else(|| corrupt("a scan of a component the frame does not have"))?;
+        let (dc, ac) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
+        let table = |i: usize| {
+            tables
+                .get(i)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| corrupt("a scan without its Huffman table"))
+        };
+        let (dc, ac) = (table(dc.min(3))?, table(4 + ac.min(3))?);
+        // a single-component scan has no padding MCUs: the component's own blocks
+        let (cw, ch) = (
+            (f.width * h).div_ceil(h_max),
+            (f.height * v).div_ceil(v_max),
+        );
+        blocks_alone = cw.div_ceil(8) * ch.div_ceil(8);
+        parts.push((if n == 1 { 1 } else { h * v }, dc, ac));
+    }
+    let mcus = if n == 1 {
+        blocks_alone
+    } else {
+        f.width.div_ceil(8 * h_max) * f.height.div_ceil(8 * v_max)
+    };
+    let mut bits = ScanBits {
+        data,
+        at: 0,
+        byte: 0,
+        left: 0,
+    };
+    let ran_out = |m: usize| {
+        format!(
+            "the JPEG is cut off or its frame size is wrong: its scan data ends after {m} of the \
+             {mcus} blocks a {}x{} frame needs",
+            f.width, f.height
+        )
+    };
+    for m in 0..mcus {
+        if restart > 0 && m > 0 && m % restart == 0 {
+            // byte-aligned restart marker FF D0–D7
+            bits.left = 0;
+            match data.get(bits.at..bits.at + 2) {
+                Some([0xff, r]) if (0xd0..=0xd7).contains(r) => bits.at += 2,
+                _ => return Err(ran_out(m)),
+            }
+        }
+        for &(count, dc, ac) in &parts {
+            for _ in 0..count {
+                let s = dc.decode(&mut bits).ok_or_else(|| ran_out(m))?;
+                bits.skip(s & 15).ok_or_else(|| ran_out(m))?;
+                let mut k = 1;
+                while k < 64 {
+                    let rs = ac.decode(&mut bits).ok_or_else(|| ran_out(m))?;
+                    let (r, s) = (rs >> 4, rs & 15);
+                    if s == 0 && r != 15 {
+                        break; // end of block
+                    }
+                    k += usize::from(r) + 1;
+                    bits.skip(s).ok_or_else(|| ran_out(m))?;
+                }
+            }
+        }
+    }
+    // after the last block: at most the bits that pad its byte, then a marker
+    match data.get(bits.at..bits.at + 2) {
+        Some([0xff, m]) if *m != 0 => Ok(bits.at),
+        None => Err(
+            "the JPEG is cut off (an incomplete download or upload?): it ends right after its \
+             scan data, without an end-of-image marker"
+                .into(),
+        ),
+        _ => Err(format!(
+            "the JPEG's frame size is wrong or its data corrupt: its scan data goes on after \
+             the {mcus} blocks a {}x{} frame holds",
+            f.width, f.height
+        )),
+    }
 }
 
 /// The image as 8-bit gray with transparency composited onto its background (the rule of
@@ -562,5 +984,267 @@ mod tests {
             e.contains("bomb.png") && e.contains("30000x30000") && e.contains("megapixels"),
             "{e}"
         );
+    }
+}
+
+/// Bad images built in the test: each is refused by name (cut off, corrupt) or decoded within
+/// bounded memory, never read as a guess.
+#[cfg(test)]
+mod bad_images {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// The system allocator, counting this thread's live bytes and their peak (decoding runs
+    /// on the calling thread, so other tests running meanwhile do not count).
+    struct PeakPerThread;
+
+    thread_local! {
+        static LIVE: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn grow(by: usize) {
+        let _ = LIVE.try_with(|l| {
+            let now = l.get().saturating_add(by);
+            l.set(now);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+        });
+    }
+
+    fn shrink(by: usize) {
+        let _ = LIVE.try_with(|l| l.set(l.get().saturating_sub(by)));
+    }
+
+    // SAFETY: forwards every call to `System` unchanged; the counters are plain thread-locals
+    // with const initialisers (no allocation, no destructor).
+    unsafe impl GlobalAlloc for PeakPerThread {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            grow(layout.size());
+            System.alloc(layout)
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            grow(layout.size());
+            System.alloc_zeroed(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            shrink(layout.size());
+            System.dealloc(ptr, layout)
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            grow(new_size);
+            shrink(layout.size());
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: PeakPerThread = PeakPerThread;
+
+    /// The most bytes this thread had allocated at once while running `f`, above what it had
+    /// before.
+    fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let base = LIVE.with(Cell::get);
+        PEAK.with(|p| p.set(base));
+        let out = f();
+        (out, PEAK.with(Cell::get) - base)
+    }
+
+    /// CRC-32 (IEEE) of PNG chunks.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        let body = [kind, data].concat();
+        c.extend_from_slice(&body);
+        c.extend_from_slice(&crc32(&body).to_be_bytes());
+        c
+    }
+
+    /// A zlib stream that inflates to `n` zero bytes (n ≥ 1): one fixed-Huffman block of a
+    /// literal 0 then `<length 258, distance 1>` copies, 13 bits per 258 bytes (≈ 1:160).
+    fn zlib_zeros(n: usize) -> Vec<u8> {
+        let mut out = vec![0x78, 0x01];
+        let (mut acc, mut bits) = (0u64, 0u32);
+        let mut put = |out: &mut Vec<u8>, v: u64, n: u32| {
+            acc |= v << bits;
+            bits += n;
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        };
+        // Huffman codes go most significant bit first: reverse them into the LSB-first stream
+        let code = |out: &mut Vec<u8>, put: &mut dyn FnMut(&mut Vec<u8>, u64, u32), c: u32, n| {
+            put(out, u64::from(c.reverse_bits() >> (32 - n)), n)
+        };
+        put(&mut out, 0b011, 3); // final block, fixed Huffman
+        code(&mut out, &mut put, 0b0011_0000, 8); // literal 0
+        let mut left = n - 1;
+        while left >= 258 {
+            code(&mut out, &mut put, 0b1100_0101, 8); // length code 285: 258 bytes
+            code(&mut out, &mut put, 0, 5); // distance code 0: 1 back
+            left -= 258;
+        }
+        for _ in 0..left {
+            code(&mut out, &mut put, 0b0011_0000, 8);
+        }
+        code(&mut out, &mut put, 0, 7); // end of block (256)
+        put(&mut out, 0, 7); // pushes the last bits, padded to a byte
+                             // Adler-32 of n zero bytes: a stays 1, b adds a (1) per byte
+        let adler = ((n as u64 % 65521) << 16 | 1) as u32;
+        out.extend_from_slice(&adler.to_be_bytes());
+        out
+    }
+
+    /// A 28×28 digit-like gray picture with texture (so its JPEG has real scan data).
+    fn digit() -> image::GrayImage {
+        image::GrayImage::from_fn(28, 28, |x, y| {
+            let ink = (9..19).contains(&x) && (4..24).contains(&y);
+            image::Luma([if ink {
+                200 + ((x * 7 + y * 3) % 50) as u8
+            } else {
+                ((x ^ y) * 3) as u8
+            }])
+        })
+    }
+
+    fn png_of(img: &image::GrayImage) -> Vec<u8> {
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png
+    }
+
+    fn jpeg_of(img: &image::GrayImage) -> Vec<u8> {
+        let mut jpg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 90)
+            .encode_image(img)
+            .unwrap();
+        jpg
+    }
+
+    fn refused(bytes: &[u8]) -> String {
+        match decode_image_bytes(bytes, "upload", 1 << 20) {
+            Ok(img) => panic!(
+                "decoded as a {}x{} image instead of refused",
+                img.width(),
+                img.height()
+            ),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_zlib_bomb_builder_inflates_to_what_it_says() {
+        let z = zlib_zeros(1000);
+        // one row of 1000 bytes: filter byte 0 then 999 zero pixels, as an IDAT of a 999x1 PNG
+        let ihdr = [
+            &999u32.to_be_bytes()[..],
+            &1u32.to_be_bytes(),
+            &[8, 0, 0, 0, 0],
+        ]
+        .concat();
+        let png = [
+            &b"\x89PNG\r\n\x1a\n"[..],
+            &chunk(b"IHDR", &ihdr),
+            &chunk(b"IDAT", &z),
+            &chunk(b"IEND", &[]),
+        ]
+        .concat();
+        let img = decode_image_bytes(&png, "upload", 1 << 20).unwrap();
+        assert_eq!((img.width(), img.height()), (999, 1));
+        assert!(img.to_luma8().pixels().all(|p| p.0[0] == 0));
+    }
+
+    #[test]
+    fn a_png_with_a_huge_compressed_icc_profile_decodes_in_bounded_memory() {
+        // the issue's file: a 28x28 PNG whose iCCP chunk (≈ 6 MB here) inflates to 1000 MiB
+        let png = png_of(&digit());
+        let iccp = [&b"bomb\0\0"[..], &zlib_zeros(1000 << 20)].concat();
+        let bomb = [&png[..33], &chunk(b"iCCP", &iccp), &png[33..]].concat();
+        let (img, peak) = peak_bytes(|| decode_image_bytes(&bomb, "upload", 1 << 20));
+        let img = img.unwrap();
+        assert_eq!(img.to_luma8(), digit(), "the pixels are read whole");
+        // the file itself is already in memory; the decoder adds a copy of the kept chunks
+        // and the pixels, never the profile
+        assert!(
+            peak < 2 * bomb.len() + (1 << 20),
+            "decoding a {} byte PNG allocated {peak} bytes at its peak",
+            bomb.len()
+        );
+    }
+
+    #[test]
+    fn a_cut_png_is_refused_naming_the_cut() {
+        let png = png_of(&digit());
+        for cut in [png.len() / 2, png.len() - 12, png.len() - 1] {
+            let e = refused(&png[..cut]);
+            assert!(e.contains("upload") && e.contains("cut off"), "{cut}: {e}");
+        }
+        // a corrupt chunk (one flipped bit in the pixels) fails its CRC
+        let mut bad = png.clone();
+        bad[45] ^= 1;
+        let e = refused(&bad);
+        assert!(e.contains("cannot read as an image"), "{e}");
+    }
+
+    #[test]
+    fn a_jpeg_decodes_as_the_image_crate_reads_it() {
+        let jpg = jpeg_of(&digit());
+        let ours = decode_image_bytes(&jpg, "upload", 1 << 20).unwrap();
+        let theirs = image::load_from_memory(&jpg).unwrap();
+        assert_eq!(ours, theirs);
+        let mut rgb = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut rgb, 90)
+            .encode_image(&image::DynamicImage::from(digit()).to_rgb8())
+            .unwrap();
+        let ours = decode_image_bytes(&rgb, "upload", 1 << 20).unwrap();
+        assert_eq!(ours, image::load_from_memory(&rgb).unwrap());
+    }
+
+    #[test]
+    fn a_cut_jpeg_is_refused_naming_the_cut() {
+        let jpg = jpeg_of(&digit());
+        for cut in [jpg.len() / 2, jpg.len() - 2] {
+            let e = refused(&jpg[..cut]);
+            assert!(e.contains("upload") && e.contains("cut off"), "{cut}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_jpeg_whose_size_field_was_changed_is_refused() {
+        let jpg = jpeg_of(&digit());
+        let sof = jpg
+            .windows(2)
+            .position(|w| w == [0xff, 0xc0])
+            .expect("a baseline frame");
+        // SOF0: FF C0, length (2), precision (1), height (2), width (2)
+        for (at, side) in [(sof + 5, 112u16), (sof + 7, 112), (sof + 5, 14)] {
+            let mut bad = jpg.clone();
+            bad[at..at + 2].copy_from_slice(&side.to_be_bytes());
+            match decode_image_bytes(&bad, "upload", 1 << 20) {
+                Err(e) => assert!(e.to_string().contains("upload"), "{e}"),
+                Ok(img) if side < 28 => {
+                    // a smaller frame is a crop of whole data, not a guess: never blank rows
+                    assert!(img.height() == 14 || img.width() == 14);
+                }
+                Ok(img) => panic!("read as {}x{}", img.width(), img.height()),
+            }
+        }
     }
 }
