@@ -233,6 +233,8 @@ impl Machine {
             "http_proxy",
             "https_proxy",
             "all_proxy",
+            "RUST_BACKTRACE",
+            "RUST_LIB_BACKTRACE",
         ] {
             c.env_remove(v);
         }
@@ -503,7 +505,15 @@ fn multi30k_downloads_for_translate_and_char_rnn_then_comes_from_the_cache() {
             &m.path("tr"),
         ],
     );
-    assert!(text(&o).contains("bentrevett/multi30k"), "{}", text(&o));
+    let requests = hub.requests();
+    for f in ["train", "val", "test"] {
+        let r = format!("GET /datasets/bentrevett/multi30k/resolve/main/{f}.jsonl");
+        assert!(
+            requests.contains(&r),
+            "no `{r}` in {requests:?}: {}",
+            text(&o)
+        );
+    }
     let eval = [
         "eval",
         "--model-id",

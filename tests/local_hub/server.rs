@@ -81,13 +81,6 @@ impl HubContent {
             .or_default()
             .insert(path.to_string(), HubFile::new(path, bytes));
     }
-
-    /// The file, if served.
-    pub fn file(&self, repo: &str, revision: &str, path: &str) -> Option<&HubFile> {
-        self.repos
-            .get(&(repo.to_string(), revision.to_string()))?
-            .get(path)
-    }
 }
 
 /// The running server; stops (and frees its port) when dropped.

@@ -148,6 +148,7 @@ pub fn verified(snapshot: &Path) -> Result<PathBuf> {
         return Ok(snapshot.to_path_buf());
     };
     let blob = snapshot.parent().unwrap_or(Path::new(".")).join(target);
+    let blob = std::fs::canonicalize(&blob).unwrap_or(blob);
     let etag = blob
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
