@@ -12,10 +12,11 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct Train {
-    /// Text file to learn (plain or gzip). Default: multi30k/train.en[.gz] in the data dir.
+    /// Text file to learn (plain or gzip). Default: multi30k/train.en[.gz] in the data dir,
+    /// else the English side of Multi30k from the Hugging Face Hub.
     #[arg(long)]
     text: Option<PathBuf>,
-    /// Data root holding multi30k/ (default: $NEKA_DATA_DIR).
+    /// Data root holding multi30k/ (default: $NEKA_DATA_DIR, else the Hub).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// rnn (Elman, tanh), rnn-relu, lstm or gru.
@@ -47,11 +48,13 @@ struct ModelFlags {
 
 pub fn run(a: Train) -> Result<()> {
     let device = a.run.start()?;
-    let path = match &a.text {
-        Some(p) => p.clone(),
-        None => text::multi30k_english(a.data_dir.as_deref())?,
+    let (corpus, path) = match &a.text {
+        Some(p) => (CharCorpus::read(p, 5)?, p.clone()),
+        None => {
+            let (content, path) = text::multi30k_english(a.data_dir.as_deref())?;
+            (CharCorpus::from_text(&content, &path, 5)?, path)
+        }
     };
-    let corpus = CharCorpus::read(&path, 5)?;
     let mut cfg = a.run.to_train_config(char_lm::default_train_config())?;
     cfg.eval_batch_size = cfg.batch_size; // one batch = all streams
     let (train_ds, val_ds) = corpus.streams(cfg.batch_size, a.bptt, &device)?;

@@ -21,8 +21,15 @@ pub struct Eval {
     #[command(flatten)]
     model: ModelArgs,
     /// CoNLL-U file with gold UPOS tags.
+    #[arg(long, conflicts_with = "split", required_unless_present = "split")]
+    conllu: Option<PathBuf>,
+    /// A split of UD English EWT instead of a file (train, dev, test), found as training finds
+    /// it: --data-dir, then $NEKA_DATA_DIR, then the Hugging Face Hub.
     #[arg(long)]
-    conllu: PathBuf,
+    split: Option<String>,
+    /// Data root holding ud-english-ewt/ for --split (default: $NEKA_DATA_DIR, else the Hub).
+    #[arg(long, requires = "split")]
+    data_dir: Option<PathBuf>,
     /// Confusion-matrix PNG (default: <conllu stem>.confusion.png in the current directory).
     #[arg(long)]
     confusion_png: Option<PathBuf>,
@@ -52,17 +59,31 @@ pub struct Gates {
 
 pub fn eval(a: Eval) -> Result<()> {
     let loaded = load(&a.model)?;
-    let sentences = conllu::read_conllu(&a.conllu)?;
+    let (sentences, file) = match (&a.conllu, &a.split) {
+        (Some(path), _) => (conllu::read_conllu(path)?, path.clone()),
+        (None, Some(split)) => {
+            let (sentences, source) = conllu::load_ewt_split(a.data_dir.as_deref(), split)?;
+            println!(
+                "UD English EWT {split}: {} sentences from {source}",
+                sentences.len()
+            );
+            (
+                sentences,
+                PathBuf::from(format!("en_ewt-ud-{split}.conllu")),
+            )
+        }
+        (None, None) => bail!("give --conllu FILE or --split SPLIT"),
+    };
     if sentences.is_empty() {
-        bail!("{}: no sentences", a.conllu.display());
+        bail!("{}: no sentences", file.display());
     }
     let cm = loaded.evaluate(&sentences)?;
     print!("{}", cm.report());
     let png = a.confusion_png.clone().unwrap_or_else(|| {
-        let stem = a.conllu.file_stem().unwrap_or_default().to_string_lossy();
+        let stem = file.file_stem().unwrap_or_default().to_string_lossy();
         PathBuf::from(format!("{stem}.confusion.png"))
     });
-    let name = a.conllu.file_name().unwrap_or_default().to_string_lossy();
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
     let title = format!(
         "UPOS confusion on {name} (accuracy {:.2}%)",
         100.0 * cm.accuracy()
@@ -70,7 +91,7 @@ pub fn eval(a: Eval) -> Result<()> {
     cm.plot(&png, &title)?;
     println!("confusion matrix: {}", png.display());
     neka::cli::print_json(
-        &serde_json::json!({"file": a.conllu, "sentences": sentences.len(), "tokens": cm.total(),
+        &serde_json::json!({"file": file, "split": a.split, "sentences": sentences.len(), "tokens": cm.total(),
             "upos_accuracy": cm.accuracy()}),
     );
     Ok(())

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example pos_tagger -- train [--cell lstm|rnn|gru] [--data-dir D] [--epochs N] [--out DIR] …
-//! cargo run --example pos_tagger -- eval [--model DIR | --model-id ORG/NAME] --conllu FILE
+//! cargo run --example pos_tagger -- eval [--model DIR | --model-id ORG/NAME] (--conllu FILE | --split test [--data-dir D])
 //! cargo run --example pos_tagger -- tag [--model DIR | --model-id ORG/NAME] "Sentence to tag."
 //! ```
 //!

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use neka::cli::ModelArgs;
-use neka_common::data::parallel::{read_parallel, ParallelConfig};
+use neka_common::data::parallel::{load_multi30k, read_parallel, ParallelConfig};
 use neka_common::metrics::plot_heatmap;
 use neka_seq2seq::{DecodeConfig, Translator};
 use std::path::PathBuf;
@@ -40,10 +40,25 @@ impl Decoding {
 pub struct Eval {
     #[command(flatten)]
     decoding: Decoding,
+    /// Source sentences, one per line (plain or gzip), line-aligned with --ref-file.
+    #[arg(
+        long,
+        requires = "ref_file",
+        conflicts_with = "split",
+        required_unless_present = "split"
+    )]
+    src_file: Option<PathBuf>,
+    /// Reference translations, one per line.
+    #[arg(long, requires = "src_file")]
+    ref_file: Option<PathBuf>,
+    /// A Multi30k split instead of files (train, val, test_2016_flickr; `test` is
+    /// test_2016_flickr) in the model's languages, found as training finds it: --data-dir,
+    /// then $NEKA_DATA_DIR, then the Hugging Face Hub.
     #[arg(long)]
-    src_file: PathBuf,
-    #[arg(long)]
-    ref_file: PathBuf,
+    split: Option<String>,
+    /// Data root holding multi30k/ for --split (default: $NEKA_DATA_DIR, else the Hub).
+    #[arg(long, requires = "split")]
+    data_dir: Option<PathBuf>,
     /// Write the hypotheses (space-separated tokens, one per line) here, e.g. for sacreBLEU.
     #[arg(long)]
     hyp_out: Option<PathBuf>,
@@ -69,12 +84,40 @@ pub fn eval(a: Eval) -> Result<()> {
         max_tokens: usize::MAX,
         lowercase: true,
     };
-    let c = read_parallel(&a.src_file, &a.ref_file, read_cfg)?;
-    if let Some(s) = c.skipped_summary(&a.src_file.display().to_string()) {
+    let (c, source) = match (&a.src_file, &a.ref_file, &a.split) {
+        (Some(src), Some(tgt), _) => (
+            read_parallel(src, tgt, read_cfg)?,
+            src.display().to_string(),
+        ),
+        (_, _, Some(split)) => {
+            let split = if split == "test" {
+                "test_2016_flickr"
+            } else {
+                split.as_str()
+            };
+            // the model's languages, from its dataset name `multi30k-SRC-TGT`
+            let dataset = t.info.dataset.clone();
+            let langs = dataset
+                .strip_prefix("multi30k-")
+                .and_then(|l| l.split_once('-'))
+                .unwrap_or(("de", "en"));
+            let (c, source) =
+                load_multi30k(a.data_dir.as_deref(), split, langs.0, langs.1, read_cfg)?;
+            println!(
+                "Multi30k {split} ({} → {}): {} pairs from {source}",
+                langs.0,
+                langs.1,
+                c.pairs.len()
+            );
+            (c, source)
+        }
+        _ => bail!("give --src-file FILE --ref-file FILE, or --split SPLIT"),
+    };
+    if let Some(s) = c.skipped_summary(&source) {
         println!("{s}");
     }
     if c.pairs.is_empty() {
-        bail!("{}: no sentence pairs", a.src_file.display());
+        bail!("{source}: no sentence pairs");
     }
     let t0 = Instant::now();
     let (b, hyps) = t.corpus_bleu(&c.pairs, &cfg)?;

@@ -162,66 +162,77 @@ pub fn ewt_file(dir: &Path, split: &str) -> Option<PathBuf> {
     super::text::find_file(dir, &format!("en_ewt-ud-{split}.conllu"))
 }
 
+/// The splits of UD English EWT.
+pub const EWT_SPLITS: [&str; 3] = ["train", "dev", "test"];
+
 /// Loads UD English EWT: from `data_dir` (flag) or `NEKA_DATA_DIR` when given, looking in
 /// `DIR/ud-english-ewt/` and `DIR/`; else from the Hugging Face Hub (feature `hub`); else
 /// fails saying how to provide it.
 pub fn load_ewt(data_dir: Option<&Path>) -> Result<Treebank> {
+    let (train, source) = load_ewt_split(data_dir, "train")?;
+    Ok(Treebank {
+        train,
+        dev: load_ewt_split(data_dir, "dev")?.0,
+        test: load_ewt_split(data_dir, "test")?.0,
+        source,
+    })
+}
+
+/// One split of UD English EWT (`train`, `dev` or `test`), found as [`load_ewt`] finds the
+/// treebank. Returns the sentences and where they came from.
+pub fn load_ewt_split(
+    data_dir: Option<&Path>,
+    split: &str,
+) -> Result<(Vec<TaggedSentence>, String)> {
+    if !EWT_SPLITS.contains(&split) {
+        return Err(Error::config(
+            "--split",
+            format!("`{split}`: UD English EWT has train, dev and test"),
+        ));
+    }
     if let Some(root) = super::vision::data_root(data_dir) {
         let dir = [root.join(EWT_FOLDER), root.clone()]
             .into_iter()
-            .find(|d| ewt_file(d, "train").is_some())
+            .find(|d| ewt_file(d, "train").is_some() || ewt_file(d, split).is_some())
             .ok_or_else(|| {
                 Error::DataNotFound(format!(
-                    "UD English EWT not found: {} holds no {EWT_FOLDER}/en_ewt-ud-train.conllu. Download \
+                    "UD English EWT not found: {} holds no {EWT_FOLDER}/en_ewt-ud-{split}.conllu. Download \
                      UD_English-EWT from https://universaldependencies.org and put the three \
                      en_ewt-ud-{{train,dev,test}}.conllu files into {}",
                     root.display(),
                     root.join(EWT_FOLDER).display()
                 ))
             })?;
-        let read = |split: &str| -> Result<Vec<TaggedSentence>> {
-            let p = ewt_file(&dir, split).ok_or_else(|| {
-                Error::DataNotFound(format!(
-                    "{}: en_ewt-ud-{split}.conllu is missing",
-                    dir.display()
-                ))
-            })?;
-            read_conllu(&p)
-        };
-        return Ok(Treebank {
-            train: read("train")?,
-            dev: read("dev")?,
-            test: read("test")?,
-            source: dir.display().to_string(),
-        });
+        let p = ewt_file(&dir, split).ok_or_else(|| {
+            Error::DataNotFound(format!(
+                "{}: en_ewt-ud-{split}.conllu is missing",
+                dir.display()
+            ))
+        })?;
+        return Ok((read_conllu(&p)?, dir.display().to_string()));
     }
-    load_ewt_from_hub()
+    load_ewt_from_hub(split)
 }
 
 #[cfg(feature = "hub")]
-fn load_ewt_from_hub() -> Result<Treebank> {
+fn load_ewt_from_hub(split: &str) -> Result<(Vec<TaggedSentence>, String)> {
     let (repo, folder) = EWT_HUB_REPO;
-    let read = |split: &str| -> Result<Vec<TaggedSentence>> {
-        let file = format!("{folder}/en_ewt-ud-{split}.conllu");
-        let p = crate::hub::dataset_file(repo, &file).map_err(|e| {
-            Error::DataNotFound(format!(
-                "no data directory given for UD English EWT and the Hub download failed ({e}). Pass \
-                 --data-dir DIR (or set {}=DIR) with DIR/{EWT_FOLDER}/en_ewt-ud-{{train,dev,test}}.conllu",
-                super::vision::DATA_DIR_ENV
-            ))
-        })?;
-        read_conllu(&p)
-    };
-    Ok(Treebank {
-        train: read("train")?,
-        dev: read("dev")?,
-        test: read("test")?,
-        source: format!("Hugging Face Hub dataset {repo} ({folder}, UD v2.5)"),
-    })
+    let file = format!("{folder}/en_ewt-ud-{split}.conllu");
+    let p = crate::hub::dataset_file(repo, &file).map_err(|e| {
+        Error::DataNotFound(format!(
+            "no data directory given for UD English EWT and the Hub has not given it: {e}. Or pass \
+             --data-dir DIR (or set {}=DIR) with DIR/{EWT_FOLDER}/en_ewt-ud-{{train,dev,test}}.conllu",
+            super::vision::DATA_DIR_ENV
+        ))
+    })?;
+    Ok((
+        read_conllu(&p)?,
+        format!("Hugging Face Hub dataset {repo} ({folder}, IWPT 2020 = UD v2.5)"),
+    ))
 }
 
 #[cfg(not(feature = "hub"))]
-fn load_ewt_from_hub() -> Result<Treebank> {
+fn load_ewt_from_hub(_split: &str) -> Result<(Vec<TaggedSentence>, String)> {
     Err(Error::DataNotFound(format!(
         "no data directory given for UD English EWT: pass --data-dir DIR (or set {}=DIR) with \
          DIR/{EWT_FOLDER}/en_ewt-ud-{{train,dev,test}}.conllu, or build with the `hub` feature to \

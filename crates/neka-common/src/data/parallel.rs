@@ -222,7 +222,7 @@ fn load_multi30k_from_hub(
     };
     let path = crate::hub::dataset_file(MULTI30K_HUB_REPO, &file).map_err(|e| {
         Error::DataNotFound(format!(
-            "no data directory given for Multi30k and the Hub download failed ({e}): {how}"
+            "no data directory given for Multi30k and the Hub has not given it: {e}. Or {how}"
         ))
     })?;
     let mut out = ParallelCorpus::default();

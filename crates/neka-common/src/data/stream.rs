@@ -40,6 +40,12 @@ impl CharCorpus {
     /// shorter than [`MIN_CHARS`] is an error naming the file.
     pub fn read(path: &Path, held_out_percent: usize) -> Result<Self> {
         let content = super::text::read_to_string(path)?;
+        Self::from_text(&content, path, held_out_percent)
+    }
+
+    /// [`CharCorpus::read`] for a text already in memory; `path` names where it came from
+    /// (in messages and [`CharCorpus::path`]).
+    pub fn from_text(content: &str, path: &Path, held_out_percent: usize) -> Result<Self> {
         let chars: Vec<String> = content.chars().map(String::from).collect();
         if chars.len() < MIN_CHARS {
             return Err(Error::bad_data(

@@ -492,16 +492,43 @@ pub fn load(kind: VisionDatasetKind, data_dir: Option<&Path>) -> Result<VisionDa
     load_from_hub(kind)
 }
 
+/// The Hub dataset repositories candle-datasets reads MNIST and Fashion-MNIST from, the
+/// revision (the Hub's parquet conversion) and the two parquet files (test, train).
+pub const VISION_HUB_FILES: [(&str, &str, [&str; 2]); 2] = [
+    (
+        "ylecun/mnist",
+        "refs/convert/parquet",
+        ["mnist/test/0000.parquet", "mnist/train/0000.parquet"],
+    ),
+    (
+        "zalando-datasets/fashion_mnist",
+        "refs/convert/parquet",
+        [
+            "fashion_mnist/test/0000.parquet",
+            "fashion_mnist/train/0000.parquet",
+        ],
+    ),
+];
+
 #[cfg(feature = "hub")]
 fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
-    if crate::hub::offline() {
-        return Err(Error::DataNotFound(format!(
-            "no data directory given for {} and HF_HUB_OFFLINE is set, so no Hub download: pass \
-             --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files, \
-             or unset HF_HUB_OFFLINE to download it from the Hugging Face Hub",
-            kind.name(),
-            kind.folders()[0]
-        )));
+    let (repo, revision, files) = VISION_HUB_FILES[match kind {
+        VisionDatasetKind::Mnist => 0,
+        VisionDatasetKind::FashionMnist => 1,
+    }];
+    let how = format!(
+        "pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files",
+        kind.folders()[0]
+    );
+    // Fetch (and check) the two parquet files through neka's Hub layer first: candle-datasets
+    // then finds them in the cache and does not touch the network (nor HF_HUB_OFFLINE).
+    for file in files {
+        crate::hub::dataset_file_at(repo, revision, file).map_err(|e| {
+            Error::DataNotFound(format!(
+                "no data directory given for {} and the Hub has not given it: {e}. Or {how}",
+                kind.name()
+            ))
+        })?;
     }
     let loaded = match kind {
         VisionDatasetKind::Mnist => candle_datasets::vision::mnist::load(),
@@ -509,11 +536,10 @@ fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
     };
     let ds = loaded.map_err(|e| {
         Error::DataNotFound(format!(
-            "{} was not found locally and the Hugging Face Hub download failed ({e}). Either pass \
-             --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files, \
-             or connect to the internet so the Hub download can fill its cache",
+            "{} from the Hugging Face Hub ({repo}, {revision}): candle-datasets cannot read the \
+             cached parquet files ({e}). Delete {} and run again, or {how}",
             kind.name(),
-            kind.folders()[0]
+            crate::hub::cache_dir().display()
         ))
     })?;
     let to_set = |images: &Tensor, labels: &Tensor| -> Result<ImageSet> {
@@ -540,7 +566,7 @@ fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
         kind,
         train: to_set(&ds.train_images, &ds.train_labels)?,
         test: to_set(&ds.test_images, &ds.test_labels)?,
-        source: "Hugging Face Hub (cached)".into(),
+        source: format!("Hugging Face Hub dataset {repo} ({revision})"),
     })
 }
 
