@@ -35,12 +35,17 @@ pub struct CharCorpus {
 }
 
 impl CharCorpus {
-    /// Reads `path` (plain or gzip), builds the vocabulary of its characters and holds out
+    /// Reads `path` (plain or gzip), normalises it to NFC ([`super::text::nfc`]), builds the
+    /// vocabulary of its characters and holds out
     /// the last `held_out_percent` % of the text (rounded down) for validation. A text
     /// shorter than [`MIN_CHARS`] is an error naming the file.
     pub fn read(path: &Path, held_out_percent: usize) -> Result<Self> {
         let content = super::text::read_to_string(path)?;
-        let chars: Vec<String> = content.chars().map(String::from).collect();
+        // NFC: `ä` is one character whether the file spells it composed or decomposed
+        let chars: Vec<String> = super::text::nfc(&content)
+            .chars()
+            .map(String::from)
+            .collect();
         if chars.len() < MIN_CHARS {
             return Err(Error::bad_data(
                 path,
