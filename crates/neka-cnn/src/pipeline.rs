@@ -114,12 +114,45 @@ impl LoadedModel {
                 ),
             ));
         }
-        Ok(Self {
+        let loaded = Self {
             model,
             info,
             varmap,
             device: device.clone(),
-        })
+        };
+        loaded.probe(dir, channels.max(1))?;
+        Ok(loaded)
+    }
+
+    /// Refuses a model that loads but cannot answer: the class probabilities of a blank
+    /// (all-black) image, normalised with the record's `normalize`, must be finite
+    /// ([`neka_common::finite::probe`], an error naming `dir`). Catches finite but extreme
+    /// weights and preprocessing that blows pixels up.
+    fn probe(&self, dir: &Path, channels: usize) -> Result<()> {
+        let size = self.image_size() as usize;
+        let x = match &self.info.normalize {
+            Some(n) => {
+                let per_channel: Vec<f32> = (0..channels)
+                    .map(|c| ((0.0 - n.mean[c]) / n.std[c]) as f32)
+                    .collect();
+                Tensor::from_vec(per_channel, (1, channels, 1, 1), &self.device)?
+                    .broadcast_as((1, channels, size, size))?
+                    .contiguous()?
+            }
+            None => Tensor::zeros(
+                (1, channels, size, size),
+                candle_core::DType::F32,
+                &self.device,
+            )?,
+        };
+        let logits = self.model.forward_t(&x, false)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        neka_common::finite::probe(
+            dir,
+            &self.varmap,
+            &Tensor::cat(&[logits.flatten_all()?, probs.flatten_all()?], 0)?,
+            &format!("the class scores of a blank {size}×{size} probe image"),
+        )
     }
 
     /// The normalisation the model was trained with.
@@ -181,8 +214,14 @@ impl LoadedModel {
         Ok(paths
             .iter()
             .map(|p| {
+                regular_file(p.as_ref())?;
                 let x = crate::inspect::load_image(p.as_ref(), self.image_size(), &norm)?;
-                self.top_k(&x, k)
+                self.top_k(&x, k).map_err(|e| match e {
+                    neka_common::Error::NonFiniteOutput(m) => neka_common::Error::NonFiniteOutput(
+                        format!("{}: {m}", p.as_ref().display()),
+                    ),
+                    e => e,
+                })
             })
             .collect())
     }
@@ -300,10 +339,56 @@ impl LoadedModel {
         Ok((name, probs.get(best).copied().unwrap_or(0.0)))
     }
 
-    /// Class probabilities `(B, classes)` for normalised images `(B, C, H, W)`.
+    /// Class probabilities `(B, classes)` for normalised images `(B, C, H, W)`. Probabilities
+    /// that are not finite (extreme weights, or an input of infinities) are an
+    /// [`neka_common::Error::NonFiniteOutput`], never an answer.
     pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
         let logits = self.model.forward_t(&xs.to_device(&self.device)?, false)?;
-        Ok(candle_nn::ops::softmax_last_dim(&logits)?)
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        neka_common::finite::check(&probs, "the class probabilities")?;
+        Ok(probs)
+    }
+}
+
+/// Refuses what is not a regular file (a FIFO, a device, a directory) before it is opened:
+/// opening a FIFO with no writer blocks forever, and a device can be read without end. Reads
+/// the metadata only; the error names the path and what it is.
+pub fn regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| neka_common::Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = file_kind(&meta.file_type());
+    Err(neka_common::Error::bad_data(
+        path,
+        format!("{what}, not an image file: give a PNG or JPEG file (save a pipe's image to a file first)"),
+    ))
+}
+
+/// What a file that is not a regular file is, in words.
+#[cfg(unix)]
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// What a file that is not a regular file is, in words.
+#[cfg(not(unix))]
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
     }
 }
 

@@ -181,7 +181,7 @@ fn untrusted_model_records_are_refused_naming_the_field() {
     );
     refused(
         &|i| i.normalize.as_mut().unwrap().std[0] = 0.0,
-        &["normalize", "std 0", "> 0"],
+        &["normalize", "std 0", "≥ 1e-6"],
     );
     refused(
         &|i| i.classes.truncate(9),

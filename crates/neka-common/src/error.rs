@@ -69,6 +69,17 @@ pub enum Error {
     #[error("{0}")]
     NonFiniteLoss(String),
 
+    /// A saved model that loads but cannot answer: on a fixed probe input its outputs are not
+    /// finite numbers (weights that are finite but extreme, e.g. 3e38, overflow). `dir` is the
+    /// model directory; `msg` says what is not finite and the largest weight.
+    #[error("{}: the model cannot answer: {msg}", dir.display())]
+    UnusableModel { dir: PathBuf, msg: String },
+
+    /// A model's answer (probabilities, scores) that is not a finite number: refused instead
+    /// of printed as NaN. The message says which answer and for what input.
+    #[error("{0}")]
+    NonFiniteOutput(String),
+
     /// Hugging Face Hub download failed (feature `hub`).
     #[error("{0}")]
     Hub(String),

@@ -16,6 +16,7 @@
 //! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
 //! | [`train`] | the training loop shared by every model: monitored metric, early stopping, weight averaging, exact resume |
 //! | [`checkpoint`] | safetensors + `config.json`, the weights file as the one commit point, strict loading |
+//! | [`finite`] | a loaded model must answer in finite numbers: the load-time probe, the per-answer check |
 //! | [`run_dir`] | a run directory's lock and its repair after an interrupted run |
 //! | [`testing`] | checking candle computations: max-abs / relative differences, finite-difference gradient checks |
 //! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves, confusion matrix, corpus BLEU, peak memory |
@@ -27,6 +28,7 @@ pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod finite;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod init;

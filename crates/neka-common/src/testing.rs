@@ -17,6 +17,7 @@
 //! | [`finite_difference_grad`] | `(f(x + ε) − f(x − ε)) / 2ε`, entry by entry of a [`Var`] |
 //! | [`gradient_check`] | the same, next to autograd's gradient |
 //! | [`overfit_config`] | training settings for "can the model fit a tiny fixture?" |
+//! | [`damage`] | a model directory's copy with one weight or record field changed, for loader tests |
 //!
 //! Comparing two implementations of one function `y = F(x, θ)` in the backward pass: probe
 //! both with the same random cotangent `g` and compare `∂(Σ y ⊙ g)/∂p` for each tensor `p`
@@ -313,6 +314,99 @@ mod tests {
         assert!(finite_difference_grad(&x, [4], 1e-2, f).is_err());
         assert_eq!(max_abs_diff(x.as_tensor(), &before)?, 0.0);
         assert!(max_abs_diff(&before, &before.t()?.reshape(4)?).is_err());
+        Ok(())
+    }
+}
+
+/// Damaging a saved model on purpose, for tests of what loaders refuse: copy a model
+/// directory ([`damage::copy_model_dir`]), set one weight in its `model.safetensors`
+/// ([`damage::set_weight`]) or one field of its record ([`damage::set_record_field`]).
+pub mod damage {
+    use crate::{Error, Result};
+    use std::path::Path;
+
+    /// Copies every regular file of the model directory `src` into `dst` (created).
+    pub fn copy_model_dir(src: &Path, dst: &Path) -> Result<()> {
+        std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, e))?;
+        for entry in std::fs::read_dir(src).map_err(|e| Error::io(src, e))? {
+            let p = entry.map_err(|e| Error::io(src, e))?.path();
+            if p.is_file() {
+                let to = dst.join(p.file_name().expect("a file has a name"));
+                std::fs::copy(&p, &to).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON header of a safetensors file and where its data starts.
+    fn header(bytes: &[u8], path: &Path) -> Result<(serde_json::Value, usize)> {
+        let bad = |m: &str| Error::bad_data(path, m.to_string());
+        let n = u64::from_le_bytes(
+            bytes
+                .get(..8)
+                .ok_or_else(|| bad("shorter than a safetensors header"))?
+                .try_into()
+                .expect("8 bytes"),
+        ) as usize;
+        let json = bytes
+            .get(8..8 + n)
+            .ok_or_else(|| bad("header longer than the file"))?;
+        let v = serde_json::from_slice(json).map_err(|e| bad(&format!("header: {e}")))?;
+        Ok((v, 8 + n))
+    }
+
+    /// Sets element `index` (row-major) of the F32 tensor `name` in the safetensors file
+    /// `weights` to `value`, in place; the rest of the file is unchanged.
+    pub fn set_weight(weights: &Path, name: &str, index: usize, value: f32) -> Result<()> {
+        let mut bytes = std::fs::read(weights).map_err(|e| Error::io(weights, e))?;
+        let (h, data) = header(&bytes, weights)?;
+        let t = &h[name];
+        if t["dtype"] != "F32" {
+            return Err(Error::bad_data(
+                weights,
+                format!("tensor `{name}` is missing or not F32"),
+            ));
+        }
+        let start = t["data_offsets"][0].as_u64().unwrap_or(0) as usize;
+        let end = t["data_offsets"][1].as_u64().unwrap_or(0) as usize;
+        let at = data + start + 4 * index;
+        if start + 4 * index + 4 > end {
+            return Err(Error::bad_data(
+                weights,
+                format!("tensor `{name}` has no element {index}"),
+            ));
+        }
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        std::fs::write(weights, bytes).map_err(|e| Error::io(weights, e))
+    }
+
+    /// Sets field `key` of a model directory's record to the JSON `value`: in the weights
+    /// file's metadata (where loaders read it) and in `config.json` beside it.
+    pub fn set_record_field(dir: &Path, key: &str, value: serde_json::Value) -> Result<()> {
+        let weights = dir.join(crate::checkpoint::WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
+        let (mut h, data) = header(&bytes, &weights)?;
+        h["__metadata__"][key] = serde_json::Value::String(value.to_string());
+        let mut json = serde_json::to_vec(&h).expect("JSON values serialise");
+        while json.len() % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&bytes[data..]);
+        std::fs::write(&weights, out).map_err(|e| Error::io(&weights, e))?;
+        let cfg = dir.join("config.json");
+        if cfg.is_file() {
+            let text = std::fs::read_to_string(&cfg).map_err(|e| Error::io(&cfg, e))?;
+            let mut c: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Json {
+                    path: cfg.clone(),
+                    source: e,
+                })?;
+            c[key] = value;
+            std::fs::write(&cfg, serde_json::to_string_pretty(&c).expect("JSON"))
+                .map_err(|e| Error::io(&cfg, e))?;
+        }
         Ok(())
     }
 }

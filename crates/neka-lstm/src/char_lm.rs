@@ -82,7 +82,10 @@ pub const VOCAB_FILE: &str = "vocab.json";
 
 impl CharLm {
     /// Loads a model directory written by training (`model.safetensors`, `config.json`,
-    /// [`VOCAB_FILE`]), strictly: the model and its character vocabulary.
+    /// [`VOCAB_FILE`]), strictly: the model and its character vocabulary. A model that loads
+    /// but cannot answer (its next-character scores for the first characters of its
+    /// vocabulary are not finite: finite but extreme weights) is refused with an error naming
+    /// `dir` ([`neka_common::finite::probe`]).
     pub fn load(
         dir: &std::path::Path,
         device: &candle_core::Device,
@@ -95,10 +98,32 @@ impl CharLm {
             |info, source, vb| {
                 let cfg: Config = info.model_config(source)?;
                 let vocab = Vocab::load_companion(dir, info, VOCAB_FILE)?;
+                if vocab.len() != cfg.vocab_size {
+                    return Err(neka_common::Error::checkpoint(
+                        source,
+                        format!(
+                            "config vocab_size {} differs from the {} characters of {VOCAB_FILE}",
+                            cfg.vocab_size,
+                            vocab.len()
+                        ),
+                    ));
+                }
                 Ok((Self::new(cfg, vb)?, vocab))
             },
         )?;
-        Ok(p.model)
+        let (model, vocab) = p.model;
+        let probe: Vec<u32> = (0..vocab.len().min(8) as u32).collect();
+        if !probe.is_empty() {
+            let ids = Tensor::from_vec(probe.clone(), (1, probe.len()), device)?;
+            let (logits, _) = model.forward_seq(&ids, None, false)?;
+            neka_common::finite::probe(
+                dir,
+                &p.varmap,
+                &logits,
+                &format!("the next-character scores after the probe ids {probe:?}"),
+            )?;
+        }
+        Ok((model, vocab))
     }
 
     pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
@@ -147,8 +172,8 @@ impl CharLm {
     }
 
     /// Continues `prompt` by `len` characters sampled from `softmax(logits / temperature)`
-    /// (neka's seeded RNG; `temperature → 0` approaches greedy decoding). Characters of the
-    /// prompt missing from the vocabulary are an error.
+    /// (neka's seeded RNG; `temperature → 0` approaches greedy decoding). The prompt is
+    /// NFC-normalised first; characters of it missing from the vocabulary are an error.
     pub fn sample(
         &self,
         vocab: &Vocab,
@@ -158,6 +183,9 @@ impl CharLm {
     ) -> Result<String> {
         let dev = self.embed.embeddings().device().clone();
         let mut ids = Vec::new();
+        // NFC, as the training text was read ([`neka_common::data::CharCorpus::read`])
+        let normalised = neka_common::data::text::nfc(prompt);
+        let prompt: &str = &normalised;
         for ch in prompt.chars() {
             match vocab.get(&ch.to_string()) {
                 Some(i) => ids.push(i),
@@ -181,6 +209,12 @@ impl CharLm {
                 candle_nn::ops::softmax_last_dim(&(last.to_dtype(DType::F64)? / temperature)?)?
                     .to_dtype(DType::F32)?
                     .to_vec1()?;
+            if let Some(p) = probs.iter().find(|p| !p.is_finite()) {
+                candle_core::bail!(
+                    "the next-character probabilities are not finite ({p}): the model's \
+                     weights are extreme or corrupt; retrain it"
+                )
+            }
             let next = neka_common::rng::with_rng(|r| {
                 use rand::Rng;
                 let u: f32 = r.random();

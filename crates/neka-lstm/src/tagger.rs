@@ -143,6 +143,10 @@ pub const MAX_SENTENCE_LEN: usize = neka_common::data::tagging::MAX_SENTENCE_WOR
 /// The model name in `config.json`.
 pub const MODEL_NAME: &str = "pos-tagger";
 
+/// The sentence [`LoadedTagger::load`] tags to check that the model answers in finite
+/// numbers ([`neka_common::finite::probe`]).
+pub const PROBE_SENTENCE: [&str; 5] = ["The", "dog", "runs", "home", "."];
+
 /// A trained tagger with its vocabularies, loaded from a model directory.
 pub struct LoadedTagger {
     pub tagger: Tagger,
@@ -236,12 +240,41 @@ impl LoadedTagger {
             },
         )?;
         let ((tagger, vocabs), info, varmap) = (p.model, p.info, p.varmap);
-        Ok(Self {
+        let loaded = Self {
             tagger,
             vocabs,
             info,
             varmap,
-        })
+        };
+        // A model that loads but cannot answer (finite but extreme weights) is refused here,
+        // not discovered as NaN tags later.
+        let enc = loaded.vocabs.encode_words(&PROBE_SENTENCE);
+        let batch = TagBatch::new(&[&enc], device)?;
+        let logits = loaded.tagger.forward_t(&batch, false)?;
+        neka_common::finite::probe(
+            dir,
+            &loaded.varmap,
+            &logits,
+            &format!(
+                "the tag scores of the probe sentence `{}`",
+                PROBE_SENTENCE.join(" ")
+            ),
+        )?;
+        Ok(loaded)
+    }
+
+    /// The tag logits `(B, T, tags)` of a batch, refused if any is not finite (a NaN would
+    /// silently become the first tag): `what` names the sentences in the error.
+    fn checked_logits(
+        &self,
+        batch: &TagBatch,
+        what: impl FnOnce() -> String,
+    ) -> crate::Result<Tensor> {
+        let logits = self.tagger.forward_t(batch, false)?;
+        if neka_common::finite::count_non_finite(&logits)?.0 > 0 {
+            neka_common::finite::check(&logits, &format!("the tag scores of {}", what()))?;
+        }
+        Ok(logits)
     }
 
     /// Tags tokenized sentences: one UPOS tag per word. A sentence of more than
@@ -274,8 +307,17 @@ impl LoadedTagger {
         order.sort_by_key(|&i| enc[i].len());
         for chunk in order.chunks(64) {
             let batch = TagBatch::new(&chunk.iter().map(|&i| &enc[i]).collect::<Vec<_>>(), dev)?;
-            for (&i, ids) in chunk.iter().zip(self.tagger.predict(&batch)?) {
-                out[i] = ids
+            let what = || {
+                let mut ns: Vec<usize> = chunk.iter().map(|&i| i + 1).collect();
+                ns.sort_unstable();
+                let shown: Vec<String> = ns.iter().take(8).map(|n| n.to_string()).collect();
+                let more = if ns.len() > 8 { " …" } else { "" };
+                format!("sentence(s) {}{more}", shown.join(", "))
+            };
+            let logits = self.checked_logits(&batch, what)?;
+            let ids: Vec<Vec<u32>> = logits.argmax(D::Minus1)?.to_vec2()?;
+            for ((&i, ids), &len) in chunk.iter().zip(ids).zip(&batch.lengths) {
+                out[i] = ids[..len]
                     .iter()
                     .map(|&t| self.vocabs.tags.token(t).unwrap_or("X").to_string())
                     .collect();
@@ -316,7 +358,7 @@ impl LoadedTagger {
         let dev = self.tagger.word_embed.embeddings().device();
         let enc = self.vocabs.encode_words(words);
         let batch = TagBatch::new(&[&enc], dev)?;
-        let logits = self.tagger.forward_t(&batch, false)?;
+        let logits = self.checked_logits(&batch, || "the sentence".to_string())?;
         let ids: Vec<u32> = logits.argmax(D::Minus1)?.squeeze(0)?.to_vec1()?;
         let probs: Vec<Vec<f32>> = candle_nn::ops::softmax_last_dim(&logits)?
             .squeeze(0)?

@@ -13,6 +13,10 @@ use std::path::Path;
 /// The model name in `config.json`.
 pub const MODEL_NAME: &str = "seq2seq";
 
+/// The source sentence [`Translator::load`] runs the model on to check that it answers in
+/// finite numbers ([`neka_common::finite::probe`]).
+pub const PROBE_SENTENCE: [&str; 4] = ["ein", "mann", "läuft", "."];
+
 /// See the module docs.
 pub struct Translator {
     pub model: Seq2Seq,
@@ -81,17 +85,46 @@ impl Translator {
             },
         )?;
         let ((model, vocabs), info, varmap) = (p.model, p.info, p.varmap);
-        Ok(Self {
+        let t = Self {
             model,
             vocabs,
             info,
             varmap,
-        })
+        };
+        t.probe(dir)?;
+        Ok(t)
+    }
+
+    /// Refuses a model that loads but cannot answer (finite but extreme weights): one
+    /// decoder step on [`PROBE_SENTENCE`] must give finite scores
+    /// ([`neka_common::finite::probe`], an error naming `dir`).
+    fn probe(&self, dir: &Path) -> crate::Result<()> {
+        let ids = self.vocabs.encode_src(&PROBE_SENTENCE);
+        let dev = self.model.device();
+        let batch = SourceBatch::new(&[ids.as_slice()], &dev)?;
+        let (enc, state) = self.model.encode(&batch, false)?;
+        let (logits, alpha, _) =
+            self.model
+                .decode_step(&self.model.bos(1, &dev)?, &state, &enc, false)?;
+        let what = format!(
+            "the first-word scores for the probe sentence `{}`",
+            PROBE_SENTENCE.join(" ")
+        );
+        neka_common::finite::probe(dir, &self.varmap, &logits, &what)?;
+        if let Some(a) = alpha {
+            let what = format!(
+                "the attention over the probe sentence `{}`",
+                PROBE_SENTENCE.join(" ")
+            );
+            neka_common::finite::probe(dir, &self.varmap, &a, &what)?;
+        }
+        Ok(())
     }
 
     /// Translates tokenized sentences: batched greedy search for `beam ≤ 1`, else beam search
     /// batched across sentences ([`beam_search_batch`]). Empty sentences give empty
-    /// translations.
+    /// translations. A translation whose log-probability or attention is not finite is an
+    /// [`neka_common::Error::NonFiniteOutput`] naming the sentence, never an answer.
     pub fn translate_tokens<S: AsRef<str>>(
         &self,
         sentences: &[Vec<S>],
@@ -138,6 +171,17 @@ impl Translator {
                 beam_search_batch(&self.model, &srcs, cfg)?
             };
             for (&i, h) in chunk.iter().zip(hyps) {
+                // NaN scores would silently pick token 0 at every step: refuse them
+                let scores: Vec<f64> = std::iter::once(h.log_prob)
+                    .chain(h.attention.iter().flatten().map(|&a| a as f64))
+                    .collect();
+                neka_common::finite::check_values(
+                    &scores,
+                    &format!(
+                        "the translation scores (log-probability, attention) of sentence {}",
+                        i + 1
+                    ),
+                )?;
                 out[i] = h;
             }
         }

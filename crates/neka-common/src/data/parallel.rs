@@ -36,7 +36,8 @@ pub struct ParallelCorpus {
     pub skipped: Vec<(usize, String)>,
 }
 
-/// Lowercases (if asked) and tokenizes one sentence.
+/// Lowercases (if asked) and tokenizes one sentence ([`text::tokenize`], which normalises
+/// it to NFC: composed and decomposed input give the same tokens).
 pub fn prepare(line: &str, lowercase: bool) -> Vec<String> {
     if lowercase {
         text::tokenize(&line.to_lowercase())
@@ -279,6 +280,15 @@ fn load_multi30k_from_hub(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_text_is_normalised_before_and_after_lowercasing() {
+        // A + U+0308 lowercases to a + U+0308, which NFC composes to ä
+        let want = ["ein", "mann", "fährt", "."];
+        assert_eq!(prepare("Ein Mann FA\u{308}HRT .", true), want);
+        assert_eq!(prepare("ein mann fa\u{308}hrt .", true), want);
+        assert_eq!(prepare("Ein Mann fährt .", true), want);
+    }
 
     #[test]
     fn reads_pairs_and_reports_skips() {

@@ -84,10 +84,16 @@ impl Seq2SeqVocabs {
         })
     }
 
+    /// Source tokens → ids (NFC-normalised first, [`super::text::nfc`], as the vocabulary
+    /// was built from tokenized, hence NFC, text); unknown tokens → `<unk>`.
     pub fn encode_src<S: AsRef<str>>(&self, tokens: &[S]) -> Vec<u32> {
         tokens
             .iter()
-            .map(|t| self.src.get(t.as_ref()).unwrap_or(UNK_ID))
+            .map(|t| {
+                self.src
+                    .get(&super::text::nfc(t.as_ref()))
+                    .unwrap_or(UNK_ID)
+            })
             .collect()
     }
 

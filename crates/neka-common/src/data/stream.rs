@@ -35,7 +35,8 @@ pub struct CharCorpus {
 }
 
 impl CharCorpus {
-    /// Reads `path` (plain or gzip), builds the vocabulary of its characters and holds out
+    /// Reads `path` (plain or gzip), normalises it to NFC ([`super::text::nfc`]), builds the
+    /// vocabulary of its characters and holds out
     /// the last `held_out_percent` % of the text (rounded down) for validation. A text
     /// shorter than [`MIN_CHARS`] is an error naming the file.
     pub fn read(path: &Path, held_out_percent: usize) -> Result<Self> {
@@ -46,7 +47,11 @@ impl CharCorpus {
     /// [`CharCorpus::read`] for a text already in memory; `path` names where it came from
     /// (in messages and [`CharCorpus::path`]).
     pub fn from_text(content: &str, path: &Path, held_out_percent: usize) -> Result<Self> {
-        let chars: Vec<String> = content.chars().map(String::from).collect();
+        // NFC: `ä` is one character whether the file spells it composed or decomposed
+        let chars: Vec<String> = super::text::nfc(content)
+            .chars()
+            .map(String::from)
+            .collect();
         if chars.len() < MIN_CHARS {
             return Err(Error::bad_data(
                 path,

@@ -82,10 +82,11 @@ impl TaggingVocabs {
     /// words and characters get `<pad>` = 0 and `<unk>` = 1.
     pub fn build(train: &[TaggedSentence], cfg: TaggingVocabConfig) -> Self {
         let norm = |w: &str| {
+            let w = super::text::nfc(w);
             if cfg.lowercase {
                 w.to_lowercase()
             } else {
-                w.to_string()
+                w.into_owned()
             }
         };
         let words = Vocab::build(
@@ -94,9 +95,14 @@ impl TaggingVocabs {
             &[PAD, UNK],
         );
         let chars = Vocab::build(
-            train
-                .iter()
-                .flat_map(|s| s.forms.iter().flat_map(|w| w.chars().map(String::from))),
+            train.iter().flat_map(|s| {
+                s.forms.iter().flat_map(|w| {
+                    super::text::nfc(w)
+                        .chars()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+            }),
             1,
             &[PAD, UNK],
         );
@@ -178,8 +184,11 @@ impl TaggingVocabs {
         Ok(v)
     }
 
-    /// The word id of a form (lowercased if configured; `<unk>` if unseen).
+    /// The word id of a form (NFC-normalised, [`super::text::nfc`], and lowercased if
+    /// configured; `<unk>` if unseen).
     pub fn word_id(&self, form: &str) -> u32 {
+        let form = super::text::nfc(form);
+        let form = form.as_ref();
         let w = if self.cfg.lowercase {
             self.words.id(&form.to_lowercase())
         } else {
@@ -188,9 +197,10 @@ impl TaggingVocabs {
         w.expect("word vocabulary has <unk>")
     }
 
-    /// The character ids of a form, shortened to [`MAX_WORD_CHARS`].
+    /// The character ids of a form (NFC-normalised, [`super::text::nfc`]), shortened to
+    /// [`MAX_WORD_CHARS`].
     pub fn char_ids(&self, form: &str) -> Vec<u32> {
-        let ids: Vec<u32> = form
+        let ids: Vec<u32> = super::text::nfc(form)
             .chars()
             .map(|c| {
                 let mut buf = [0u8; 4];

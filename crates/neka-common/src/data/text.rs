@@ -138,16 +138,47 @@ fn multi30k_english_from_hub() -> Result<(String, PathBuf)> {
     ))
 }
 
-/// The simple tokenizer shared by the text models: splits on whitespace, and splits every
-/// punctuation or symbol character off as a token of its own, except an apostrophe or
-/// hyphen between letters (`don't`, `well-known`) and a `.` or `,` between digits (`3.5`).
+/// `text` in Unicode normalisation form C (NFC): `a` + U+0308 COMBINING DIAERESIS (what
+/// macOS keyboards and file names produce) becomes `ä`, as in the training data. Every place
+/// where text enters a model goes through it ([`tokenize`], the tagger's and translator's
+/// vocabulary lookups, the character model's prompt), so composed and decomposed input give
+/// the same answer. Borrows when the text is already NFC (all ASCII text is).
+///
+/// ```
+/// use neka_common::data::text::nfc;
+/// assert_eq!(nfc("fa\u{308}hrt"), "fährt");
+/// assert_eq!(nfc("fährt"), "fährt");
+/// ```
+pub fn nfc(text: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    if text.is_ascii() || is_nfc_quick(text.chars()) == IsNormalized::Yes {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.nfc().collect())
+    }
+}
+
+/// Whether `c` is a combining mark (Unicode categories Mn, Mc, Me): it belongs to the
+/// character before it, so [`tokenize`] never splits it from its word.
+pub fn is_combining_mark(c: char) -> bool {
+    unicode_normalization::char::is_combining_mark(c)
+}
+
+/// The simple tokenizer shared by the text models: normalises the text to NFC ([`nfc`]),
+/// splits on whitespace, and splits every punctuation or symbol character off as a token of
+/// its own, except an apostrophe or hyphen between letters (`don't`, `well-known`) and a `.`
+/// or `,` between digits (`3.5`). A combining mark that has no precomposed form with its base
+/// (`q̈`) stays with the character before it.
 ///
 /// ```
 /// use neka_common::data::text::tokenize;
 /// assert_eq!(tokenize("Hello, world! It's 3.5 km."), ["Hello", ",", "world", "!", "It's", "3.5", "km", "."]);
+/// // decomposed input (e + U+0301) gives the composed token
+/// assert_eq!(tokenize("cafe\u{301} !"), ["café", "!"]);
 /// ```
 pub fn tokenize(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
+    let text = nfc(text);
+    let mut out: Vec<String> = Vec::new();
     for word in text.split_whitespace() {
         let chars: Vec<char> = word.chars().collect();
         let mut cur = String::new();
@@ -157,11 +188,17 @@ pub fn tokenize(text: &str) -> Vec<String> {
             let inner =
                 |f: fn(&char) -> bool| prev.as_ref().is_some_and(f) && next.as_ref().is_some_and(f);
             let joins = match c {
-                '\'' | '’' | '-' => inner(|c| c.is_alphabetic()),
+                '\'' | '’' | '-' => inner(|c| c.is_alphabetic() || is_combining_mark(*c)),
                 '.' | ',' => inner(|c| c.is_ascii_digit()),
                 _ => false,
             };
-            if c.is_alphanumeric() || joins {
+            if is_combining_mark(c) && i > 0 {
+                // a mark belongs to the character before it, word or punctuation
+                match out.last_mut() {
+                    Some(last) if cur.is_empty() => last.push(c),
+                    _ => cur.push(c),
+                }
+            } else if c.is_alphanumeric() || joins || is_combining_mark(c) {
                 cur.push(c);
             } else {
                 if !cur.is_empty() {
@@ -228,6 +265,23 @@ mod tests {
         assert_eq!(tokenize_ewt("bus"), ["bus"]);
         assert_eq!(tokenize_ewt("Mavis"), ["Mavis"]);
         assert_eq!(tokenize_ewt("ünïcödé's"), ["ünïcödé", "'s"]);
+    }
+
+    #[test]
+    fn decomposed_text_tokenizes_as_composed_and_marks_stay_in_their_word() {
+        // the README's German example typed on macOS: a + U+0308
+        let decomposed = "ein mann fa\u{308}hrt fahrrad .";
+        assert_ne!(decomposed, "ein mann fährt fahrrad .");
+        assert_eq!(tokenize(decomposed), tokenize("ein mann fährt fahrrad ."));
+        assert_eq!(tokenize(decomposed)[2], "fährt");
+        assert_eq!(tokenize_ewt("Cafe\u{301}'s"), ["Café", "'s"]);
+        // q + U+0308 has no precomposed form: the mark stays inside the word
+        assert_eq!(tokenize("Iraq\u{308}i, no"), ["Iraq\u{308}i", ",", "no"]);
+        assert_eq!(tokenize("q\u{308}'s"), ["q\u{308}'s"]);
+        // a mark after punctuation stays with it; a lone mark is a token
+        assert_eq!(tokenize("a!\u{301} b"), ["a", "!\u{301}", "b"]);
+        assert_eq!(tokenize("\u{301}"), ["\u{301}"]);
+        assert!(matches!(nfc("plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -122,9 +122,14 @@ impl Normalize {
         }
     }
 
+    /// The smallest standard deviation a record may give: pixels lie in [0, 1], so a std
+    /// below this would scale them past a millionfold (a std of 1e-45 turns every pixel into
+    /// an infinity, and every answer into NaN).
+    pub const MIN_STD: f64 = 1e-6;
+
     /// Checks what [`Normalize::apply`] relies on: one mean and one std per channel (as many
-    /// of each, at least one), every mean finite and every std finite and > 0. The message
-    /// says what is wrong (the caller names the file).
+    /// of each, at least one), every mean finite and every std finite and ≥
+    /// [`Normalize::MIN_STD`]. The message says what is wrong (the caller names the file).
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.mean.is_empty() || self.mean.len() != self.std.len() {
             return Err(format!(
@@ -136,9 +141,15 @@ impl Normalize {
         if let Some(m) = self.mean.iter().find(|m| !m.is_finite()) {
             return Err(format!("mean {m} is not a finite number"));
         }
-        if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        if let Some(s) = self
+            .std
+            .iter()
+            .find(|s| !(s.is_finite() && **s >= Self::MIN_STD))
+        {
             return Err(format!(
-                "std {s} must be a finite number > 0 (it divides every pixel)"
+                "std {s:e} must be a finite number ≥ {:e} (it divides every pixel in [0, 1]); \
+                 write the training pixels' standard deviation (MNIST: 0.3081)",
+                Self::MIN_STD
             ));
         }
         Ok(())
