@@ -55,6 +55,6 @@ pub mod alloc {
     }
 }
 
-/// The `demo` example's web server (axum on tokio; the root package's `demo` feature only).
+/// The `demo` example's web server (axum and hyper on tokio; the root package's `demo` feature only).
 #[cfg(feature = "demo")]
 pub mod demo;

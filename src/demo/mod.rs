@@ -398,7 +398,7 @@ async fn declared_size(req: axum::extract::Request, next: axum::middleware::Next
         Some(n) if n > MAX_BODY_BYTES as u64 => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the request body is {n} bytes (Content-Length), more than the {MAX_BODY_BYTES} bytes the demo accepts"
+                "the request body is {n} bytes (Content-Length), more than the {MAX_BODY_BYTES} bytes the demo accepts: send a smaller image or one sentence"
             ),
         )
         .into_response(),

@@ -93,6 +93,32 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that keeps its request counted in flight until it is sent (or dropped).
+struct Answer {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The open connections, oldest first.
 #[derive(Default)]
 struct Open {
@@ -182,8 +208,12 @@ pub async fn serve_with(
             let in_flight = InFlight::new(&counted);
             let answer = hyper::service::Service::call(&tower, req);
             async move {
-                let _in_flight = in_flight;
-                answer.await
+                // the request counts as in flight until its answer's body is sent
+                let answer = answer.await?;
+                Ok::<_, std::convert::Infallible>(answer.map(|body| Answer {
+                    body,
+                    _in_flight: in_flight,
+                }))
             }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);

@@ -202,11 +202,13 @@ fn decode_image(path: &Path) -> Result<image::DynamicImage> {
 ///   unread, so the only data ever inflated are the pixels, at most `max_pixels` × 8 bytes and
 ///   [`MAX_IMAGE_ALLOC`] in all. A file cut off (a chunk longer than what is left, no IEND) is
 ///   refused by name before decoding; a corrupt chunk fails its CRC.
-/// - JPEG: decoded in zune-jpeg's strict mode, where scan data that ends before the frame's
-///   `height × width` is filled (a cut file, a SOF whose size was changed) is an error instead
-///   of gray or blank rows, and the end-of-image marker must follow the scan data. Memory is
-///   the output (`width × height × channels` bytes) plus the decoder's per-component planes,
-///   both bounded by `max_pixels`.
+/// - JPEG: its structure is checked before any pixel is decoded: the segments walked by their
+///   lengths, every baseline scan's blocks Huffman-decoded (without pixels) and counted against
+///   the frame's `⌈W/8H⌉ × ⌈H/8V⌉` MCUs, and the end-of-image marker required after the scans.
+///   So a cut file or a SOF whose size was changed is an error naming it, never gray or blank
+///   rows (zune-jpeg fills missing scan data with zeros, even in its strict mode, which is used
+///   too). Memory is the output (`width × height × channels` bytes) plus the decoder's
+///   per-component planes, both bounded by `max_pixels`.
 pub fn decode_image_bytes(
     bytes: &[u8],
     what: &str,
@@ -333,12 +335,13 @@ fn decode_jpeg(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<image::Dyna
         _ => ColorSpace::RGB,
     };
     decoder.set_options(decoder.options().jpeg_set_out_colorspace(colour));
+    // the structure first (no pixels, no allocation): a cut or resized file is named as such
+    jpeg_scan_ends(bytes).map_err(|e| cannot(&e))?;
     let px = decoder.decode().map_err(|e| {
         cannot(&format!(
-            "the JPEG is cut off or corrupt (its scan data does not fill the {w}x{h} frame): {e}"
+            "the JPEG is corrupt (its scan data does not decode to the {w}x{h} frame): {e}"
         ))
     })?;
-    jpeg_scan_ends(bytes).map_err(|e| cannot(&e))?;
     let img = match colour {
         ColorSpace::Luma => image::GrayImage::from_raw(w, h, px).map(Into::into),
         ColorSpace::LumaA => image::GrayAlphaImage::from_raw(w, h, px).map(Into::into),
@@ -504,10 +507,9 @@ impl Huffman {
         for l in 1..=16 {
             code = (code << 1) | bits.bit()? as i32;
             if code <= self.max_code[l] {
-                return self
-                    .symbols
-                    .get(self.offset[l] + (code - self.first[l]) as usize)
-                    .copied();
+                // a malformed (over-subscribed) table can put `code` below its length's first
+                let i = usize::try_from(code - self.first[l]).ok()?;
+                return self.symbols.get(self.offset[l] + i).copied();
             }
         }
         None
@@ -1237,14 +1239,46 @@ mod bad_images {
         for (at, side) in [(sof + 5, 112u16), (sof + 7, 112), (sof + 5, 14)] {
             let mut bad = jpg.clone();
             bad[at..at + 2].copy_from_slice(&side.to_be_bytes());
-            match decode_image_bytes(&bad, "upload", 1 << 20) {
-                Err(e) => assert!(e.to_string().contains("upload"), "{e}"),
-                Ok(img) if side < 28 => {
-                    // a smaller frame is a crop of whole data, not a guess: never blank rows
-                    assert!(img.height() == 14 || img.width() == 14);
+            let e = refused(&bad);
+            assert!(e.contains("frame size is wrong"), "{side}: {e}");
+        }
+    }
+
+    #[test]
+    fn corrupted_images_are_errors_naming_the_source_never_panics() {
+        let (png, jpg) = (png_of(&digit()), jpeg_of(&digit()));
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut refused = 0;
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                png.clone()
+            } else {
+                jpg.clone()
+            };
+            for _ in 0..1 + next(4) {
+                let at = next(bytes.len());
+                bytes[at] = next(256) as u8;
+            }
+            if next(4) == 0 {
+                bytes.truncate(next(bytes.len()));
+            }
+            match decode_image_bytes(&bytes, "upload", 1 << 20) {
+                Ok(img) => assert!(img.width() * img.height() <= 1 << 20),
+                Err(e) => {
+                    refused += 1;
+                    assert!(e.to_string().starts_with("upload: "), "{e}");
                 }
-                Ok(img) => panic!("read as {}x{}", img.width(), img.height()),
             }
         }
+        assert!(
+            refused > 1000,
+            "only {refused} of 3000 corrupted images refused"
+        );
     }
 }
