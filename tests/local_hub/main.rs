@@ -198,6 +198,48 @@ fn content() -> Arc<HubContent> {
         .clone()
 }
 
+/// The longest any one command may take before the test kills it and fails (the slowest, a
+/// full evaluation on 2 shared cores, takes about 35 s).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Runs `c` to the end like `Command::output`, but kills it and fails the test after `limit`:
+/// a download that hangs must not hang CI.
+fn output_within(mut c: Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} still ran after {limit:?}: killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 /// A user's machine: a Hub endpoint and an empty `HF_HOME`.
 struct Machine {
     endpoint: String,
@@ -246,7 +288,7 @@ impl Machine {
             c.env("HF_HUB_OFFLINE", "1");
         }
         let t0 = Instant::now();
-        let o = c.output().unwrap();
+        let o = output_within(c, LIMIT);
         eprintln!(
             "[{:5.1} s] {name} {} -> {}{}",
             t0.elapsed().as_secs_f64(),
