@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example translate -- train [--src de --tgt en] [--cell lstm|gru]
 //!     [--attention none|bahdanau|luong|dot] [--epochs N] [--data-dir D] [--out DIR] …
-//! cargo run --release --example translate -- eval [--model DIR | --model-id ORG/NAME] --src-file F --ref-file F [--beam K] [--hyp-out F --ref-out F]
+//! cargo run --release --example translate -- eval [--model DIR | --model-id ORG/NAME] --src-file F --ref-file F [--beam K (1-64)] [--hyp-out F --ref-out F]
 //! cargo run --release --example translate -- run [--model DIR] [--attention-png FILE] "ein mann fährt fahrrad ."
 //! ```
 //!
