@@ -43,7 +43,8 @@ struct Args {
     /// Sentences to decode.
     #[arg(long, default_value_t = 200)]
     sentences: usize,
-    #[arg(long, default_value_t = 5)]
+    /// Beam size, 1 (greedy) to 64.
+    #[arg(long, default_value_t = 5, value_parser = neka::cli::beam)]
     beam: usize,
     #[arg(long, default_value = "cpu")]
     device: neka_common::device::DeviceRequest,

@@ -1,5 +1,6 @@
 //! What the example launchers share: the training flags ([`TrainArgs`]) and the model
-//! source ([`ModelArgs`]), opening or resuming a run directory, reading sentences, value
+//! source ([`ModelArgs`]), opening or resuming a run directory, reading sentences
+//! ([`read_sentences`]: bounded lines, named line numbers), value
 //! parsers that check a flag's range when it is parsed (clap prints the allowed range and
 //! exits 2), and Unix-friendly process behaviour.
 //!
@@ -23,7 +24,7 @@
 //! # }
 //! ```
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use candle_nn::VarMap;
 use clap::Args;
@@ -36,7 +37,7 @@ use neka_common::optim::{LrSchedule, OptimizerConfig};
 use neka_common::train::{
     Classifier, FitReport, Monitor, RunOptions, StopReason, TrainConfig, TrainModel, Trainer,
 };
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// The flags every training command shares. A flag left out takes the model's default
@@ -468,17 +469,122 @@ where
     Ok(serde_json::from_value(cfg)?)
 }
 
-/// The sentences given as arguments or, with none, one per line on stdin.
-pub fn sentences(args: &[String]) -> Result<Vec<String>> {
-    if !args.is_empty() {
-        return Ok(args.to_vec());
-    }
-    std::io::stdin()
-        .lock()
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .context("reading sentences from stdin")
+/// The longest line [`read_sentences`] accepts, in bytes (256 KiB: a sentence of the 1000
+/// words the tagger takes, each 250 bytes long). A longer line is refused as soon as the
+/// limit is passed, before it is held in memory.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// Sentences to run a model on, each with where it came from, and the error that stopped
+/// the reading, if one did ([`read_sentences`]).
+#[derive(Debug, Default)]
+pub struct SentenceInput {
+    /// The sentences read, in order.
+    pub sentences: Vec<String>,
+    /// Where each sentence came from, for errors: `argument 2`, `stdin:5`.
+    pub origins: Vec<String>,
+    /// The line that could not be read (not UTF-8, longer than [`MAX_LINE_BYTES`], an I/O
+    /// error), naming its line number. The sentences before it are in `sentences`: a
+    /// command processes them, then fails with this error ([`SentenceInput::finish`]).
+    pub error: Option<anyhow::Error>,
 }
+
+impl SentenceInput {
+    /// `Err` with the reading error after the sentences were processed, else `Ok`.
+    pub fn finish(self) -> Result<()> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The index of the first sentence for which `too_long` says it is over a model's limit,
+    /// and that sentence's error: `ORIGIN: what` (e.g. `stdin:3: 1200 words …`). The
+    /// sentences before it can be processed.
+    pub fn first_too_long(
+        &self,
+        mut too_long: impl FnMut(usize) -> Option<String>,
+    ) -> Option<(usize, anyhow::Error)> {
+        (0..self.sentences.len())
+            .find_map(|i| too_long(i).map(|msg| (i, anyhow::anyhow!("{}: {msg}", self.origins[i]))))
+    }
+}
+
+/// The sentences given as arguments or, with none, one per line on stdin
+/// ([`read_lines_bounded`] with [`MAX_LINE_BYTES`]).
+pub fn read_sentences(args: &[String]) -> SentenceInput {
+    if !args.is_empty() {
+        return SentenceInput {
+            sentences: args.to_vec(),
+            origins: (1..=args.len()).map(|i| format!("argument {i}")).collect(),
+            error: None,
+        };
+    }
+    read_lines_bounded(std::io::stdin().lock(), "stdin", MAX_LINE_BYTES)
+}
+
+/// Reads `reader` line by line (`\n` or `\r\n` endings; a UTF-8 byte order mark on the first
+/// line is dropped), never holding more than `max_bytes + 1` bytes of one line: a longer
+/// line stops the reading with an error naming `name:LINE` and the limit, before the rest
+/// of it is read. A line that is not UTF-8 stops it likewise, naming the line and the byte.
+/// What was read before the bad line is kept ([`SentenceInput`]): what a line-oriented Unix
+/// tool does — output for every good line, then a failure that names the bad one.
+pub fn read_lines_bounded(mut reader: impl BufRead, name: &str, max_bytes: usize) -> SentenceInput {
+    let mut out = SentenceInput::default();
+    let mut buf = Vec::new();
+    for n in 1.. {
+        buf.clear();
+        let limit = max_bytes as u64 + 1;
+        let got = match (&mut reader).take(limit).read_until(b'\n', &mut buf) {
+            Ok(got) => got,
+            Err(e) => {
+                out.error = Some(anyhow::anyhow!("{name}:{n}: cannot read: {e}"));
+                break;
+            }
+        };
+        if got == 0 {
+            break; // end of input
+        }
+        let ended = buf.last() == Some(&b'\n');
+        if ended {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        } else if got as u64 == limit {
+            out.error = Some(anyhow::anyhow!(
+                "{name}:{n}: line longer than {max_bytes} bytes, the most a sentence may have \
+                 ({} KiB); the lines before it were processed. Split the text into sentences, \
+                 one per line",
+                max_bytes / 1024
+            ));
+            break;
+        }
+        if n == 1 && buf.starts_with(UTF8_BOM) {
+            buf.drain(..UTF8_BOM.len());
+        }
+        match String::from_utf8(std::mem::take(&mut buf)) {
+            Ok(line) => {
+                out.sentences.push(line);
+                out.origins.push(format!("{name}:{n}"));
+            }
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                out.error = Some(anyhow::anyhow!(
+                    "{name}:{n}: not UTF-8 text (byte 0x{:02x} at byte {} of the line); the lines \
+                     before it were processed. Convert the input to UTF-8, e.g. with \
+                     `iconv -f latin1 -t utf-8`",
+                    e.as_bytes()[at],
+                    at + 1
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The UTF-8 byte order mark.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// The number of trainable parameters in `varmap` (buffers such as batch-norm running
 /// statistics are not parameters).
@@ -520,6 +626,21 @@ pub fn probability(s: &str) -> Result<f64, String> {
     let v = number(s)?;
     if !(0.0..=1.0).contains(&v) {
         return Err(format!("{s}: must be a number in [0, 1]"));
+    }
+    Ok(v)
+}
+
+/// `--beam`: a whole number from 1 (greedy search) to [`neka_seq2seq::MAX_BEAM`].
+pub fn beam(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s}: not a whole number"))?;
+    if !(1..=neka_seq2seq::MAX_BEAM).contains(&v) {
+        return Err(format!(
+            "{s}: must be between 1 (greedy) and {} (time and memory grow with the beam; 5 is usual)",
+            neka_seq2seq::MAX_BEAM
+        ));
     }
     Ok(v)
 }
@@ -657,5 +778,54 @@ mod tests {
         assert!(probability("2").unwrap_err().contains("[0, 1]"));
         assert_eq!(probability("0.5"), Ok(0.5));
         assert!(at_least_one("0").unwrap_err().contains("at least 1"));
+        assert_eq!(beam("64"), Ok(64));
+        assert_eq!(beam("1"), Ok(1));
+        for bad in ["0", "65", "5976", "x"] {
+            assert!(beam(bad).is_err(), "{bad}");
+        }
+        assert!(beam("5976")
+            .unwrap_err()
+            .contains("between 1 (greedy) and 64"));
+    }
+
+    fn read(bytes: &[u8], max: usize) -> SentenceInput {
+        read_lines_bounded(std::io::Cursor::new(bytes.to_vec()), "stdin", max)
+    }
+
+    #[test]
+    fn lines_are_read_up_to_the_first_bad_one_which_is_named() {
+        // CRLF, a BOM, a last line without a newline
+        let r = read(b"\xef\xbb\xbfeins\r\nzwei\ndrei", 100);
+        assert_eq!(r.sentences, ["eins", "zwei", "drei"]);
+        assert_eq!(r.origins, ["stdin:1", "stdin:2", "stdin:3"]);
+        assert!(r.finish().is_ok());
+        // invalid UTF-8 on line 3: lines 1 and 2 are kept, the error names line 3
+        let r = read(b"eins\nzwei\ndr\xffei\nvier\n", 100);
+        assert_eq!(r.sentences, ["eins", "zwei"]);
+        let e = r.finish().unwrap_err().to_string();
+        assert!(
+            e.starts_with("stdin:3: not UTF-8") && e.contains("0xff at byte 3"),
+            "{e}"
+        );
+        // a line of exactly the limit passes; one byte more is refused, naming line and limit
+        let r = read(b"abcd\nabcde\nx\n", 4);
+        assert_eq!(r.sentences, ["abcd"]);
+        let e = r.finish().unwrap_err().to_string();
+        assert!(e.starts_with("stdin:2: line longer than 4 bytes"), "{e}");
+        let r = read(b"abcd", 4);
+        assert_eq!(r.sentences, ["abcd"]);
+    }
+
+    #[test]
+    fn a_long_line_is_refused_without_reading_it_whole() {
+        // an endless line: the reader stops after the limit instead of reading forever
+        let endless = std::io::BufReader::new(std::io::repeat(b'a'));
+        let r = read_lines_bounded(endless, "stdin", 1 << 16);
+        assert!(r.sentences.is_empty());
+        assert!(r
+            .error
+            .unwrap()
+            .to_string()
+            .contains("longer than 65536 bytes"));
     }
 }

@@ -442,4 +442,288 @@ fn resume_continues_the_saved_run_with_its_own_flags() {
         ],
     );
     assert_clean_failure(&o, &["optimizer: saved run sgd, this run adamw"]);
+
+// ---- text input and answers (issue 29: normalisation, models that cannot answer, limits) ----
+
+fn models(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// `name args…` with `input` on stdin: what it printed, and how it ended. Gives up (kills it)
+/// after `secs`, so a command that hangs fails the test instead of stalling the suite.
+fn run_with_stdin(name: &str, args: &[&str], input: Vec<u8>, secs: u64) -> Output {
+    let mut child = cmd(name, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // the command may stop reading early (that is the point): ignore a closed pipe
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed().as_secs() >= secs {
+            child.kill().unwrap(); // our own child, not yet reaped
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+#[test]
+fn decomposed_unicode_translates_and_tags_as_composed() {
+    let tr = models("seq2seq-multi30k-de-en");
+    let args = |s: &'static str| vec!["run", "--model", &tr, "--device", "cpu", s];
+    let composed = cmd("translate", &args("ein mann fährt fahrrad ."))
+        .output()
+        .unwrap();
+    let decomposed = cmd("translate", &args("ein mann fa\u{308}hrt fahrrad ."))
+        .output()
+        .unwrap();
+    assert!(composed.status.success(), "{}", text(&composed));
+    assert_eq!(text(&composed), text(&decomposed));
+    assert!(
+        !text(&decomposed).contains("<unk>"),
+        "{}",
+        text(&decomposed)
+    );
+    let tg = models("pos-bilstm-ewt");
+    let out = tag(Path::new(&tg), "the cafe\u{301} opened");
+    assert_eq!(out.split_whitespace().count(), 3, "{out}");
+    assert_eq!(out, tag(Path::new(&tg), "the café opened"));
+}
+
+#[test]
+fn a_model_that_cannot_answer_is_refused_at_load_naming_its_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mnist-extreme");
+    neka_common::testing::damage::copy_model_dir(Path::new(&models("mnist-cnn")), &dir).unwrap();
+    neka_common::testing::damage::set_weight(&dir.join("model.safetensors"), "fc2.weight", 0, 3e38)
+        .unwrap();
+    let png = tmp.path().join("x.png");
+    image::GrayImage::new(28, 28).save(&png).unwrap();
+    let d = dir.to_str().unwrap();
+    let o = run(
+        "mnist_cnn",
+        &[
+            "predict",
+            "--model",
+            d,
+            "--device",
+            "cpu",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(&o, &[d, "cannot answer", "fc2.weight"]);
+    assert!(!text(&o).contains("NaN"), "{}", text(&o));
+}
+
+#[test]
+fn conllu_with_repeated_or_missing_word_ids_is_refused_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("ids.conllu");
+    let line = |id: &str, w: &str| format!("{id}\t{w}\t{w}\tNOUN\tNN\t_\t0\troot\t_\t_\n");
+    let text_ = format!(
+        "{}{}{}",
+        line("1", "dogs"),
+        line("2", "bark"),
+        line("2", "loudly")
+    );
+    std::fs::write(&f, text_).unwrap();
+    let tg = models("pos-bilstm-ewt");
+    let args = [
+        "eval",
+        "--model",
+        &tg,
+        "--device",
+        "cpu",
+        "--conllu",
+        f.to_str().unwrap(),
+    ];
+    let o = run("pos_tagger", &args);
+    assert_clean_failure(
+        &o,
+        &[
+            "ids.conllu:3:",
+            "word ID `2` where 3 was expected",
+            "blank line",
+        ],
+    );
+}
+
+#[test]
+fn an_over_long_sentence_is_named_by_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("long.conllu");
+    let mut t = String::from("1\tHi\thi\tINTJ\tUH\t_\t0\troot\t_\t_\n\n# a long one\n");
+    for i in 1..=1001 {
+        t.push_str(&format!("{i}\tword\tword\tNOUN\tNN\t_\t0\troot\t_\t_\n"));
+    }
+    std::fs::write(&f, t).unwrap();
+    let tg = models("pos-bilstm-ewt");
+    let args = [
+        "eval",
+        "--model",
+        &tg,
+        "--device",
+        "cpu",
+        "--conllu",
+        f.to_str().unwrap(),
+    ];
+    let o = run("pos_tagger", &args);
+    assert_clean_failure(&o, &["long.conllu:4:", "1001 words", "1000"]);
+    // tag: the lines before the long one are tagged, then the error names its line
+    let long = vec!["word"; 1001].join(" ");
+    let input = format!("the dog barks\n{long}\nnever reached\n").into_bytes();
+    let o = run_with_stdin(
+        "pos_tagger",
+        &["tag", "--model", &tg, "--device", "cpu"],
+        input,
+        120,
+    );
+    assert_clean_failure(&o, &["the/DET dog/NOUN", "stdin:2: 1001 words"]);
+    assert!(!text(&o).contains("never"), "{}", text(&o));
+}
+
+#[test]
+fn attention_of_an_empty_sentence_says_the_sentence_is_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("a.png");
+    let tr = models("seq2seq-multi30k-de-en");
+    let args = [
+        "run",
+        "--model",
+        &tr,
+        "--device",
+        "cpu",
+        "--attention-png",
+        png.to_str().unwrap(),
+        "",
+    ];
+    let o = run("translate", &args);
+    assert_clean_failure(&o, &["argument 1: the sentence is empty"]);
+    assert!(!text(&o).contains("has no attention"), "{}", text(&o));
+}
+
+#[test]
+fn out_naming_a_file_says_out_must_be_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.safetensors");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let o = mnist_train(&file, &["--dry-run"]);
+    assert_clean_failure(
+        &o,
+        &["--out", "must be a directory", file.to_str().unwrap()],
+    );
+    assert!(!text(&o).contains("os error"), "{}", text(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}
+
+#[cfg(unix)]
+#[test]
+fn predict_on_a_fifo_is_refused_instead_of_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("digit.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let m = models("mnist-cnn");
+    let args = [
+        "predict",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        fifo.to_str().unwrap(),
+    ];
+    let o = run_with_stdin("mnist_cnn", &args, Vec::new(), 60);
+    assert_clean_failure(&o, &["digit.png", "a FIFO", "not an image file"]);
+}
+
+#[test]
+fn a_beam_over_64_is_refused_when_parsed() {
+    let tr = models("seq2seq-multi30k-de-en");
+    let runs: [(&[&str], &str); 3] = [
+        (
+            &["run", "--model", &tr, "--beam", "5976", "ein mann ."],
+            "5976",
+        ),
+        (&["eval", "--beam", "5976"], "5976"),
+        (&["train", "--beam", "65"], "65"),
+    ];
+    for (args, value) in runs {
+        let o = run("translate", args);
+        assert_clean_failure(&o, &[value, "between 1 (greedy) and 64"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    }
+    let help = text(&run("translate", &["run", "--help"]));
+    assert!(help.contains("1 (batched greedy search) to 64"), "{help}");
+}
+
+#[test]
+fn an_over_long_stdin_line_is_refused_while_streaming_naming_its_line() {
+    let tg = models("pos-bilstm-ewt");
+    let mut input = b"the dog barks\n".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 50 << 20)); // a 50 MB line, never ended
+    let o = run_with_stdin(
+        "pos_tagger",
+        &["tag", "--model", &tg, "--device", "cpu"],
+        input,
+        120,
+    );
+    assert_clean_failure(&o, &["the/DET", "stdin:2: line longer than 262144 bytes"]);
+    let tr = models("seq2seq-multi30k-de-en");
+    let mut input = b"ein hund .\n".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 1 << 20));
+    let o = run_with_stdin(
+        "translate",
+        &["run", "--model", &tr, "--device", "cpu"],
+        input,
+        120,
+    );
+    assert_clean_failure(&o, &["dog", "stdin:2: line longer than"]);
+}
+
+#[test]
+fn invalid_utf8_on_stdin_fails_on_its_line_after_the_valid_ones() {
+    let tg = models("pos-bilstm-ewt");
+    let input = b"the dog barks\nthe caf\xe9 opened\nnever reached\n".to_vec();
+    let o = run_with_stdin(
+        "pos_tagger",
+        &["tag", "--model", &tg, "--device", "cpu"],
+        input,
+        120,
+    );
+    assert_clean_failure(
+        &o,
+        &["the/DET dog/NOUN", "stdin:2: not UTF-8", "0xe9", "iconv"],
+    );
+    assert!(!text(&o).contains("never"), "{}", text(&o));
 }

@@ -96,6 +96,7 @@ pub fn inspect(a: Inspect) -> Result<()> {
     let loaded = LoadedModel::load(&dir, &device)?;
     let (x, what) = match &a.image {
         Some(p) => {
+            neka_cnn::pipeline::regular_file(p)?;
             let x = neka_cnn::inspect::load_image(p, loaded.image_size(), &loaded.normalize()?)?;
             (x, p.display().to_string())
         }

@@ -5,7 +5,7 @@ use clap::Args;
 use neka::cli::ModelArgs;
 use neka_common::data::conllu;
 use neka_common::data::text::tokenize_ewt;
-use neka_lstm::tagger::LoadedTagger;
+use neka_lstm::tagger::{LoadedTagger, MAX_SENTENCE_LEN};
 use std::path::PathBuf;
 
 /// The pretrained tagger these commands use without `--model`.
@@ -59,8 +59,9 @@ pub struct Gates {
 
 pub fn eval(a: Eval) -> Result<()> {
     let loaded = load(&a.model)?;
-    let (sentences, file) = match (&a.conllu, &a.split) {
-        (Some(path), _) => (conllu::read_conllu(path)?, path.clone()),
+    // (line of the sentence in its file, sentence); a Hub or data-folder split has no lines
+    let (with_lines, file) = match (&a.conllu, &a.split) {
+        (Some(path), _) => (conllu::read_conllu_with_lines(path)?, path.clone()),
         (None, Some(split)) => {
             let (sentences, source) = conllu::load_ewt_split(a.data_dir.as_deref(), split)?;
             println!(
@@ -68,15 +69,32 @@ pub fn eval(a: Eval) -> Result<()> {
                 sentences.len()
             );
             (
-                sentences,
+                sentences.into_iter().map(|s| (0, s)).collect(),
                 PathBuf::from(format!("en_ewt-ud-{split}.conllu")),
             )
         }
         (None, None) => bail!("give --conllu FILE or --split SPLIT"),
     };
-    if sentences.is_empty() {
+    if with_lines.is_empty() {
         bail!("{}: no sentences", file.display());
     }
+    if let Some((i, (line, s))) = with_lines
+        .iter()
+        .enumerate()
+        .find(|(_, (_, s))| s.len() > MAX_SENTENCE_LEN)
+    {
+        let at = match line {
+            0 => format!("{}: sentence {}", file.display(), i + 1),
+            l => format!("{}:{l}", file.display()),
+        };
+        bail!(
+            "{at}: the sentence starting here has {} words, more than the {MAX_SENTENCE_LEN} \
+             the tagger accepts: split it into sentences (a blank line ends one, and the next \
+             starts again at word ID 1)",
+            s.len()
+        );
+    }
+    let sentences: Vec<_> = with_lines.into_iter().map(|(_, s)| s).collect();
     let cm = loaded.evaluate(&sentences)?;
     print!("{}", cm.report());
     let png = a.confusion_png.clone().unwrap_or_else(|| {
@@ -97,9 +115,24 @@ pub fn eval(a: Eval) -> Result<()> {
     Ok(())
 }
 
+/// Tags every sentence up to the first one that cannot be tagged (a line that is not UTF-8 or
+/// is too long, a sentence of too many words), prints their tags, then fails naming that
+/// sentence's line (or argument).
 pub fn tag(a: Tag) -> Result<()> {
     let loaded = load(&a.model)?;
-    for (words, tags) in loaded.tag_text(&neka::cli::sentences(&a.sentences)?)? {
+    let input = neka::cli::read_sentences(&a.sentences);
+    let tokens: Vec<Vec<String>> = input.sentences.iter().map(|l| tokenize_ewt(l)).collect();
+    let long = input.first_too_long(|i| {
+        (tokens[i].len() > MAX_SENTENCE_LEN).then(|| {
+            format!(
+                "{} words, more than the {MAX_SENTENCE_LEN} the tagger accepts: split it into \
+                 sentences, one per line",
+                tokens[i].len()
+            )
+        })
+    });
+    let stop = long.as_ref().map_or(tokens.len(), |(i, _)| *i);
+    for (words, tags) in tokens[..stop].iter().zip(loaded.tag(&tokens[..stop])?) {
         let pairs: Vec<String> = words
             .iter()
             .zip(&tags)
@@ -107,7 +140,10 @@ pub fn tag(a: Tag) -> Result<()> {
             .collect();
         println!("{}", pairs.join(" "));
     }
-    Ok(())
+    match long {
+        Some((_, e)) => Err(e),
+        None => input.finish(),
+    }
 }
 
 pub fn gates(a: Gates) -> Result<()> {

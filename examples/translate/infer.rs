@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use neka::cli::ModelArgs;
-use neka_common::data::parallel::{load_multi30k, read_parallel, ParallelConfig};
+use neka_common::data::parallel::{load_multi30k, prepare, read_parallel, ParallelConfig};
 use neka_common::metrics::plot_heatmap;
 use neka_seq2seq::{DecodeConfig, Translator};
 use std::path::PathBuf;
@@ -16,8 +16,8 @@ const PRETRAINED: &str = "models/seq2seq-multi30k-de-en";
 pub struct Decoding {
     #[command(flatten)]
     model: ModelArgs,
-    /// Beam size (1 = batched greedy search).
-    #[arg(long, default_value_t = 5)]
+    /// Beam size, 1 (batched greedy search) to 64.
+    #[arg(long, default_value_t = 5, value_parser = neka::cli::beam)]
     beam: usize,
     /// α of the length normalisation log p / len^α.
     #[arg(long, default_value_t = 1.0)]
@@ -154,13 +154,40 @@ pub fn eval(a: Eval) -> Result<()> {
     Ok(())
 }
 
+/// Translates every sentence up to the first one that cannot be translated (a line that is
+/// not UTF-8 or is too long, a sentence of too many tokens), prints the translations, then
+/// fails naming that sentence's line (or argument).
 pub fn run(a: Run) -> Result<()> {
     let (t, cfg) = a.decoding.load()?;
-    let (srcs, hyps) = t.translate(&neka::cli::sentences(&a.sentences)?, &cfg)?;
+    let input = neka::cli::read_sentences(&a.sentences);
+    let srcs: Vec<Vec<String>> = input.sentences.iter().map(|l| prepare(l, true)).collect();
+    let long = input.first_too_long(|i| {
+        (srcs[i].len() > cfg.max_src_len).then(|| {
+            format!(
+                "{} tokens, more than the {} the translator accepts: split it into sentences, \
+                 one per line",
+                srcs[i].len(),
+                cfg.max_src_len
+            )
+        })
+    });
+    let stop = long.as_ref().map_or(srcs.len(), |(i, _)| *i);
+    let srcs = &srcs[..stop];
+    let hyps = t.translate_tokens(srcs, &cfg)?;
     for h in &hyps {
         println!("{}", t.tokens(h).join(" "));
     }
+    if let Some((_, e)) = long {
+        return Err(e);
+    }
     if let (Some(png), Some(h), Some(src)) = (&a.attention_png, hyps.first(), srcs.first()) {
+        if src.is_empty() {
+            bail!(
+                "{}: the sentence is empty: there is no attention to plot; give a sentence with \
+                 words, e.g. \"ein mann fährt fahrrad .\"",
+                input.origins[0]
+            );
+        }
         if h.attention.is_empty() {
             bail!("this model has no attention (attention: none): nothing to plot");
         }
@@ -176,5 +203,5 @@ pub fn run(a: Run) -> Result<()> {
         )?;
         println!("attention heatmap: {}", png.display());
     }
-    Ok(())
+    input.finish()
 }

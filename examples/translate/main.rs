@@ -4,7 +4,7 @@
 //! cargo run --example translate -- train [--src de --tgt en] [--cell lstm|gru]
 //!     [--attention none|bahdanau|luong|dot] [--epochs N] [--data-dir D] [--out DIR] …
 //! cargo run --example translate -- eval [--model DIR | --model-id ORG/NAME] (--src-file F --ref-file F | --split test [--data-dir D])
-//!     [--beam K] [--hyp-out F --ref-out F]
+//!     [--beam K (1-64)] [--hyp-out F --ref-out F]
 //! cargo run --example translate -- run [--model DIR] [--attention-png FILE] "ein mann fährt fahrrad ."
 //! ```
 //!

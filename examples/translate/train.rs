@@ -22,8 +22,8 @@ pub struct Train {
     /// A separate output matrix W_o (Hd × V) instead of sharing the target embeddings.
     #[arg(long)]
     untied: bool,
-    /// Beam size for the final test score.
-    #[arg(long, default_value_t = 5)]
+    /// Beam size for the final test score, 1 (greedy) to 64.
+    #[arg(long, default_value_t = 5, value_parser = neka::cli::beam)]
     beam: usize,
     #[command(flatten)]
     run: TrainArgs,

@@ -93,7 +93,7 @@ pub fn probe(dir: &Path, varmap: &VarMap, output: &Tensor, what: &str) -> Result
     };
     let largest = largest_weight(varmap)?;
     if let Some((name, m)) = &largest {
-        if !(*m <= MAX_WEIGHT) {
+        if m.is_nan() || *m > MAX_WEIGHT {
             return Err(unusable(format!(
                 "tensor `{name}` holds a weight of magnitude {m:e}, beyond the {MAX_WEIGHT:e} \
                  any trained model has"

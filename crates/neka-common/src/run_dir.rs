@@ -34,11 +34,41 @@ pub struct RunLock {
     pub recovered: Vec<String>,
 }
 
+/// Refuses a run directory that cannot be one because it, or the nearest part of its path
+/// that exists, is not a directory (`--out model.safetensors`): an [`Error::Config`] for
+/// `--out` naming the path, instead of the operating system's "File exists". Reads metadata
+/// only.
+pub fn check_out_dir(dir: &Path) -> Result<()> {
+    let Some(existing) = dir.ancestors().find(|p| p.symlink_metadata().is_ok()) else {
+        return Ok(());
+    };
+    if existing.as_os_str().is_empty() || existing.is_dir() {
+        return Ok(());
+    }
+    let what = if existing == dir {
+        format!("{} is a file, not a directory", dir.display())
+    } else {
+        format!(
+            "{} cannot be created: {} is a file, not a directory",
+            dir.display(),
+            existing.display()
+        )
+    };
+    Err(Error::config(
+        "--out",
+        format!(
+            "{what}. --out must be a directory (created if missing) that receives the model, \
+             its metrics and curves: give a directory path, e.g. --out runs/my-run"
+        ),
+    ))
+}
+
 impl RunLock {
     /// Creates `dir` if needed, locks it, records this process as the holder and repairs what
     /// an interrupted run left ([`recover`]). Fails, naming the holder, if another process
     /// (or another trainer in this one) holds it.
     pub fn acquire(dir: &Path) -> Result<Self> {
+        check_out_dir(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()

@@ -132,7 +132,7 @@ mod char_model {
         let dir = tmp.path().join("char-extreme");
         save_small(&dir);
         damage::set_weight(&dir.join("model.safetensors"), "fc.weight", 5, 3e38).unwrap();
-        let e = CharLm::load(&dir, &Device::Cpu).err().expect("refused");
+        let e = CharLm::load(&dir, &Device::Cpu).expect_err("refused");
         let msg = e.to_string();
         assert!(
             msg.starts_with(&format!("{}: the model cannot answer", dir.display()))

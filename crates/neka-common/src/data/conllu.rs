@@ -42,6 +42,12 @@ pub fn read_conllu(path: &Path) -> Result<Vec<TaggedSentence>> {
     parse_conllu(&super::text::read_to_string(path)?, path)
 }
 
+/// [`read_conllu`], with the 1-based line of each sentence's first word, so that errors about
+/// a sentence (too long for a model) can name `file:line`.
+pub fn read_conllu_with_lines(path: &Path) -> Result<Vec<(usize, TaggedSentence)>> {
+    parse_conllu_with_lines(&super::text::read_to_string(path)?, path)
+}
+
 /// [`read_conllu`] on any reader (plain or gzip, detected from the bytes); `path` names the
 /// source in errors.
 pub fn read_conllu_from(reader: impl std::io::Read, path: &Path) -> Result<Vec<TaggedSentence>> {
@@ -56,10 +62,27 @@ pub fn read_conllu_from(reader: impl std::io::Read, path: &Path) -> Result<Vec<T
 /// (a multiword token, skipped) or a decimal `N.M` with `N ≥ 0`, `M ≥ 1` (an empty node,
 /// skipped); anything else (`-3`, `x-y`, `..`, `1-`, `3.x`, `0`) is an error naming
 /// `file:line`, never silently skipped.
+///
+/// Word IDs count 1, 2, 3, … within each sentence, as the CoNLL-U format requires: a
+/// repeated, missing or descending ID (a lost or duplicated line, or two sentences without
+/// the blank line between them) is an error naming `file:line` and the ID expected. A
+/// range `N-M` must start at the next word's ID, and an empty node `N.M` follow word `N`
+/// (`0.M` before the first word).
 pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
+    Ok(parse_conllu_with_lines(text, path)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// [`parse_conllu`], with the 1-based line of each sentence's first word.
+pub fn parse_conllu_with_lines(text: &str, path: &Path) -> Result<Vec<(usize, TaggedSentence)>> {
     let text = text.strip_prefix(super::text::UTF8_BOM).unwrap_or(text);
     let mut sentences = Vec::new();
     let mut cur = TaggedSentence::default();
+    // 1-based line of the current sentence's first word, and the ID its next word must have
+    let mut start = 0;
+    let mut next_id: u64 = 1;
     for (i, line) in super::text::split_lines(text, path)?
         .into_iter()
         .enumerate()
@@ -67,8 +90,9 @@ pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
         let bad = |msg: String| Error::bad_line(path, i + 1, msg);
         if line.trim().is_empty() {
             if !cur.is_empty() {
-                sentences.push(std::mem::take(&mut cur));
+                sentences.push((start, std::mem::take(&mut cur)));
             }
+            next_id = 1;
             continue;
         }
         if line.starts_with('#') {
@@ -81,9 +105,40 @@ pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
                 cols.len()
             )));
         }
+        let out_of_order = |what: &str, expected: String| {
+            bad(format!(
+                "{what} `{}` where {expected} was expected: word IDs count 1, 2, 3, … within a \
+                 sentence, so a repeated, missing or descending ID means a line was lost or \
+                 duplicated, or two sentences lack the blank line between them. Fix the IDs, or \
+                 add the blank line that ends the sentence before",
+                cols[0]
+            ))
+        };
         match classify_id(cols[0]) {
-            Some(IdKind::Word) => {}
-            Some(IdKind::Range | IdKind::EmptyNode) => continue,
+            Some(IdKind::Word(n)) => {
+                if n != next_id {
+                    return Err(out_of_order("word ID", format!("{next_id}")));
+                }
+                next_id += 1;
+            }
+            Some(IdKind::Range(n)) => {
+                if n != next_id {
+                    return Err(out_of_order(
+                        "multiword range",
+                        format!("a range starting at {next_id}"),
+                    ));
+                }
+                continue;
+            }
+            Some(IdKind::EmptyNode(n)) => {
+                if n + 1 != next_id {
+                    return Err(out_of_order(
+                        "empty node",
+                        format!("an empty node {}.M after word {}", next_id - 1, next_id - 1),
+                    ));
+                }
+                continue;
+            }
             None => {
                 return Err(bad(format!(
                     "ID `{}` is not a positive integer, a range `N-M` (0 < N < M) or an empty node `N.M` (M ≥ 1)",
@@ -101,25 +156,28 @@ pub fn parse_conllu(text: &str, path: &Path) -> Result<Vec<TaggedSentence>> {
                 UPOS_TAGS.join(" ")
             )));
         }
+        if cur.is_empty() {
+            start = i + 1;
+        }
         cur.forms.push(form.to_string());
         cur.upos.push(upos.to_string());
         cur.xpos.push(xpos.to_string());
     }
     if !cur.is_empty() {
-        sentences.push(cur);
+        sentences.push((start, cur));
     }
     Ok(sentences)
 }
 
-/// What a CoNLL-U ID column names.
+/// What a CoNLL-U ID column names, with its (first) number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IdKind {
     /// `N`, N ≥ 1: a syntactic word.
-    Word,
+    Word(u64),
     /// `N-M`, 1 ≤ N < M: a multiword token (its words follow on their own lines).
-    Range,
+    Range(u64),
     /// `N.M`, N ≥ 0, M ≥ 1: an empty node of the enhanced graph.
-    EmptyNode,
+    EmptyNode(u64),
 }
 
 /// Classifies an ID column; `None` when it is none of the three forms. Numbers are ASCII
@@ -133,12 +191,13 @@ fn classify_id(id: &str) -> Option<IdKind> {
     }
     if let Some((a, b)) = id.split_once('-') {
         let (n, m) = (num(a)?, num(b)?);
-        (n >= 1 && n < m).then_some(IdKind::Range)
+        (n >= 1 && n < m).then_some(IdKind::Range(n))
     } else if let Some((a, b)) = id.split_once('.') {
-        let (_, m) = (num(a)?, num(b)?);
-        (m >= 1).then_some(IdKind::EmptyNode)
+        let (n, m) = (num(a)?, num(b)?);
+        (m >= 1).then_some(IdKind::EmptyNode(n))
     } else {
-        (num(id)? >= 1).then_some(IdKind::Word)
+        let n = num(id)?;
+        (n >= 1).then_some(IdKind::Word(n))
     }
 }
 
@@ -305,14 +364,63 @@ mod tests {
             assert!(e.starts_with("ids.conllu:2: ID `"), "{id}: {e}");
         }
         for (id, kind) in [
-            ("7", IdKind::Word),
-            ("1-2", IdKind::Range),
-            ("10-12", IdKind::Range),
-            ("0.1", IdKind::EmptyNode),
-            ("8.12", IdKind::EmptyNode),
+            ("7", IdKind::Word(7)),
+            ("1-2", IdKind::Range(1)),
+            ("10-12", IdKind::Range(10)),
+            ("0.1", IdKind::EmptyNode(0)),
+            ("8.12", IdKind::EmptyNode(8)),
         ] {
             assert_eq!(classify_id(id), Some(kind), "{id}");
         }
+    }
+
+    /// One sentence with these IDs (one line each), words `w1`, `w2`, …
+    fn with_ids(ids: &[&str]) -> String {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| format!("{id}\tw{i}\tw\tX\tX\t_\t0\tdep\t_\t_\n"))
+            .collect()
+    }
+
+    #[test]
+    fn repeated_missing_or_descending_word_ids_are_errors_naming_file_line_and_fix() {
+        for (ids, line, expected) in [
+            (&["1", "2", "2", "3"][..], 3, "`2` where 3 was expected"),
+            (&["1", "3"][..], 2, "`3` where 2 was expected"),
+            (&["1", "2", "3", "1"][..], 4, "`1` where 4 was expected"),
+            (&["2", "3"][..], 1, "`2` where 1 was expected"),
+            (
+                &["1", "3-4", "2"][..],
+                2,
+                "range `3-4` where a range starting at 2",
+            ),
+            (
+                &["1", "2.1", "2"][..],
+                2,
+                "empty node `2.1` where an empty node 1.M",
+            ),
+        ] {
+            let e = parse_conllu(&with_ids(ids), Path::new("ids.conllu"))
+                .expect_err(&format!("{ids:?}"))
+                .to_string();
+            assert!(
+                e.starts_with(&format!("ids.conllu:{line}: ")) && e.contains(expected),
+                "{ids:?}: {e}"
+            );
+            assert!(e.contains("blank line") && e.contains("Fix the IDs"), "{e}");
+        }
+        // ranges, empty nodes (also 0.M before the first word) and a new sentence after a
+        // blank line keep working; lines of each sentence's first word are kept
+        let ok = format!(
+            "# sent_id = a\n{}\n{}",
+            with_ids(&["0.1", "1-2", "1", "2", "2.1", "2.2", "3"]),
+            with_ids(&["1", "2"])
+        );
+        let s = parse_conllu_with_lines(&ok, Path::new("ok.conllu")).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].1.forms, ["w2", "w3", "w6"]);
+        assert_eq!((s[0].0, s[1].0), (4, 10));
+        assert_eq!(parse_conllu(GOOD, Path::new("x.conllu")).unwrap().len(), 2);
     }
 
     #[test]
