@@ -442,6 +442,7 @@ fn resume_continues_the_saved_run_with_its_own_flags() {
         ],
     );
     assert_clean_failure(&o, &["optimizer: saved run sgd, this run adamw"]);
+}
 
 // ---- text input and answers (issue 29: normalisation, models that cannot answer, limits) ----
 
