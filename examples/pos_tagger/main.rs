@@ -15,6 +15,7 @@
 //!
 //! `main.rs` parses the command line; [`train`] trains, [`infer`] uses a saved tagger.
 
+mod eval;
 mod infer;
 mod train;
 
@@ -29,7 +30,7 @@ enum Command {
     /// Train on EWT train, early-stop on dev, report dev and test UPOS accuracy.
     Train(Box<train::Train>),
     /// UPOS accuracy, per-tag precision / recall / F1 and a confusion matrix on a CoNLL-U file.
-    Eval(infer::Eval),
+    Eval(eval::Eval),
     /// Tag sentences (arguments, or lines on stdin) and print word/TAG pairs.
     Tag(infer::Tag),
     /// Draw the sentence LSTM's forget / input / output gates and cell state over a sentence.
@@ -40,7 +41,7 @@ fn main() -> Result<()> {
     neka::cli::init();
     match neka::cli::parse_training::<Command>() {
         Command::Train(a) => train::run(*a),
-        Command::Eval(a) => infer::eval(a),
+        Command::Eval(a) => eval::eval(a),
         Command::Tag(a) => infer::tag(a),
         Command::Gates(a) => infer::gates(a),
     }

@@ -18,6 +18,7 @@
 //! uses a saved translator.
 
 mod data;
+mod eval;
 mod infer;
 mod train;
 
@@ -32,7 +33,7 @@ enum Command {
     /// Train on Multi30k (or any line-aligned files), report validation perplexity and BLEU.
     Train(Box<train::Train>),
     /// Corpus BLEU of a model on a source file against a reference file.
-    Eval(infer::Eval),
+    Eval(eval::Eval),
     /// Translate sentences (arguments, or lines on stdin).
     Run(infer::Run),
 }
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
     neka::cli::init();
     match neka::cli::parse_training::<Command>() {
         Command::Train(a) => train::run(*a),
-        Command::Eval(a) => infer::eval(a),
+        Command::Eval(a) => eval::eval(a),
         Command::Run(a) => infer::run(a),
     }
 }
