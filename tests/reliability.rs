@@ -3,7 +3,7 @@
 //! pipe, an empty or mis-sized evaluation set, out-of-range flags.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 mod common;
@@ -13,20 +13,7 @@ fn mnist() -> String {
     fixture("mnist-sample").display().to_string()
 }
 
-/// Every file of a directory tree with its bytes, for "nothing changed" checks.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            v.extend(snapshot(&p));
-        } else if !p.ends_with(".neka.lock") {
-            v.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
-    v.sort();
-    v
-}
+use neka_common::testing::snapshot;
 
 fn mnist_train(out: &Path, extra: &[&str]) -> Output {
     let data = mnist();

@@ -256,6 +256,25 @@ where
         .collect())
 }
 
+/// Every file under `dir` with its bytes (the run lock `.neka.lock` aside), sorted by path:
+/// for "nothing changed" checks on run and model directories. Panics on an unreadable tree.
+pub fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .expect("readable directory")
+        .flatten()
+    {
+        let p = e.path();
+        if p.is_dir() {
+            v.extend(snapshot(&p));
+        } else if !p.ends_with(crate::run_dir::LOCK_FILE) {
+            v.push((p.clone(), std::fs::read(&p).expect("readable file")));
+        }
+    }
+    v.sort();
+    v
+}
+
 /// Training settings for the test every model should pass: fitting a tiny fixture perfectly
 /// (training accuracy 1, every sentence translated exactly). `epochs` epochs of batches of
 /// `batch_size`, AdamW at a constant learning rate of 1e-2, gradients clipped at norm 1,

@@ -370,21 +370,6 @@ fn a_config_asking_for_more_than_the_file_holds_fails_before_allocating() {
     );
 }
 
-/// Every file under `dir` with its bytes (the lock file aside), for "nothing changed" checks.
-fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            v.extend(files(&p));
-        } else if !p.ends_with(".neka.lock") {
-            v.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
-    v.sort();
-    v
-}
-
 #[test]
 fn a_kill_between_the_checkpoint_and_the_best_model_is_repaired() {
     let out = tempfile::tempdir().unwrap();
@@ -416,7 +401,7 @@ fn resume_checks_the_best_model_before_anything_changes() {
     let best = run.path().join("model.safetensors");
     let bytes = std::fs::read(&best).unwrap();
     std::fs::write(&best, &bytes[..bytes.len() / 2]).unwrap();
-    let before = files(run.path());
+    let before = neka_common::testing::snapshot(run.path());
     // Resumed into another --out, so that no repair of `run` happens first.
     let other = tempfile::tempdir().unwrap();
     rng::seed(999);
@@ -436,7 +421,7 @@ fn resume_checks_the_best_model_before_anything_changes() {
     );
     assert_eq!(t.epochs_done(), 0);
     assert_eq!(
-        files(run.path()),
+        neka_common::testing::snapshot(run.path()),
         before,
         "a refused resume changed the run"
     );
