@@ -94,6 +94,37 @@ fn parquet_of(images: &neka_common::data::idx::IdxImages, labels: &[u8], n: usiz
 }
 
 /// What the local Hub serves, built once per test binary.
+/// MNIST and Fashion-MNIST as the Hub's parquet conversion (`refs/convert/parquet`) holds them,
+/// the first `train` / `test` images of each split, as candle-datasets asks for them.
+fn add_mnist_like(c: &mut HubContent, data: Option<&Path>, train: usize, test: usize) {
+    for (folder, repo, dir) in [
+        ("mnist", "datasets/ylecun/mnist", "mnist"),
+        (
+            "fashion-mnist",
+            "datasets/zalando-datasets/fashion_mnist",
+            "fashion_mnist",
+        ),
+    ] {
+        let src = match data {
+            Some(d) => d.join(folder),
+            None => common::fixture("mnist-sample"),
+        };
+        for (split, idx, n) in [("train", "train", train), ("test", "t10k", test)] {
+            use neka_common::data::idx;
+            let images =
+                idx::read_images(&src.join(format!("{idx}-images-idx3-ubyte.gz"))).unwrap();
+            let labels =
+                idx::read_labels(&src.join(format!("{idx}-labels-idx1-ubyte.gz"))).unwrap();
+            c.add(
+                repo,
+                "refs/convert/parquet",
+                &format!("{dir}/{split}/0000.parquet"),
+                parquet_of(&images, &labels, n),
+            );
+        }
+    }
+}
+
 fn content() -> Arc<HubContent> {
     static CONTENT: OnceLock<Arc<HubContent>> = OnceLock::new();
     CONTENT
@@ -102,35 +133,7 @@ fn content() -> Arc<HubContent> {
             let data = data_folder();
             let mut c = HubContent::default();
             // MNIST, Fashion-MNIST: refs/convert/parquet, as candle-datasets asks for it
-            for (folder, repo, dir) in [
-                ("mnist", "datasets/ylecun/mnist", "mnist"),
-                (
-                    "fashion-mnist",
-                    "datasets/zalando-datasets/fashion_mnist",
-                    "fashion_mnist",
-                ),
-            ] {
-                let src = match &data {
-                    Some(d) => d.join(folder),
-                    None => common::fixture("mnist-sample"),
-                };
-                for (split, idx, n) in [
-                    ("train", "train", TRAIN_IMAGES),
-                    ("test", "t10k", TEST_IMAGES),
-                ] {
-                    use neka_common::data::idx;
-                    let images =
-                        idx::read_images(&src.join(format!("{idx}-images-idx3-ubyte.gz"))).unwrap();
-                    let labels =
-                        idx::read_labels(&src.join(format!("{idx}-labels-idx1-ubyte.gz"))).unwrap();
-                    c.add(
-                        repo,
-                        "refs/convert/parquet",
-                        &format!("{dir}/{split}/0000.parquet"),
-                        parquet_of(&images, &labels, n),
-                    );
-                }
-            }
+            add_mnist_like(&mut c, data.as_deref(), TRAIN_IMAGES, TEST_IMAGES);
             // UD English EWT, in the IWPT 2020 repository's folder
             for split in ["train", "dev", "test"] {
                 let src = match &data {
@@ -259,8 +262,28 @@ impl Machine {
     /// `name args…` with no data flag, no `NEKA_DATA_DIR`, `HF_HUB_OFFLINE` unset (or `1`
     /// when `offline`), `HF_ENDPOINT` and `HF_HOME` set, proxies off.
     fn run(&self, name: &str, args: &[&str]) -> Output {
-        let mut c = Command::new(example(name));
-        c.args(args).current_dir(self.home.path());
+        let mut c = self.command(example(name));
+        c.args(args);
+        let t0 = Instant::now();
+        let o = output_within(c, LIMIT);
+        eprintln!(
+            "[{:5.1} s] {name} {} -> {}{}",
+            t0.elapsed().as_secs_f64(),
+            args.join(" "),
+            o.status,
+            if self.offline {
+                " (HF_HUB_OFFLINE=1)"
+            } else {
+                ""
+            }
+        );
+        o
+    }
+
+    /// `program` in this machine's temp dir with the environment [`Machine::run`] describes.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.home.path());
         for v in [
             "NEKA_DATA_DIR",
             "HF_HUB_OFFLINE",
@@ -287,20 +310,7 @@ impl Machine {
         if self.offline {
             c.env("HF_HUB_OFFLINE", "1");
         }
-        let t0 = Instant::now();
-        let o = output_within(c, LIMIT);
-        eprintln!(
-            "[{:5.1} s] {name} {} -> {}{}",
-            t0.elapsed().as_secs_f64(),
-            args.join(" "),
-            o.status,
-            if self.offline {
-                " (HF_HUB_OFFLINE=1)"
-            } else {
-                ""
-            }
-        );
-        o
+        c
     }
 
     #[track_caller]
@@ -907,4 +917,42 @@ fn offline_with_an_empty_cache_says_what_is_missing_and_asks_nothing() {
     );
     m.assert_nothing_trusted();
     eprintln!("{}\n{}\n{}", text(&o), text(&o2), text(&o3));
+}
+
+/// The README's first command exactly as written, `cargo run --example mnist_cnn`, on a fresh
+/// machine: no data folder, an empty `HF_HOME`, all of MNIST (60,000 + 10,000 images) from the
+/// Hub. Minutes of training, so not in the default run:
+/// `cargo test --test local_hub -- --ignored --nocapture`; set `NEKA_FRESH_CLONE` to a clean
+/// clone to run it there (default: this checkout).
+#[test]
+#[ignore = "trains the main job in full (minutes)"]
+fn the_readme_first_command_as_written_on_a_fresh_machine() {
+    let data = data_folder().expect("the full MNIST files (NEKA_DATA_DIR) to serve");
+    let mut c = HubContent::default();
+    add_mnist_like(&mut c, Some(&data), 60_000, 10_000);
+    let hub = LocalHub::start(Arc::new(c));
+    let m = Machine::new(&hub.url());
+    let clone = std::env::var_os("NEKA_FRESH_CLONE")
+        .map(PathBuf::from)
+        .unwrap_or_else(root);
+    let mut cmd = m.command(env!("CARGO"));
+    cmd.args(["run", "--example", "mnist_cnn"])
+        .current_dir(&clone);
+    let t0 = Instant::now();
+    let o = output_within(cmd, std::time::Duration::from_secs(3600));
+    let out = text(&o);
+    eprintln!("{out}");
+    assert!(o.status.success(), "cargo run --example mnist_cnn: {out}");
+    assert!(
+        out.contains("Hugging Face Hub dataset ylecun/mnist"),
+        "{out}"
+    );
+    let acc = last_json(&o)["accuracy"].as_f64().unwrap();
+    eprintln!(
+        "cargo run --example mnist_cnn in {}: {:.0} s, test accuracy {acc:.4}, {} requests",
+        clone.display(),
+        t0.elapsed().as_secs_f64(),
+        hub.requests().len()
+    );
+    assert!(acc >= 0.98, "test accuracy {acc}");
 }
