@@ -3,7 +3,7 @@
 //! Convolutional networks on candle, written next to the lecture: convolution with kernel
 //! size, padding (`same` = (k−1)/2), stride, dilation and groups ([`conv`]); max and average
 //! pooling ([`pool`]); the output-size and receptive-field arithmetic ([`arith`]) and a
-//! per-layer [`summary`]; the lecture's worked examples ([`lecture`]); batch normalisation
+//! per-layer [`summary`]; batch normalisation
 //! ([`norm`]); and three models, [`MnistNet`] (pytorch/examples' MNIST `Net`,
 //! weight-compatible with PyTorch), [`LeNet5`] and a small [`ResNet`] (residual blocks with
 //! identity and 1×1-projection shortcuts, torchvision's tensor names). On CPU the layers run on neka's [`kernel`]s (convolution with ReLU and max-pool
@@ -24,10 +24,8 @@
 
 pub mod arith;
 pub mod conv;
-pub mod figures;
 pub mod inspect;
 pub mod kernel;
-pub mod lecture;
 pub mod lenet5;
 pub mod mnist_net;
 pub mod norm;

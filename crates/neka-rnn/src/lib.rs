@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod analysis;
 pub mod cell;
 pub mod elman;
 pub mod heads;

@@ -1,8 +1,8 @@
 //! The lecture's CNN pictures: worked convolutions, padding / stride / dilation / pooling,
 //! receptive-field growth, parameter counts.
 //!
-//! Every number is computed by the crate ([`crate::lecture`], [`crate::arith`],
-//! [`crate::summary`], [`crate::Pool2d`]); nothing is typed in. Regenerate all five into
+//! Every number is computed by code ([`crate::conv`], [`neka_cnn::arith`],
+//! [`neka_cnn::summary`], [`neka_cnn::Pool2d`]); nothing is typed in. Regenerate all five into
 //! `docs/lecture/` with
 //!
 //! ```text
@@ -11,17 +11,15 @@
 //!
 //! The bundled font (DejaVu Sans) has no Hangul, so the labels are in English.
 
-use crate::arith::{conv_output_size, effective_kernel, same_padding};
-use crate::lecture::{self, LECTURE_F, LECTURE_G, LECTURE_INPUT, LECTURE_KERNEL};
-use crate::summary::{summarize, LayerSpec};
-use crate::{mnist_net, Pool2d, Result};
-use candle_core::{Device, Module, Tensor};
-use neka_common::plot::bars::{
+use crate::conv::{self as lecture, LECTURE_F, LECTURE_G, LECTURE_INPUT, LECTURE_KERNEL};
+use crate::plot::bars::{
     plot_bars, plot_grouped_bars, thousands, Bar, BarPanel, BarSeries, GroupedPanel,
 };
-use neka_common::plot::worked::{
-    format_value, plot_worked, Highlight, Item, NumberGrid, WINDOW_COLOURS,
-};
+use crate::plot::worked::{format_value, plot_worked, Highlight, Item, NumberGrid, WINDOW_COLOURS};
+use candle_core::{Device, Module, Tensor};
+use neka_cnn::arith::{conv_output_size, effective_kernel, same_padding};
+use neka_cnn::summary::{summarize, LayerSpec};
+use neka_cnn::{mnist_net, Pool2d, Result};
 use std::path::{Path, PathBuf};
 
 /// The file names [`write_all`] writes, in the notes' order.
@@ -438,7 +436,7 @@ fn mnist_spatial() -> Vec<(&'static str, LayerSpec)> {
 /// with doubling dilation.
 pub fn receptive_field(path: &Path) -> Result<()> {
     let spatial = mnist_spatial();
-    let variant = |f: &dyn Fn(&str, crate::Conv2dConfig) -> crate::Conv2dConfig| {
+    let variant = |f: &dyn Fn(&str, neka_cnn::Conv2dConfig) -> neka_cnn::Conv2dConfig| {
         let layers: Vec<(&str, LayerSpec)> = spatial
             .iter()
             .map(|(name, l)| match l {

@@ -18,7 +18,6 @@
 //! The LSTM starts with the "chrono" forget-gate bias (Tallec & Ollivier 2018) by default
 //! ([`set_forget_bias`]); `pytorch` keeps PyTorch's init, a number sets the classic constant.
 
-use crate::{AnyRecurrent, CellType, ManyToOne, RecurrentConfig, SeqInput, SequenceEncoder};
 use candle_core::{DType, Device, Module, Tensor, Var, D};
 use neka_common::checkpoint::CheckpointInfo;
 use neka_common::data::ImageDataset;
@@ -26,6 +25,7 @@ use neka_common::metrics::{plot_lines, Series};
 use neka_common::optim::{LrSchedule, OptimizerConfig};
 use neka_common::train::{evaluate, Classifier, RunOptions, TrainConfig, Trainer};
 use neka_common::{Error, Result};
+use neka_lstm::{AnyRecurrent, CellType, ManyToOne, RecurrentConfig, SeqInput, SequenceEncoder};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
