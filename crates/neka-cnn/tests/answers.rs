@@ -4,7 +4,7 @@
 
 use candle_core::{Device, Tensor};
 use neka_cnn::pipeline::LoadedModel;
-use neka_common::testing::damage;
+use neka_testing::damage;
 use std::path::{Path, PathBuf};
 
 fn shipped() -> PathBuf {

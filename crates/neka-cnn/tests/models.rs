@@ -6,8 +6,8 @@ use neka_cnn::{conv2d, CnnModel, Conv2dConfig, Padding};
 use neka_common::data::vision::{self, VisionDatasetKind};
 use neka_common::data::{Dataset, ImageBatch};
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::testing::{max_abs_diff, vjp_pair};
 use neka_common::train::{Classifier, StepContext, TrainModel};
+use neka_testing::{max_abs_diff, vjp_pair};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 

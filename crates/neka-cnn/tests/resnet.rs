@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use neka_cnn::resnet::{self, BasicBlock};
 use neka_cnn::{batch_norm2d, CnnModel, ResNet};
 use neka_common::optim::{count_parameters, is_buffer, Optimizer, OptimizerConfig};
-use neka_common::testing::{cotangent, gradient_check, max_abs_diff, vjp};
+use neka_testing::{cotangent, gradient_check, max_abs_diff, vjp};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 

@@ -401,7 +401,7 @@ fn resume_checks_the_best_model_before_anything_changes() {
     let best = run.path().join("model.safetensors");
     let bytes = std::fs::read(&best).unwrap();
     std::fs::write(&best, &bytes[..bytes.len() / 2]).unwrap();
-    let before = neka_common::testing::snapshot(run.path());
+    let before = neka_testing::snapshot(run.path());
     // Resumed into another --out, so that no repair of `run` happens first.
     let other = tempfile::tempdir().unwrap();
     rng::seed(999);
@@ -421,7 +421,7 @@ fn resume_checks_the_best_model_before_anything_changes() {
     );
     assert_eq!(t.epochs_done(), 0);
     assert_eq!(
-        neka_common::testing::snapshot(run.path()),
+        neka_testing::snapshot(run.path()),
         before,
         "a refused resume changed the run"
     );

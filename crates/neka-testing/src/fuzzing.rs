@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Where the committed seed model directories live.
-pub const SEEDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
+pub const SEEDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds");
 
 /// A scratch directory private to this process and thread, emptied on every call.
 fn scratch(name: &str) -> PathBuf {
