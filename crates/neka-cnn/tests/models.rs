@@ -4,7 +4,7 @@ use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::VarMap;
 use neka_cnn::{conv2d, CnnModel, Conv2dConfig, Padding};
 use neka_common::data::vision::{self, VisionDatasetKind};
-use neka_common::data::{Dataset, ImageBatch};
+use neka_common::data::{Dataset, LabeledBatch};
 use neka_common::optim::{Optimizer, OptimizerConfig};
 use neka_common::train::{Classifier, StepContext, TrainModel};
 use neka_testing::{max_abs_diff, vjp_pair};
@@ -98,7 +98,7 @@ fn mnist_net_has_pytorch_names_and_layouts() -> R {
     Ok(())
 }
 
-fn fixture_batch(n: usize) -> ImageBatch {
+fn fixture_batch(n: usize) -> LabeledBatch {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../neka-common/tests/fixtures/mnist-sample");
     let d = vision::load_from_dir(VisionDatasetKind::Mnist, &dir).unwrap();
