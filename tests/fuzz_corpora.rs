@@ -101,7 +101,7 @@ fn seed_model_dirs_load() {
         d
     };
     for d in dirs("cnn") {
-        neka::cnn::pipeline::LoadedModel::load(&d, &cpu)
+        neka::cnn::loaded_model::LoadedModel::load(&d, &cpu)
             .unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     }
     for d in dirs("tagger") {

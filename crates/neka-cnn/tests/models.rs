@@ -148,7 +148,7 @@ fn both_models_overfit_one_batch() -> R {
 /// whose layers would need terabytes, all refused with the field named.
 #[test]
 fn untrusted_model_records_are_refused_naming_the_field() {
-    use neka_cnn::pipeline::LoadedModel;
+    use neka_cnn::loaded_model::LoadedModel;
     use neka_common::checkpoint::{self, CheckpointInfo};
     let dir = tempfile::tempdir().unwrap();
     let vm = VarMap::new();
