@@ -153,33 +153,5 @@ impl Module for LeNet5 {
     }
 }
 
-impl super::registry::Cnn for LeNet5 {
-    fn logits(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_with(xs, train)
-    }
-    fn conv1(&self) -> &Conv2d {
-        LeNet5::conv1(self)
-    }
-    fn feature_maps(&self, xs: &Tensor) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
-        LeNet5::feature_maps(self, xs)
-    }
-}
-
-/// `--model lenet5`, listed in [`super::registry::MODELS`].
-impl super::registry::Registered for LeNet5 {
-    const NAME: &'static str = "lenet5";
-    type Config = Config;
-    fn build(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Self::new(cfg, vb)
-    }
-    fn config_for(in_channels: usize, image_size: usize, num_classes: usize) -> Config {
-        Config {
-            in_channels,
-            image_size,
-            num_classes,
-        }
-    }
-    fn summary(cfg: &Config) -> Result<Summary> {
-        cfg.summary()
-    }
-}
+// `--model lenet5`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
+super::registry::register!(LeNet5, "lenet5", forward_with);

@@ -166,34 +166,5 @@ impl ModuleT for MnistNet {
     }
 }
 
-impl super::registry::Cnn for MnistNet {
-    fn logits(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_t(xs, train)
-    }
-    fn conv1(&self) -> &Conv2d {
-        MnistNet::conv1(self)
-    }
-    fn feature_maps(&self, xs: &Tensor) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
-        MnistNet::feature_maps(self, xs)
-    }
-}
-
-/// `--model mnist-net`, listed in [`super::registry::MODELS`].
-impl super::registry::Registered for MnistNet {
-    const NAME: &'static str = "mnist-net";
-    type Config = Config;
-    fn build(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Self::new(cfg, vb)
-    }
-    fn config_for(in_channels: usize, image_size: usize, num_classes: usize) -> Config {
-        Config {
-            in_channels,
-            image_size,
-            num_classes,
-            ..Default::default()
-        }
-    }
-    fn summary(cfg: &Config) -> Result<Summary> {
-        cfg.summary()
-    }
-}
+// `--model mnist-net`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
+super::registry::register!(MnistNet, "mnist-net", forward_t);

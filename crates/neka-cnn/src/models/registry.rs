@@ -1,9 +1,9 @@
 //! The registry of the zoo's CNNs: what `mnist_cnn --model NAME`, `eval`, `predict`,
 //! `inspect`, the demo and checkpoint loading find by name.
 //!
-//! Adding a CNN is one new file in `models/` — the model, its `Config`, and an
-//! `impl Registered` (its name, how a config is made for the data, its layer summary) — plus
-//! its line in [`MODELS`]. No `match name` anywhere else.
+//! Adding a CNN is one new file in `models/` — the model, its `Config`, and
+//! `register!(Model, "name", forward)` (or `impl Cnn` and `impl Registered` by hand) — plus its
+//! line in [`MODELS`]. No `match name` anywhere else.
 
 use crate::summary::Summary;
 use crate::{Conv2d, Error, Result};
@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 
-/// The CNNs of the zoo, in the order `--model` lists them. Adding one: its file's
-/// `impl Registered`, then one line here.
+/// The CNNs of the zoo, in the order `--model` lists them. Adding one: its file (with
+/// `register!`), then one line here.
 pub const MODELS: &[Entry] = &[
     entry::<super::mnist_net::MnistNet>(),
     entry::<super::lenet5::LeNet5>(),
@@ -43,20 +43,58 @@ pub trait Cnn: std::fmt::Debug + Send + Sync {
     fn feature_maps(&self, xs: &Tensor) -> candle_core::Result<Vec<(&'static str, Tensor)>>;
 }
 
-/// A CNN the registry can build by name: what its file implements to be listed in [`MODELS`].
+/// A CNN the registry can build by name: what its file implements (usually through
+/// `register!`) to be listed in [`MODELS`].
 pub trait Registered: Cnn + Sized + 'static {
     /// Its `--model` name and the `model` of its `config.json`.
     const NAME: &'static str;
-    /// Its config, as `config.json` stores it.
-    type Config: Serialize + DeserializeOwned;
+    /// Its config, as `config.json` stores it. Its fields include the data's `in_channels`,
+    /// `image_size` and `num_classes`; for new data the others keep their defaults.
+    type Config: Serialize + DeserializeOwned + Default;
     /// Builds the model (its tensors from `vb`).
     fn build(cfg: &Self::Config, vb: VarBuilder) -> Result<Self>;
-    /// The default config for images of `in_channels × image_size²` and `num_classes`
-    /// classes.
-    fn config_for(in_channels: usize, image_size: usize, num_classes: usize) -> Self::Config;
     /// Shapes, parameters, receptive fields and MACs per layer.
     fn summary(cfg: &Self::Config) -> Result<Summary>;
 }
+
+/// `register!(Model, "name", forward)` implements [`Cnn`] and [`Registered`] for a model that
+/// follows the zoo's conventions: `Model::new(&Config, vb)`, `Model::conv1()`,
+/// `Model::feature_maps(xs)`, `Config::summary()`, and `forward(xs, train)` for the logits
+/// (`forward_t` of `ModuleT`, or the model's own), with `Config` the model file's.
+macro_rules! register {
+    ($model:ty, $name:literal, $forward:ident) => {
+        impl $crate::models::registry::Cnn for $model {
+            fn logits(
+                &self,
+                xs: &candle_core::Tensor,
+                train: bool,
+            ) -> candle_core::Result<candle_core::Tensor> {
+                self.$forward(xs, train)
+            }
+            fn conv1(&self) -> &$crate::Conv2d {
+                <$model>::conv1(self)
+            }
+            fn feature_maps(
+                &self,
+                xs: &candle_core::Tensor,
+            ) -> candle_core::Result<Vec<(&'static str, candle_core::Tensor)>> {
+                <$model>::feature_maps(self, xs)
+            }
+        }
+
+        impl $crate::models::registry::Registered for $model {
+            const NAME: &'static str = $name;
+            type Config = Config;
+            fn build(cfg: &Config, vb: candle_nn::VarBuilder) -> $crate::Result<Self> {
+                Self::new(cfg, vb)
+            }
+            fn summary(cfg: &Config) -> $crate::Result<$crate::Summary> {
+                cfg.summary()
+            }
+        }
+    };
+}
+pub(crate) use register;
 
 /// One line of [`MODELS`]: a name and how to build, configure and summarise that model from
 /// JSON. Made by [`entry`].
@@ -124,9 +162,20 @@ fn build<M: Registered>(config: &serde_json::Value, vb: VarBuilder) -> Result<Ar
     Ok(Arc::new(M::build(&parse::<M>(config)?, vb)?))
 }
 
+/// `M`'s default config with the data's `in_channels`, `image_size` and `num_classes`, as JSON
+/// (read back as `M::Config`, so it is one `M` accepts).
 fn config_for<M: Registered>(c: usize, size: usize, classes: usize) -> Result<serde_json::Value> {
-    serde_json::to_value(M::config_for(c, size, classes))
-        .map_err(|e| Error::config("model config", e.to_string()))
+    let bad = |e: serde_json::Error| Error::config("model config", e.to_string());
+    let mut config = serde_json::to_value(M::Config::default()).map_err(bad)?;
+    for (key, value) in [
+        ("in_channels", c),
+        ("image_size", size),
+        ("num_classes", classes),
+    ] {
+        config[key] = value.into();
+    }
+    let config: M::Config = serde_json::from_value(config).map_err(bad)?;
+    serde_json::to_value(config).map_err(bad)
 }
 
 fn summary<M: Registered>(config: &serde_json::Value) -> Result<Summary> {

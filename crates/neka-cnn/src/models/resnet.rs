@@ -397,34 +397,5 @@ impl ModuleT for ResNet {
     }
 }
 
-impl super::registry::Cnn for ResNet {
-    fn logits(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_t(xs, train)
-    }
-    fn conv1(&self) -> &Conv2d {
-        ResNet::conv1(self)
-    }
-    fn feature_maps(&self, xs: &Tensor) -> candle_core::Result<Vec<(&'static str, Tensor)>> {
-        ResNet::feature_maps(self, xs)
-    }
-}
-
-/// `--model resnet`, listed in [`super::registry::MODELS`].
-impl super::registry::Registered for ResNet {
-    const NAME: &'static str = "resnet";
-    type Config = Config;
-    fn build(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Self::new(cfg, vb)
-    }
-    fn config_for(in_channels: usize, image_size: usize, num_classes: usize) -> Config {
-        Config {
-            in_channels,
-            image_size,
-            num_classes,
-            ..Default::default()
-        }
-    }
-    fn summary(cfg: &Config) -> Result<Summary> {
-        cfg.summary()
-    }
-}
+// `--model resnet`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
+super::registry::register!(ResNet, "resnet", forward_t);
