@@ -536,7 +536,7 @@ fn the_checker_catches_broken_rows() {
     let (ko, _) = check_map(root(), "ko", &one(&other), "## Map");
     let diff = compare_maps(&en, &ko);
     assert_eq!(diff.len(), 2, "{diff:?}");
-    assert!(diff[0].contains("row 1 (a)") && diff[0].contains("tests/lecture.rs"));
+    assert!(diff[0].contains("row 1 (a)") && diff[0].contains("tests/worked.rs"));
     assert!(diff[1].contains("mnist_cnn"));
     assert_eq!(compare_maps(&en, &[]).len(), 1);
 }

@@ -60,8 +60,8 @@ fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, PEAK.with(Cell::get) - base)
 }
 
-/// CRC-32 (IEEE) of PNG chunks.
-fn crc32(bytes: &[u8]) -> u32 {
+/// CRC-32 (IEEE) of PNG chunks (also for the tests in `images/mod.rs`).
+pub(super) fn crc32(bytes: &[u8]) -> u32 {
     let mut c = !0u32;
     for &b in bytes {
         c ^= u32::from(b);

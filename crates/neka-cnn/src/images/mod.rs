@@ -193,6 +193,7 @@ mod bad_images;
 
 #[cfg(test)]
 mod tests {
+    use super::bad_images::crc32;
     use super::*;
 
     #[test]
@@ -340,22 +341,6 @@ mod tests {
             .to_string();
         assert!(e.contains("3x2 pixels"), "{e}");
         Ok(())
-    }
-
-    /// CRC-32 (IEEE) of PNG chunks.
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
     }
 
     #[test]
