@@ -13,7 +13,7 @@ use anyhow::Result;
 use candle_core::{DType, ModuleT, Tensor};
 use clap::Parser;
 use neka_cnn::CnnModel;
-use neka_common::data::ImageBatch;
+use neka_common::data::LabeledBatch;
 use neka_common::device::DeviceRequest;
 use neka_common::optim::{Optimizer, OptimizerConfig};
 use neka_common::train::{Classifier, StepContext, TrainModel};
@@ -69,8 +69,8 @@ fn main() -> Result<()> {
             let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &device);
             let (model, _) = CnnModel::from_name(name, 1, 28, 10, vb)?;
             let mut opt = Optimizer::new(OptimizerConfig::adamw(1e-3), &varmap)?;
-            let batch = |n: usize| -> Result<ImageBatch> {
-                Ok(ImageBatch {
+            let batch = |n: usize| -> Result<LabeledBatch> {
+                Ok(LabeledBatch {
                     x: Tensor::randn(0f32, 1.0, (n, 1, 28, 28), &device)?,
                     y: Tensor::from_vec(
                         (0..n as u32).map(|i| i % 10).collect::<Vec<_>>(),

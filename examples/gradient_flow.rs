@@ -1,7 +1,7 @@
 //! The notes' "RNN의 한계점", drawn: (1) parameter > 1 → the gradient explodes, (2) parameter
 //! < 1 → it vanishes. For `h_t = ψ(W h_{t−1} + U x_t)` with `W = ρ·Q` (Q orthogonal, so the
 //! spectral radius is ρ) and `L = v · h_T`, plots log10 ‖∂L/∂h_{T−k}‖ against k, the steps
-//! back through time, measured by candle's autograd ([`neka_rnn::analysis`]):
+//! back through time, measured by candle's autograd ([`neka_lecture::gradient_flow`]):
 //!
 //! - linear RNN (ψ = identity): exactly ρ^k — a straight line of slope log10 ρ;
 //! - tanh RNN, inputs of order 1: the units saturate, tanh′ = 1 − h² ≪ 1, and even ρ = 1.5
@@ -14,13 +14,13 @@
 //! ```
 //!
 //! Writes `rnn_gradient_flow.png` to `--out` and prints one JSON line per (cell, ρ).
-//! Checked by `crates/neka-rnn/tests/claims.rs`.
+//! Checked by `crates/neka-lecture/tests/rnn_claims.rs`.
 
 use anyhow::Result;
 use candle_core::Device;
 use clap::Parser;
 use neka_common::plot::{plot_lines_with, Legend, Series};
-use neka_rnn::analysis::{gradient_flow, FlowConfig, Psi};
+use neka_lecture::gradient_flow::{gradient_flow, FlowConfig, Psi};
 use std::path::PathBuf;
 
 neka::use_mimalloc!();

@@ -9,11 +9,11 @@
 //! ```
 //!
 //! The task ("remember the first token"), the experiments and what they write to `--out`
-//! are in [`neka_lstm::vanishing`]; this launcher parses the flags and runs them.
+//! are in [`neka_lecture::vanishing`]; this launcher parses the flags and runs them.
 
 use anyhow::Result;
 use clap::Parser;
-use neka_lstm::vanishing::{self, Settings};
+use neka_lecture::vanishing::{self, Settings};
 use neka_lstm::CellType;
 use std::path::PathBuf;
 

@@ -7,8 +7,6 @@ pub use neka_common as common;
 pub use neka_lstm as lstm;
 pub use neka_rnn as rnn;
 pub use neka_seq2seq as seq2seq;
-#[doc(hidden)]
-pub mod fuzzing;
 
 /// Makes [mimalloc](https://github.com/microsoft/mimalloc) the program's allocator — what
 /// every example runs on. candle allocates a fresh buffer for every tensor; glibc malloc

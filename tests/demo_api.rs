@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use neka::demo::{self, ModelDirs, Models};
-use neka_cnn::inspect;
+use neka_cnn::images;
 use neka_common::data::idx::{read_idx, IMAGES_MAGIC};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -135,8 +135,8 @@ async fn classify_pixels_equals_the_loaded_model() {
         let (status, r) = post_json("/api/classify", json!({"pixels": px, "centre": centre})).await;
         assert_eq!(status, StatusCode::OK, "{r}");
         let values: Vec<f64> = px.iter().map(|&p| f64::from(p)).collect();
-        let img = inspect::gray_from_values(&values, 28, 28).unwrap();
-        let x = inspect::image_to_input(&img.into(), 28, &norm, centre).unwrap();
+        let img = images::gray_from_values(&values, 28, 28).unwrap();
+        let x = images::image_to_input(&img.into(), 28, &norm, centre).unwrap();
         assert_reads_as_library(&r, &x);
         assert_eq!(r["centred"], centre);
     }
@@ -160,7 +160,7 @@ async fn classify_png_is_read_as_mnist_cnn_predict_reads_the_file() {
     std::fs::write(&path, &png).unwrap();
     let m = models();
     let cnn = m.cnn.model.as_ref().unwrap();
-    let x = inspect::load_image(&path, 28, &cnn.normalize().unwrap()).unwrap();
+    let x = images::load_image(&path, 28, &cnn.normalize().unwrap()).unwrap();
     assert_reads_as_library(&r, &x);
     // a big white-background drawing, centred on request, comes out a confident answer
     let (status, r) = send(

@@ -12,7 +12,7 @@ use candle_nn::VarMap;
 use neka_cnn::CnnModel;
 use neka_common::device::{device_name, test_device};
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::testing::rel_diff;
+use neka_testing::rel_diff;
 
 const TOL: f64 = 2e-4;
 

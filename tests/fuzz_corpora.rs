@@ -1,5 +1,5 @@
 //! Replays the committed fuzz corpora on stable: every file of `fuzz/corpus/<target>/` and
-//! `fuzz/regressions/<target>/` goes through the same `neka::fuzzing::<target>` function the
+//! `fuzz/regressions/<target>/` goes through the same `neka_testing::fuzzing::<target>` function the
 //! `cargo fuzz` target calls, and a harness panic fails the test (naming the file).
 //!
 //! Inputs of findings not yet fixed are listed in [`KNOWN_OPEN`] and skipped (not run: some
@@ -65,7 +65,7 @@ macro_rules! corpus_tests {
         $(
             #[test]
             fn $name() {
-                replay(stringify!($name), neka::fuzzing::$name);
+                replay(stringify!($name), neka_testing::fuzzing::$name);
             }
         )*
     };
@@ -101,7 +101,7 @@ fn seed_model_dirs_load() {
         d
     };
     for d in dirs("cnn") {
-        neka::cnn::pipeline::LoadedModel::load(&d, &cpu)
+        neka::cnn::loaded_model::LoadedModel::load(&d, &cpu)
             .unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     }
     for d in dirs("tagger") {
@@ -123,7 +123,7 @@ fn seed_model_dirs_load() {
 fn regenerate_seed_model_dirs() {
     let root = fuzz_dir().join("seeds");
     let _ = std::fs::remove_dir_all(&root);
-    neka::fuzzing::write_seed_model_dirs(&root).unwrap();
+    neka_testing::fuzzing::write_seed_model_dirs(&root).unwrap();
 
     let out = fuzz_dir().join("corpus-init/image");
     std::fs::create_dir_all(&out).unwrap();

@@ -490,13 +490,13 @@ fn lecture_maps_link_only_what_exists_and_agree() {
 
 #[test]
 fn the_checker_catches_broken_rows() {
-    let good = "| a | [`convolve_full_1d`](crates/neka-cnn/src/lecture.rs) \
-        | [`one_d_convolution_flips_the_kernel`](crates/neka-cnn/tests/lecture.rs) \
+    let good = "| a | [`convolve_full_1d`](crates/neka-lecture/src/conv.rs) \
+        | [`one_d_convolution_flips_the_kernel`](crates/neka-lecture/tests/worked.rs) \
         | `cargo run --release --example conv_basics` | — |";
     let map = format!(
         "# x\n\n## Map\n\nSee [nowhere](docs/nowhere.md).\n\n\
          | concept | code | test | command | figure |\n|---|---|---|---|---|\n{good}\n\
-         | b | [`no_such_fn`](crates/neka-cnn/src/lecture.rs) | [`input`](crates/neka-cnn/tests/lecture.rs) | `cargo run --example no_such_example` | [f](models/none.png) |\n\
+         | b | [`no_such_fn`](crates/neka-lecture/src/conv.rs) | [`input`](crates/neka-lecture/tests/worked.rs) | `cargo run --example no_such_example` | [f](models/none.png) |\n\
          | c | [`convolve_full_1d`](crates/neka-cnn/src/missing.rs) | — | `cargo test -p neka-lstm --test recurrent no_such_test` | — |\n\
          | d | [`Nope::after`](crates/neka-cnn/src/arith.rs) | [`params_and_macs`](crates/neka-cnn/src/nope.rs) | — | — |\n\
          | e | — | — | — |\n\
@@ -506,8 +506,8 @@ fn the_checker_catches_broken_rows() {
     assert_eq!(rows.len(), 5, "{rows:?}");
     let expect = [
         "text: `docs/nowhere.md` does not exist",
-        "row 2 (b): `no_such_fn` is not defined in `crates/neka-cnn/src/lecture.rs`",
-        "row 2 (b): test: no `#[test] fn input` in `crates/neka-cnn/tests/lecture.rs`",
+        "row 2 (b): `no_such_fn` is not defined in `crates/neka-lecture/src/conv.rs`",
+        "row 2 (b): test: no `#[test] fn input` in `crates/neka-lecture/tests/worked.rs`",
         "row 2 (b): example `examples/no_such_example.rs` does not exist",
         "row 2 (b): figure: `models/none.png` does not exist",
         "row 3 (c): code: `crates/neka-cnn/src/missing.rs` does not exist",
@@ -530,13 +530,13 @@ fn the_checker_catches_broken_rows() {
     let (en, errors) = check_map(root(), "en", &one(good), "## Map");
     assert!(errors.is_empty(), "{errors:?}");
     let other = good.replace("conv_basics", "mnist_cnn").replace(
-        "crates/neka-cnn/tests/lecture.rs",
-        "crates/neka-cnn/src/lecture.rs",
+        "crates/neka-lecture/tests/worked.rs",
+        "crates/neka-lecture/src/conv.rs",
     );
     let (ko, _) = check_map(root(), "ko", &one(&other), "## Map");
     let diff = compare_maps(&en, &ko);
     assert_eq!(diff.len(), 2, "{diff:?}");
-    assert!(diff[0].contains("row 1 (a)") && diff[0].contains("tests/lecture.rs"));
+    assert!(diff[0].contains("row 1 (a)") && diff[0].contains("tests/worked.rs"));
     assert!(diff[1].contains("mnist_cnn"));
     assert_eq!(compare_maps(&en, &[]).len(), 1);
 }

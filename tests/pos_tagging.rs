@@ -6,10 +6,10 @@ use candle_nn::VarMap;
 use neka_common::data::conllu::{read_conllu, TaggedSentence};
 use neka_common::data::tagging::{TagBatch, TaggingDataset, TaggingVocabConfig, TaggingVocabs};
 use neka_common::data::Dataset;
-use neka_common::testing::{max_abs_diff, overfit_config};
 use neka_common::train::{evaluate, TrainConfig, Trainer};
 use neka_lstm::tagger::{self, Config, LoadedTagger, Tagger};
 use neka_lstm::CellType;
+use neka_testing::{max_abs_diff, overfit_config};
 use std::path::Path;
 
 fn sample() -> Vec<TaggedSentence> {

@@ -6,7 +6,7 @@ use candle_core::{DType, ModuleT};
 use candle_nn::VarMap;
 use neka_cnn::CnnModel;
 use neka_common::checkpoint;
-use neka_common::testing::max_abs_diff;
+use neka_testing::max_abs_diff;
 use std::path::Path;
 
 /// `set_cpu_impl` is process-wide: the two tests take turns, so each path really runs.

@@ -13,7 +13,7 @@ fn mnist() -> String {
     fixture("mnist-sample").display().to_string()
 }
 
-use neka_common::testing::snapshot;
+use neka_testing::snapshot;
 
 fn mnist_train(out: &Path, extra: &[&str]) -> Output {
     let data = mnist();
@@ -510,8 +510,8 @@ fn decomposed_unicode_translates_and_tags_as_composed() {
 fn a_model_that_cannot_answer_is_refused_at_load_naming_its_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mnist-extreme");
-    neka_common::testing::damage::copy_model_dir(Path::new(&models("mnist-cnn")), &dir).unwrap();
-    neka_common::testing::damage::set_weight(&dir.join("model.safetensors"), "fc2.weight", 0, 3e38)
+    neka_testing::damage::copy_model_dir(Path::new(&models("mnist-cnn")), &dir).unwrap();
+    neka_testing::damage::set_weight(&dir.join("model.safetensors"), "fc2.weight", 0, 3e38)
         .unwrap();
     let png = tmp.path().join("x.png");
     image::GrayImage::new(28, 28).save(&png).unwrap();

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use neka::cli::ModelArgs;
-use neka_cnn::pipeline::LoadedModel;
+use neka_cnn::loaded_model::LoadedModel;
 use neka_common::data::VisionDatasetKind;
 use std::path::PathBuf;
 
@@ -96,8 +96,8 @@ pub fn inspect(a: Inspect) -> Result<()> {
     let loaded = LoadedModel::load(&dir, &device)?;
     let (x, what) = match &a.image {
         Some(p) => {
-            neka_cnn::pipeline::regular_file(p)?;
-            let x = neka_cnn::inspect::load_image(p, loaded.image_size(), &loaded.normalize()?)?;
+            neka_cnn::loaded_model::regular_file(p)?;
+            let x = neka_cnn::images::load_image(p, loaded.image_size(), &loaded.normalize()?)?;
             (x, p.display().to_string())
         }
         None => loaded.test_image(a.index, a.data_dir.as_deref())?,

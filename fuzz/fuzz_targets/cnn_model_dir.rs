@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| neka::fuzzing::cnn_model_dir(data));
+fuzz_target!(|data: &[u8]| neka_testing::fuzzing::cnn_model_dir(data));

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| neka::fuzzing::vocab(data));
+fuzz_target!(|data: &[u8]| neka_testing::fuzzing::vocab(data));

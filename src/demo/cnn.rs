@@ -7,8 +7,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use neka_cnn::inspect;
-use neka_cnn::pipeline::LoadedModel;
+use neka_cnn::images;
+use neka_cnn::loaded_model::LoadedModel;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -39,13 +39,11 @@ pub fn classify_input(m: &LoadedModel, input: Input, centre: bool) -> Result<Val
     let size = m.image_size();
     let norm = m.normalize()?;
     let img = match input {
-        Input::Pixels(v) => image::DynamicImage::from(inspect::gray_from_values(&v, size, size)?),
-        Input::Image(bytes) => {
-            inspect::decode_image_bytes(&bytes, "request body", MAX_IMAGE_PIXELS)
-                .map_err(|e| ApiError::bad(e.to_string()))?
-        }
+        Input::Pixels(v) => image::DynamicImage::from(images::gray_from_values(&v, size, size)?),
+        Input::Image(bytes) => images::decode_image_bytes(&bytes, "request body", MAX_IMAGE_PIXELS)
+            .map_err(|e| ApiError::bad(e.to_string()))?,
     };
-    let x = inspect::image_to_input(&img, size, &norm, centre)?;
+    let x = images::image_to_input(&img, size, &norm, centre)?;
     let r = m.read(&x)?;
     let seen: Vec<f32> = x
         .flatten_all()

@@ -35,7 +35,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
-use neka_cnn::pipeline::LoadedModel;
+use neka_cnn::loaded_model::LoadedModel;
 use neka_lstm::tagger::LoadedTagger;
 use neka_seq2seq::Translator;
 use serde_json::{json, Value};

@@ -3,8 +3,8 @@
 //! are an error, not "NaN%"; what is not a regular file is refused before it is opened.
 
 use candle_core::{Device, Tensor};
-use neka_cnn::pipeline::LoadedModel;
-use neka_common::testing::damage;
+use neka_cnn::loaded_model::LoadedModel;
+use neka_testing::damage;
 use std::path::{Path, PathBuf};
 
 fn shipped() -> PathBuf {

@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use neka_cnn::kernel::{self, Conv2dOp, MaxPool2dOp};
 use neka_cnn::{conv2d, Conv2dConfig, Padding, Pool2d};
 use neka_common::cpu::Fused3;
-use neka_common::testing::{cotangent, gradient_check, max_abs_diff, rel_diff, vjp, vjp_pair};
+use neka_testing::{cotangent, gradient_check, max_abs_diff, rel_diff, vjp, vjp_pair};
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -4,10 +4,10 @@ use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::VarMap;
 use neka_cnn::{conv2d, CnnModel, Conv2dConfig, Padding};
 use neka_common::data::vision::{self, VisionDatasetKind};
-use neka_common::data::{Dataset, ImageBatch};
+use neka_common::data::{Dataset, LabeledBatch};
 use neka_common::optim::{Optimizer, OptimizerConfig};
-use neka_common::testing::{max_abs_diff, vjp_pair};
 use neka_common::train::{Classifier, StepContext, TrainModel};
+use neka_testing::{max_abs_diff, vjp_pair};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -98,7 +98,7 @@ fn mnist_net_has_pytorch_names_and_layouts() -> R {
     Ok(())
 }
 
-fn fixture_batch(n: usize) -> ImageBatch {
+fn fixture_batch(n: usize) -> LabeledBatch {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../neka-common/tests/fixtures/mnist-sample");
     let d = vision::load_from_dir(VisionDatasetKind::Mnist, &dir).unwrap();
@@ -148,7 +148,7 @@ fn both_models_overfit_one_batch() -> R {
 /// whose layers would need terabytes, all refused with the field named.
 #[test]
 fn untrusted_model_records_are_refused_naming_the_field() {
-    use neka_cnn::pipeline::LoadedModel;
+    use neka_cnn::loaded_model::LoadedModel;
     use neka_common::checkpoint::{self, CheckpointInfo};
     let dir = tempfile::tempdir().unwrap();
     let vm = VarMap::new();

@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use neka_cnn::resnet::{self, BasicBlock};
 use neka_cnn::{batch_norm2d, CnnModel, ResNet};
 use neka_common::optim::{count_parameters, is_buffer, Optimizer, OptimizerConfig};
-use neka_common::testing::{cotangent, gradient_check, max_abs_diff, vjp};
+use neka_testing::{cotangent, gradient_check, max_abs_diff, vjp};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -453,7 +453,7 @@ fn eval_uses_running_stats_train_updates_them_and_the_optimizer_leaves_them() ->
 /// included in the file.
 #[test]
 fn save_and_load_through_loaded_model_gives_identical_logits() -> R {
-    use neka_cnn::pipeline::LoadedModel;
+    use neka_cnn::loaded_model::LoadedModel;
     use neka_common::checkpoint::{self, CheckpointInfo};
     let dir = tempfile::tempdir()?;
     let vm = VarMap::new();
@@ -483,7 +483,7 @@ fn save_and_load_through_loaded_model_gives_identical_logits() -> R {
     assert!(saved.contains_key("layer1.0.bn2.running_var"));
 
     let loaded = LoadedModel::load(dir.path(), &Device::Cpu)?;
-    assert!(matches!(loaded.model, CnnModel::ResNet(_)));
+    assert_eq!(loaded.model.name(), "resnet");
     let want = net.forward_t(&x, false)?;
     let got = loaded.model.forward_t(&x, false)?;
     assert_eq!(

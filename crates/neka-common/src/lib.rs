@@ -18,9 +18,8 @@
 //! | [`checkpoint`] | safetensors + `config.json`, the weights file as the one commit point, strict loading |
 //! | [`finite`] | a loaded model must answer in finite numbers: the load-time probe, the per-answer check |
 //! | [`run_dir`] | a run directory's lock and its repair after an interrupted run |
-//! | [`testing`] | checking candle computations: max-abs / relative differences, finite-difference gradient checks |
 //! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves, confusion matrix, corpus BLEU, peak memory |
-//! | [`plot`] | the PNG figures (curves, bars, heatmaps, image grids, the lecture's worked examples) |
+//! | [`plot`] | the PNG figures (curves, heatmaps, image grids) and the drawing primitives the lecture's figures (neka-lecture) build on |
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
 
 pub mod checkpoint;
@@ -39,7 +38,6 @@ pub mod optim;
 pub mod plot;
 pub mod rng;
 pub mod run_dir;
-pub mod testing;
 pub mod train;
 pub mod vocab;
 

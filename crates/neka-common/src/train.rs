@@ -32,7 +32,7 @@
 //!   kind, batch size, seed, the monitored metric), naming each difference.
 
 use crate::checkpoint::{self, CheckpointInfo};
-use crate::data::{Dataset, ImageBatch};
+use crate::data::{Dataset, LabeledBatch};
 use crate::metrics::{self, EpochMetrics, EvalMetrics, Running};
 use crate::optim::{clip_grad_norm, LrSchedule, Optimizer, OptimizerConfig};
 use crate::rng::{self, DataRng};
@@ -123,8 +123,8 @@ pub trait TrainModel {
 pub struct Classifier<'a, M>(pub &'a M);
 
 impl<M: ModuleT> TrainModel for Classifier<'_, M> {
-    type Batch = ImageBatch;
-    fn step(&self, batch: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+    type Batch = LabeledBatch;
+    fn step(&self, batch: &LabeledBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let logits = self.0.forward_t(&batch.x, ctx.train)?;
         let loss = crate::loss::cross_entropy(&logits, &batch.y)?;
         Ok(StepOutput {

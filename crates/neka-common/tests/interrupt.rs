@@ -5,7 +5,7 @@ mod common;
 
 use candle_nn::VarMap;
 use common::{cfg, data, info, weights, Mlp};
-use neka_common::data::ImageBatch;
+use neka_common::data::LabeledBatch;
 use neka_common::rng;
 use neka_common::train::{
     request_stop, Classifier, StepContext, StepOutput, StopReason, TrainModel, Trainer,
@@ -18,8 +18,8 @@ struct StopAt<'a> {
 }
 
 impl TrainModel for StopAt<'_> {
-    type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+    type Batch = LabeledBatch;
+    fn step(&self, b: &LabeledBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         if ctx.train {
             self.calls.set(self.calls.get() + 1);
             if self.calls.get() == self.at {

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarMap};
 use neka_common::cpu::Fused3;
 use neka_common::nn::{linear, linear_forward, LinearOp};
-use neka_common::testing::{gradient_check, max_abs_diff, vjp_pair};
+use neka_testing::{gradient_check, max_abs_diff, vjp_pair};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     max_abs_diff(a, b).unwrap()

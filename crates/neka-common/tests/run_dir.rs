@@ -6,7 +6,7 @@ mod common;
 use candle_nn::VarMap;
 use common::{cfg, data, info, weights, Mlp};
 use neka_common::checkpoint::{self, CheckpointInfo};
-use neka_common::data::ImageBatch;
+use neka_common::data::LabeledBatch;
 use neka_common::rng;
 use neka_common::train::{evaluate, Classifier, StepContext, StepOutput, TrainModel, Trainer};
 use neka_common::Error;
@@ -235,8 +235,8 @@ struct NanValidation<'a> {
 }
 
 impl TrainModel for NanValidation<'_> {
-    type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+    type Batch = LabeledBatch;
+    fn step(&self, b: &LabeledBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let mut out = self.inner.step(b, ctx)?;
         if !ctx.train {
             self.evals.set(self.evals.get() + 1); // one validation batch per epoch
@@ -299,7 +299,7 @@ fn a_nan_in_epoch_one_saves_nothing_and_says_so() {
 fn empty_validation_and_evaluation_sets_are_errors() {
     let out = tempfile::tempdir().unwrap();
     let (train, val) = data();
-    let empty = neka_common::data::ImageDataset {
+    let empty = neka_common::data::LabeledDataset {
         x: val.x.narrow(0, 0, 0).unwrap(),
         y: val.y.narrow(0, 0, 0).unwrap(),
     };
@@ -401,7 +401,7 @@ fn resume_checks_the_best_model_before_anything_changes() {
     let best = run.path().join("model.safetensors");
     let bytes = std::fs::read(&best).unwrap();
     std::fs::write(&best, &bytes[..bytes.len() / 2]).unwrap();
-    let before = neka_common::testing::snapshot(run.path());
+    let before = neka_testing::snapshot(run.path());
     // Resumed into another --out, so that no repair of `run` happens first.
     let other = tempfile::tempdir().unwrap();
     rng::seed(999);
@@ -421,7 +421,7 @@ fn resume_checks_the_best_model_before_anything_changes() {
     );
     assert_eq!(t.epochs_done(), 0);
     assert_eq!(
-        neka_common::testing::snapshot(run.path()),
+        neka_testing::snapshot(run.path()),
         before,
         "a refused resume changed the run"
     );

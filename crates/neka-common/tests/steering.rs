@@ -5,7 +5,7 @@ mod common;
 
 use candle_nn::VarMap;
 use common::{cfg, data, info, weights, Mlp};
-use neka_common::data::ImageBatch;
+use neka_common::data::LabeledBatch;
 use neka_common::rng;
 use neka_common::train::{
     Classifier, Goal, Monitor, StepContext, StepOutput, TrainConfig, TrainModel, Trainer,
@@ -180,8 +180,8 @@ struct Recorder<'a> {
 }
 
 impl TrainModel for Recorder<'_> {
-    type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+    type Batch = LabeledBatch;
+    fn step(&self, b: &LabeledBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         if ctx.train {
             self.seen.borrow_mut().push(*ctx);
         }

@@ -5,7 +5,7 @@ mod common;
 use candle_core::Tensor;
 use candle_nn::VarMap;
 use common::{cfg, data, info, weights, Mlp};
-use neka_common::data::ImageBatch;
+use neka_common::data::LabeledBatch;
 use neka_common::rng;
 use neka_common::train::{Classifier, StepContext, StepOutput, StopReason, TrainModel, Trainer};
 
@@ -93,8 +93,8 @@ struct NanAfter<'a> {
 }
 
 impl TrainModel for NanAfter<'_> {
-    type Batch = ImageBatch;
-    fn step(&self, b: &ImageBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
+    type Batch = LabeledBatch;
+    fn step(&self, b: &LabeledBatch, ctx: &StepContext) -> candle_core::Result<StepOutput> {
         let mut out = self.inner.step(b, ctx)?;
         if ctx.train {
             self.calls.set(self.calls.get() + 1);

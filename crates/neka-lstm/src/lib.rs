@@ -6,7 +6,6 @@ pub mod gru;
 pub mod lstm;
 pub mod row_classifier;
 pub mod tagger;
-pub mod vanishing;
 
 pub use gru::GruCell;
 pub use lstm::LstmCell;

@@ -3,8 +3,8 @@
 //! or at the answer, never turned into tags or text.
 
 use candle_core::{Device, Tensor};
-use neka_common::testing::damage;
 use neka_lstm::tagger::LoadedTagger;
+use neka_testing::damage;
 use std::path::{Path, PathBuf};
 
 fn shipped_tagger() -> PathBuf {

@@ -3,10 +3,10 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use neka_common::testing::{gradient_check, max_abs, max_abs_diff};
 use neka_lstm::{
     AnyRecurrent, CellType, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder,
 };
+use neka_testing::{gradient_check, max_abs, max_abs_diff};
 
 const CELLS: [CellType; 4] = [
     CellType::Rnn,

@@ -1,4 +1,4 @@
-//! What a recurrent cell is, to the [runner](crate::runner): one time step, written twice.
+//! What a recurrent cell is, to the [runner](crate::recurrent): one time step, written twice.
 //!
 //! Every cell of the zoo (Elman here; LSTM and GRU in `neka-lstm`) computes, at step `t`,
 //!

@@ -10,7 +10,7 @@
 //!
 //! Both heads return logits; φ = softmax is folded into the cross-entropy loss.
 
-use crate::runner::{SeqInput, SequenceEncoder};
+use crate::recurrent::{SeqInput, SequenceEncoder};
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 

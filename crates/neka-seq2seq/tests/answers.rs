@@ -3,8 +3,8 @@
 //! scores as answers, and caps the beam.
 
 use candle_core::{Device, Tensor};
-use neka_common::testing::damage;
 use neka_seq2seq::{DecodeConfig, Translator, MAX_BEAM};
+use neka_testing::damage;
 use std::path::{Path, PathBuf};
 
 fn shipped() -> PathBuf {

@@ -5,12 +5,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use neka_common::data::parallel::{read_parallel, ParallelConfig};
 use neka_common::data::Dataset;
-use neka_common::testing::{finite_difference_grad, max_abs_diff, overfit_config};
 use neka_common::train::{StepContext, TrainModel, Trainer};
 use neka_seq2seq::data::{Seq2SeqDataset, Seq2SeqVocabs, SourceBatch};
 use neka_seq2seq::{
     beam_search, beam_search_batch, greedy, AttentionKind, CellType, Config, DecodeConfig, Seq2Seq,
 };
+use neka_testing::{finite_difference_grad, max_abs_diff, overfit_config};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {

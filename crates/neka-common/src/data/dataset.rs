@@ -8,7 +8,7 @@
 
 use crate::rng::DataRng;
 use crate::Result;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
 /// A collection of examples that can be cut into batches.
@@ -77,11 +77,42 @@ pub fn bucketed_plan(
     }
 }
 
-/// A batch of images and class labels: `x (B, C, H, W)` f32, `y (B)` u32.
+/// A batch of inputs and their class labels: `x (B, …)` f32, `y (B)` u32 (a
+/// [`LabeledDataset`]'s batch: images `(B, C, H, W)`, one-hot sequences `(B, T, V)`, …).
 #[derive(Debug, Clone)]
-pub struct ImageBatch {
+pub struct LabeledBatch {
     pub x: Tensor,
     pub y: Tensor,
+}
+
+/// Inputs with one class label each, on a device: `x (N, …)` f32, `y (N)` u32 — normalised
+/// images `(N, C, H, W)` ([`super::VisionSplits`]), one-hot sequences `(N, T, V)` (the
+/// vanishing-gradient task), MNIST rows `(N, 28, 28)`. Batches are [`LabeledBatch`]es.
+#[derive(Debug, Clone)]
+pub struct LabeledDataset {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl Dataset for LabeledDataset {
+    type Batch = LabeledBatch;
+
+    fn len(&self) -> usize {
+        self.y.dim(0).unwrap_or(0)
+    }
+
+    fn batch(&self, indices: &[usize]) -> Result<LabeledBatch> {
+        let idx = Tensor::from_vec(
+            indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            indices.len(),
+            &Device::Cpu,
+        )?
+        .to_device(self.x.device())?;
+        Ok(LabeledBatch {
+            x: self.x.index_select(&idx, 0)?,
+            y: self.y.index_select(&idx, 0)?,
+        })
+    }
 }
 
 #[cfg(test)]

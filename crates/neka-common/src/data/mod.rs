@@ -12,7 +12,7 @@ pub mod text;
 pub mod vision;
 
 pub use conllu::{TaggedSentence, Treebank};
-pub use dataset::{bucketed_plan, Dataset, ImageBatch};
+pub use dataset::{bucketed_plan, Dataset, LabeledBatch, LabeledDataset};
 pub use stream::{CharCorpus, StreamBatch, TokenStream};
 pub use tagging::{TagBatch, TaggingDataset, TaggingVocabs};
-pub use vision::{ImageDataset, ImageSet, Normalize, VisionData, VisionDatasetKind};
+pub use vision::{ImageSet, Normalize, VisionData, VisionDatasetKind};

@@ -7,7 +7,7 @@
 //!    `zalando-datasets/fashion_mnist`) through candle-datasets and hf-hub's cache;
 //! 3. otherwise an error that explains both ways.
 
-use super::dataset::{Dataset, ImageBatch};
+use super::dataset::{Dataset, LabeledDataset};
 use super::idx::{self, IdxImages};
 use crate::{Error, Result};
 #[cfg(feature = "hub")]
@@ -199,7 +199,7 @@ impl ImageSet {
     }
 
     /// Moves the set to `device` as a normalised `(N, 1, rows, cols)` f32 dataset.
-    pub fn to_dataset(&self, norm: &Normalize, device: &Device) -> Result<ImageDataset> {
+    pub fn to_dataset(&self, norm: &Normalize, device: &Device) -> Result<LabeledDataset> {
         let (n, h, w) = (self.len(), self.images.rows, self.images.cols);
         let x = Tensor::from_vec(norm.apply(&self.images.pixels), (n, 1, h, w), &Device::Cpu)?
             .to_device(device)?;
@@ -209,7 +209,7 @@ impl ImageSet {
             &Device::Cpu,
         )?
         .to_device(device)?;
-        Ok(ImageDataset { x, y })
+        Ok(LabeledDataset { x, y })
     }
 }
 
@@ -268,9 +268,9 @@ pub struct VisionSplits {
     pub kind: VisionDatasetKind,
     /// Where the data came from, for messages.
     pub source: String,
-    pub train: ImageDataset,
-    pub val: ImageDataset,
-    pub test: ImageDataset,
+    pub train: LabeledDataset,
+    pub val: LabeledDataset,
+    pub test: LabeledDataset,
     pub normalize: Normalize,
     /// Image height and width.
     pub rows: usize,
@@ -342,34 +342,6 @@ impl VisionData {
             normalize,
             rows: self.train.images.rows,
             cols: self.train.images.cols,
-        })
-    }
-}
-
-/// A normalised image dataset on a device: `x (N, C, H, W)` f32, `y (N)` u32.
-#[derive(Debug, Clone)]
-pub struct ImageDataset {
-    pub x: Tensor,
-    pub y: Tensor,
-}
-
-impl Dataset for ImageDataset {
-    type Batch = ImageBatch;
-
-    fn len(&self) -> usize {
-        self.y.dim(0).unwrap_or(0)
-    }
-
-    fn batch(&self, indices: &[usize]) -> Result<ImageBatch> {
-        let idx = Tensor::from_vec(
-            indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            indices.len(),
-            &Device::Cpu,
-        )?
-        .to_device(self.x.device())?;
-        Ok(ImageBatch {
-            x: self.x.index_select(&idx, 0)?,
-            y: self.y.index_select(&idx, 0)?,
         })
     }
 }

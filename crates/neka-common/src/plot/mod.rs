@@ -3,16 +3,17 @@
 //! ([`plot_heatmap`]: confusion matrices, attention, LSTM gates) and grids of small images
 //! ([`images::plot_image_grid`]: convolution filters, feature maps). Every plot is written to a
 //! temporary file and renamed into place, so a reader never sees half a PNG.
+//!
+//! [`draw_png`], [`centred_text`], [`register_font`] and [`plot_error`] are public for figure
+//! code outside this crate (the lecture's worked examples and bar charts in `neka-lecture`).
 
-pub mod bars;
 pub mod images;
-pub mod worked;
 
 use crate::{Error, Result};
 use std::path::Path;
 
 /// An [`Error::Plot`] naming the PNG.
-pub(crate) fn plot_error(path: &Path, e: &dyn std::fmt::Display) -> Error {
+pub fn plot_error(path: &Path, e: &dyn std::fmt::Display) -> Error {
     Error::Plot {
         path: path.to_path_buf(),
         msg: e.to_string(),
@@ -33,12 +34,12 @@ pub(crate) fn finish_png(tmp: &Path, path: &Path) -> Result<()> {
 }
 
 /// What a plot draws on: the whole bitmap.
-pub(crate) type Canvas<'a> =
+pub type Canvas<'a> =
     plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'a>, plotters::coord::Shift>;
 
 /// Draws a white `size` PNG at `path` with `draw`, atomically ([`temp_png`], then
 /// [`finish_png`]).
-pub(crate) fn draw_png(
+pub fn draw_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&Canvas<'_>) -> Result<()>,
@@ -56,7 +57,7 @@ pub(crate) fn draw_png(
 }
 
 /// One line of black sans-serif text of `pt` points centred on `at` (a plot's title).
-pub(crate) fn centred_text(
+pub fn centred_text(
     root: &Canvas<'_>,
     text: &str,
     at: (i32, i32),
@@ -72,7 +73,7 @@ pub(crate) fn centred_text(
 }
 
 /// Registers the bundled DejaVu Sans as plotters' `sans-serif` (once per process).
-pub(crate) fn register_font() {
+pub fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // DejaVu Sans (Bitstream Vera licence, see assets/), so plots need no system fonts.

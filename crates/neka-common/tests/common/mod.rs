@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarMap};
 use neka_common::checkpoint::CheckpointInfo;
 use neka_common::data::vision::{self, VisionDatasetKind};
-use neka_common::data::ImageDataset;
+use neka_common::data::LabeledDataset;
 use neka_common::nn::{linear, Dropout};
 use neka_common::optim::OptimizerConfig;
 use neka_common::train::TrainConfig;
@@ -35,7 +35,7 @@ impl ModuleT for Mlp {
     }
 }
 
-pub fn data() -> (ImageDataset, ImageDataset) {
+pub fn data() -> (LabeledDataset, LabeledDataset) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mnist-sample");
     let d = vision::load_from_dir(VisionDatasetKind::Mnist, &dir).unwrap();
     let (train, val) = d.split_validation(100, 0).unwrap();

@@ -1,5 +1,11 @@
-//! Checking candle computations: how far apart two tensors are, and whether a backward pass
-//! agrees with finite differences.
+//! # neka-testing
+//!
+//! neka's test support, kept out of the published crates' API (`publish = false`; every crate
+//! of the workspace takes it as a dev-dependency only):
+//!
+//! - the helpers below (this module), for checking candle computations: how far apart two
+//!   tensors are, and whether a backward pass agrees with finite differences;
+//! - [`fuzzing`], the harness behind `fuzz/`'s `cargo fuzz` targets and `tests/fuzz_corpora.rs`.
 //!
 //! neka's tests pit every fused CPU kernel against its plain candle-op twin, against PyTorch
 //! and against central differences; these are the pieces they share. They take and return
@@ -18,15 +24,18 @@
 //! | [`gradient_check`] | the same, next to autograd's gradient |
 //! | [`overfit_config`] | training settings for "can the model fit a tiny fixture?" |
 //! | [`damage`] | a model directory's copy with one weight or record field changed, for loader tests |
+//! | [`snapshot`] | every file of a folder with its bytes, to check that a failed operation changed nothing |
 //!
 //! Comparing two implementations of one function `y = F(x, θ)` in the backward pass: probe
 //! both with the same random cotangent `g` and compare `∂(Σ y ⊙ g)/∂p` for each tensor `p`
 //! ([`cotangent`], [`vjp`], [`vjp_pair`]): every output and every entry of every gradient
 //! takes part.
 
-use crate::optim::OptimizerConfig;
-use crate::train::TrainConfig;
+pub mod fuzzing;
+
 use candle_core::{DType, Result, Tensor, Var};
+use neka_common::optim::OptimizerConfig;
+use neka_common::train::TrainConfig;
 
 /// `max |t|` over every entry of `t` (any dtype, any rank; computed in f64).
 pub fn max_abs(t: &Tensor) -> Result<f64> {
@@ -45,7 +54,7 @@ pub fn max_abs(t: &Tensor) -> Result<f64> {
 /// use candle_core::{Device, Tensor};
 /// let a = Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu)?;
 /// let b = Tensor::new(&[1f32, 2.5, 2.0], &Device::Cpu)?;
-/// assert_eq!(neka_common::testing::max_abs_diff(&a, &b)?, 1.0);
+/// assert_eq!(neka_testing::max_abs_diff(&a, &b)?, 1.0);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
@@ -67,7 +76,7 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
 ///
 /// ```rust
 /// use candle_core::{Device, Tensor};
-/// use neka_common::testing::rel_diff;
+/// use neka_testing::rel_diff;
 /// let b = Tensor::new(&[64f64, -128.0], &Device::Cpu)?;
 /// let a = Tensor::new(&[65f64, -128.0], &Device::Cpu)?;
 /// assert_eq!(rel_diff(&a, &b, 1.0)?, 1.0 / 128.0);
@@ -87,7 +96,7 @@ pub fn rel_diff(a: &Tensor, b: &Tensor, floor: f64) -> Result<f64> {
 /// ```rust
 /// use candle_core::{Device, Tensor};
 /// let x = Tensor::new(&[0.5f32, -1.5], &Device::Cpu)?;
-/// neka_common::testing::assert_close(&x.relu()?, &x.maximum(0f32)?, 1e-7, "relu");
+/// neka_testing::assert_close(&x.relu()?, &x.maximum(0f32)?, 1e-7, "relu");
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 #[track_caller]
@@ -111,7 +120,7 @@ pub fn cotangent(y: &Tensor) -> Result<Tensor> {
 ///
 /// ```rust
 /// use candle_core::{Device, Tensor, Var};
-/// use neka_common::testing::{assert_close, cotangent, vjp};
+/// use neka_testing::{assert_close, cotangent, vjp};
 /// // two ways to compute y = x²: same value, same gradient
 /// let x = Var::new(&[[1f64, -2.0], [0.5, 3.0]], &Device::Cpu)?;
 /// let (a, b) = (x.as_tensor().sqr()?, (x.as_tensor() * x.as_tensor())?);
@@ -213,7 +222,7 @@ impl GradientEntry {
 ///
 /// ```rust
 /// use candle_core::{Device, Var};
-/// use neka_common::testing::gradient_check;
+/// use neka_testing::gradient_check;
 /// // f(x) = Σ x³, so ∂f/∂x = 3x²
 /// let x = Var::new(&[0.5f64, -1.0, 2.0], &Device::Cpu)?;
 /// let f = || (x.as_tensor().sqr()? * x.as_tensor())?.sum_all();
@@ -267,7 +276,7 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         let p = e.path();
         if p.is_dir() {
             v.extend(snapshot(&p));
-        } else if !p.ends_with(crate::run_dir::LOCK_FILE) {
+        } else if !p.ends_with(neka_common::run_dir::LOCK_FILE) {
             v.push((p.clone(), std::fs::read(&p).expect("readable file")));
         }
     }
@@ -281,7 +290,7 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 /// seed 1; the rest [`TrainConfig::default`]. Change a field with struct update syntax:
 ///
 /// ```rust
-/// use neka_common::testing::overfit_config;
+/// use neka_testing::overfit_config;
 /// use neka_common::train::TrainConfig;
 /// let cfg = TrainConfig {
 ///     clip_grad_norm: Some(5.0),
@@ -296,7 +305,7 @@ pub fn overfit_config(epochs: usize, batch_size: usize) -> TrainConfig {
         epochs,
         batch_size,
         optimizer: OptimizerConfig::adamw(1e-2),
-        schedule: crate::optim::LrSchedule::Constant,
+        schedule: neka_common::optim::LrSchedule::Constant,
         clip_grad_norm: Some(1.0),
         seed: 1,
         ..TrainConfig::default()
@@ -341,7 +350,7 @@ mod tests {
 /// directory ([`damage::copy_model_dir`]), set one weight in its `model.safetensors`
 /// ([`damage::set_weight`]) or one field of its record ([`damage::set_record_field`]).
 pub mod damage {
-    use crate::{Error, Result};
+    use neka_common::{Error, Result};
     use std::path::Path;
 
     /// Copies every regular file of the model directory `src` into `dst` (created).
@@ -402,7 +411,7 @@ pub mod damage {
     /// Sets field `key` of a model directory's record to the JSON `value`: in the weights
     /// file's metadata (where loaders read it) and in `config.json` beside it.
     pub fn set_record_field(dir: &Path, key: &str, value: serde_json::Value) -> Result<()> {
-        let weights = dir.join(crate::checkpoint::WEIGHTS_FILE);
+        let weights = dir.join(neka_common::checkpoint::WEIGHTS_FILE);
         let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
         let (mut h, data) = header(&bytes, &weights)?;
         h["__metadata__"][key] = serde_json::Value::String(value.to_string());

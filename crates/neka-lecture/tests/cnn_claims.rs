@@ -21,8 +21,8 @@
 use candle_core::{DType, Device, Module, Tensor, Var};
 use draws::gaussian;
 use neka_cnn::arith::{self, conv_output_size, ReceptiveField};
-use neka_cnn::lecture::correlate_2d;
 use neka_cnn::{conv2d, Conv2d, Conv2dConfig, LayerSpec, Padding, Pool2d};
+use neka_lecture::conv::correlate_2d;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 

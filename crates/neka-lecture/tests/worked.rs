@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use neka_cnn::arith::ReceptiveField;
-use neka_cnn::lecture::{self, LECTURE_INPUT, LECTURE_KERNEL};
 use neka_cnn::{conv2d, Conv2dConfig, LayerSpec, Padding, Pool2d};
+use neka_lecture::conv::{self as lecture, LECTURE_INPUT, LECTURE_KERNEL};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 

@@ -14,7 +14,7 @@
 ///
 /// ```
 /// // the lecture's example
-/// assert_eq!(neka_cnn::lecture::convolve_full_1d(&[3., 1., 2.], &[3., 2., 1.]), vec![9., 9., 11., 5., 2.]);
+/// assert_eq!(neka_lecture::conv::convolve_full_1d(&[3., 1., 2.], &[3., 2., 1.]), vec![9., 9., 11., 5., 2.]);
 /// ```
 pub fn convolve_full_1d(f: &[f32], g: &[f32]) -> Vec<f32> {
     if f.is_empty() || g.is_empty() {
@@ -43,8 +43,8 @@ pub fn correlate_2d(
     let (h, w) = (x.len(), x.first().map_or(0, Vec::len));
     let (kh, kw) = (k.len(), k.first().map_or(0, Vec::len));
     let (Some(oh), Some(ow)) = (
-        crate::arith::conv_output_size(h, kh, padding, stride, dilation),
-        crate::arith::conv_output_size(w, kw, padding, stride, dilation),
+        neka_cnn::arith::conv_output_size(h, kh, padding, stride, dilation),
+        neka_cnn::arith::conv_output_size(w, kw, padding, stride, dilation),
     ) else {
         return Vec::new();
     };
@@ -143,7 +143,7 @@ impl ConvTable1d {
 /// Builds the [`ConvTable1d`] of `f ∗ g`.
 ///
 /// ```
-/// let t = neka_cnn::lecture::convolution_table_1d(&[3., 1., 2.], &[3., 2., 1.]);
+/// let t = neka_lecture::conv::convolution_table_1d(&[3., 1., 2.], &[3., 2., 1.]);
 /// assert_eq!(t.steps[0].terms_text("*"), "(0*1) + (0*2) + (3*3) = 9"); // the notes' n = 0
 /// assert_eq!(t.output(), vec![9., 9., 11., 5., 2.]);
 /// ```
@@ -252,14 +252,14 @@ pub fn correlate_2d_terms(
 }
 
 /// Receptive field after each layer of a stack of `(kernel, stride, dilation)` layers, from
-/// one input pixel ([`ReceptiveField::after`](crate::arith::ReceptiveField::after) layer by layer).
+/// one input pixel ([`ReceptiveField::after`](neka_cnn::arith::ReceptiveField::after) layer by layer).
 ///
 /// ```
-/// let rf = neka_cnn::lecture::receptive_fields(&[(3, 1, 1), (3, 1, 1), (2, 2, 1)]);
+/// let rf = neka_lecture::conv::receptive_fields(&[(3, 1, 1), (3, 1, 1), (2, 2, 1)]);
 /// assert_eq!(rf.iter().map(|r| r.size).collect::<Vec<_>>(), vec![3, 5, 6]); // MnistNet
 /// ```
-pub fn receptive_fields(layers: &[(usize, usize, usize)]) -> Vec<crate::arith::ReceptiveField> {
-    let mut rf = crate::arith::ReceptiveField::default();
+pub fn receptive_fields(layers: &[(usize, usize, usize)]) -> Vec<neka_cnn::arith::ReceptiveField> {
+    let mut rf = neka_cnn::arith::ReceptiveField::default();
     layers
         .iter()
         .map(|&(k, s, d)| {
@@ -271,16 +271,16 @@ pub fn receptive_fields(layers: &[(usize, usize, usize)]) -> Vec<crate::arith::R
 
 /// The 1×1-convolution example: 64 channels of 28×28, a direct 3×3 conv to 64 vs a 1×1 conv
 /// to 16 then the 3×3 conv to 64 (`(direct, bottleneck)` layer summaries).
-pub fn bottleneck_example() -> crate::Result<(crate::Summary, crate::Summary)> {
-    use crate::{Conv2dConfig, LayerSpec, Padding};
-    let direct = crate::summarize(
+pub fn bottleneck_example() -> neka_cnn::Result<(neka_cnn::Summary, neka_cnn::Summary)> {
+    use neka_cnn::{Conv2dConfig, LayerSpec, Padding};
+    let direct = neka_cnn::summarize(
         (64, 28, 28),
         &[(
             "conv3x3",
             LayerSpec::Conv(Conv2dConfig::new(64, 64, 3).padding(Padding::Same)),
         )],
     )?;
-    let bottleneck = crate::summarize(
+    let bottleneck = neka_cnn::summarize(
         (64, 28, 28),
         &[
             ("conv1x1", LayerSpec::Conv(Conv2dConfig::new(64, 16, 1))),
@@ -297,7 +297,7 @@ pub fn bottleneck_example() -> crate::Result<(crate::Summary, crate::Summary)> {
 /// layer with the same `32 × 26 × 26` output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharingExample {
-    pub conv: crate::Conv2dConfig,
+    pub conv: neka_cnn::Conv2dConfig,
     /// The conv's output `(h, w)`.
     pub out_hw: (usize, usize),
     pub conv_params: usize,
@@ -306,11 +306,11 @@ pub struct SharingExample {
 
 /// See [`SharingExample`].
 pub fn sharing_example() -> SharingExample {
-    let conv = crate::Conv2dConfig::new(1, 32, 3);
+    let conv = neka_cnn::Conv2dConfig::new(1, 32, 3);
     let out_hw = conv.output_size((28, 28)).unwrap_or((0, 0));
     SharingExample {
-        conv_params: crate::arith::conv2d_params(1, 32, (3, 3), 1, true),
-        dense_params: crate::arith::linear_params(28 * 28, 32 * out_hw.0 * out_hw.1, true),
+        conv_params: neka_cnn::arith::conv2d_params(1, 32, (3, 3), 1, true),
+        dense_params: neka_cnn::arith::linear_params(28 * 28, 32 * out_hw.0 * out_hw.1, true),
         conv,
         out_hw,
     }

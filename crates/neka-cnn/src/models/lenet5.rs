@@ -152,3 +152,6 @@ impl Module for LeNet5 {
         self.forward_with(xs, true)
     }
 }
+
+// `--model lenet5`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
+super::registry::register!(LeNet5, "lenet5", forward_with);

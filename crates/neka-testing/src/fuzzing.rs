@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Where the committed seed model directories live.
-pub const SEEDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
+pub const SEEDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds");
 
 /// A scratch directory private to this process and thread, emptied on every call.
 fn scratch(name: &str) -> PathBuf {
@@ -130,7 +130,7 @@ pub fn vocab(data: &[u8]) {
 }
 
 /// An image file (PNG or JPEG) read as `mnist_cnn predict` reads it
-/// (`neka_cnn::inspect::load_image`).
+/// (`neka_cnn::images::load_image`).
 pub fn image(data: &[u8]) {
     let dir = scratch("image");
     let path = dir.join("digit.png");
@@ -140,7 +140,7 @@ pub fn image(data: &[u8]) {
         mean: vec![0.1307],
         std: vec![0.3081],
     };
-    match neka_cnn::inspect::load_image(&path, size, &norm) {
+    match neka_cnn::images::load_image(&path, size, &norm) {
         Ok(x) => {
             assert_eq!(x.dims(), [1, 1, size as usize, size as usize]);
             let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
@@ -244,7 +244,7 @@ fn mutated_model_dir(kind: &'static str, data: &[u8], only: Option<&str>) -> Opt
 }
 
 fn cnn_dir(dir: &Path) {
-    match neka_cnn::pipeline::LoadedModel::load(dir, &Device::Cpu) {
+    match neka_cnn::loaded_model::LoadedModel::load(dir, &Device::Cpu) {
         Ok(m) => {
             let size = m.image_size() as usize;
             let c = m
@@ -266,7 +266,7 @@ fn cnn_dir(dir: &Path) {
     }
 }
 
-/// A CNN model directory (`neka_cnn::pipeline::LoadedModel::load`) with one file replaced or
+/// A CNN model directory (`neka_cnn::loaded_model::LoadedModel::load`) with one file replaced or
 /// deleted, then one prediction.
 pub fn cnn_model_dir(data: &[u8]) {
     if let Some(dir) = mutated_model_dir("cnn", data, None) {

@@ -396,3 +396,6 @@ impl ModuleT for ResNet {
         linear_forward(&self.fc, &xs, false)
     }
 }
+
+// `--model resnet`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
+super::registry::register!(ResNet, "resnet", forward_t);

@@ -10,7 +10,7 @@
 //! Every output position uses the *same* weights (parameter sharing), so the layer has
 //! `C_out · C_in/groups · kh · kw + C_out` parameters whatever the image size. Like every deep
 //! learning library, this computes a cross-correlation (no kernel flip); see
-//! [`crate::lecture`] for the textbook convolution and how the two relate.
+//! `neka_lecture::conv` (the lecture crate) for the textbook convolution and how the two relate.
 //!
 //! Output size per dimension: `out = floor((in + 2p − d(k−1) − 1) / s) + 1`
 //! ([`crate::arith::conv_output_size`]).

@@ -6,8 +6,8 @@
 //! [`Highlight`]s (the sliding window, the output cell it produces). [`plot_worked`] lays out
 //! rows of grids joined by operators (`∗`, `=`, `→`) into one PNG.
 
-use super::{draw_png, plot_error, register_font};
-use crate::{Error, Result};
+use neka_common::plot::{draw_png, plot_error, register_font};
+use neka_common::{Error, Result};
 use std::path::Path;
 
 /// Colours for windows and the cells they produce, distinct on white and in print.

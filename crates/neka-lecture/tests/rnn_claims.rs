@@ -3,10 +3,10 @@
 //! - "Forward propagation: CAN'T BE PARALLELIZED": h_t depends on every x_s with s ≤ t and on
 //!   no later one — perturb one input and watch which hidden states move;
 //! - "RNN의 한계점" (1) parameter > 1 → the gradient goes to infinity, (2) parameter < 1 → it
-//!   goes to 0, on a linear and a tanh RNN with `W = ρQ` ([`neka_rnn::analysis`]).
+//!   goes to 0, on a linear and a tanh RNN with `W = ρQ` ([`neka_lecture::gradient_flow`]).
 
 use candle_core::{DType, Device, Tensor, Var};
-use neka_rnn::analysis::{self, gradient_flow, FlowConfig, Psi};
+use neka_lecture::gradient_flow::{self as analysis, gradient_flow, FlowConfig, Psi};
 use neka_rnn::{use_fused_cpu_kernel, Rnn, RnnConfig, SeqInput};
 
 type R = Result<(), Box<dyn std::error::Error>>;

@@ -2,7 +2,7 @@
 //! your own program) need to use a model directory such as `models/mnist-cnn`.
 //!
 //! ```no_run
-//! let model = neka_cnn::pipeline::LoadedModel::load("models/mnist-cnn".as_ref(), &candle_core::Device::Cpu)?;
+//! let model = neka_cnn::loaded_model::LoadedModel::load("models/mnist-cnn".as_ref(), &candle_core::Device::Cpu)?;
 //! println!("{} trained on {}", model.info.model, model.info.dataset);
 //! # Ok::<(), neka_cnn::Error>(())
 //! ```
@@ -201,7 +201,7 @@ impl LoadedModel {
         Ok((b.x, format!("{kind} test image {index} (label {label})")))
     }
 
-    /// Loads image files (PNG/JPEG, any size) as the model's input ([`crate::inspect::load_image`]:
+    /// Loads image files (PNG/JPEG, any size) as the model's input ([`crate::images::load_image`]:
     /// grey, resized, white-on-black, normalised as in training) and names each one's `k`
     /// most likely classes with their probabilities, best first. One result per file: a file
     /// that cannot be read is an error for that file only.
@@ -215,7 +215,7 @@ impl LoadedModel {
             .iter()
             .map(|p| {
                 regular_file(p.as_ref())?;
-                let x = crate::inspect::load_image(p.as_ref(), self.image_size(), &norm)?;
+                let x = crate::images::load_image(p.as_ref(), self.image_size(), &norm)?;
                 self.top_k(&x, k).map_err(|e| match e {
                     neka_common::Error::NonFiniteOutput(m) => neka_common::Error::NonFiniteOutput(
                         format!("{}: {m}", p.as_ref().display()),

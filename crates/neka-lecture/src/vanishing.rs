@@ -18,14 +18,14 @@
 //! The LSTM starts with the "chrono" forget-gate bias (Tallec & Ollivier 2018) by default
 //! ([`set_forget_bias`]); `pytorch` keeps PyTorch's init, a number sets the classic constant.
 
-use crate::{AnyRecurrent, CellType, ManyToOne, RecurrentConfig, SeqInput, SequenceEncoder};
 use candle_core::{DType, Device, Module, Tensor, Var, D};
 use neka_common::checkpoint::CheckpointInfo;
-use neka_common::data::ImageDataset;
+use neka_common::data::LabeledDataset;
 use neka_common::metrics::{plot_lines, Series};
 use neka_common::optim::{LrSchedule, OptimizerConfig};
 use neka_common::train::{evaluate, Classifier, RunOptions, TrainConfig, Trainer};
 use neka_common::{Error, Result};
+use neka_lstm::{AnyRecurrent, CellType, ManyToOne, RecurrentConfig, SeqInput, SequenceEncoder};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,7 @@ impl Settings {
 
 /// `n` sequences of length `t` over `symbols = CLASSES + distractors` one-hot symbols:
 /// x `(n, t, symbols)`, y `(n)` = the first symbol.
-pub fn first_token_task(n: usize, t: usize, symbols: usize, seed: u64) -> Result<ImageDataset> {
+pub fn first_token_task(n: usize, t: usize, symbols: usize, seed: u64) -> Result<LabeledDataset> {
     use rand::Rng;
     let mut rng = neka_common::rng::data_rng(seed);
     let mut x = vec![0f32; n * t * symbols];
@@ -90,7 +90,7 @@ pub fn first_token_task(n: usize, t: usize, symbols: usize, seed: u64) -> Result
             x[(i * t + s) * symbols + sym] = 1.0;
         }
     }
-    Ok(ImageDataset {
+    Ok(LabeledDataset {
         x: Tensor::from_vec(x, (n, t, symbols), &Device::Cpu)?,
         y: Tensor::from_vec(y, n, &Device::Cpu)?,
     })
@@ -114,7 +114,7 @@ pub fn build(
 /// Mean over the batch of ‖∂ℓ_b/∂h_t‖ for every t, ℓ_b = one sequence's cross-entropy. The
 /// network is run one step at a time and each h_t gets a zero-valued variable added
 /// (`h_t + z_t`), so that ∂L/∂z_t = ∂L/∂h_t is kept by candle's backward pass.
-pub fn grad_norms(model: &Model, data: &ImageDataset, n: usize) -> Result<Vec<f64>> {
+pub fn grad_norms(model: &Model, data: &LabeledDataset, n: usize) -> Result<Vec<f64>> {
     let x = data.x.narrow(0, 0, n)?;
     let y = data.y.narrow(0, 0, n)?;
     let t = x.dim(1)?;
@@ -212,7 +212,7 @@ pub fn lengths_experiment(a: &Settings, report: &mut dyn FnMut(String)) -> Resul
             let cfg = train_config(a, a.epochs, OptimizerConfig::adamw(a.lr), Some(1.0));
             let started = std::time::Instant::now();
             let mut trainer = Trainer::new(cfg, &varmap, info, &dir)?.with_options(options());
-            trainer.fit(&Classifier(&model), &train, None::<&ImageDataset>)?;
+            trainer.fit(&Classifier(&model), &train, None::<&LabeledDataset>)?;
             let secs = started.elapsed().as_secs_f64();
             // the final weights (no validation set: the last epoch's model)
             let acc = evaluate(&Classifier(&model), &test, 1000)?.accuracy;
@@ -307,7 +307,7 @@ pub fn clipping_experiment(a: &Settings, report: &mut dyn FnMut(String)) -> Resu
         ));
         let cfg = train_config(a, a.clip_epochs, OptimizerConfig::sgd(a.clip_lr), clip);
         let mut trainer = Trainer::new(cfg, &varmap, info, &dir)?.with_options(options());
-        let outcome = match trainer.fit(&Classifier(&model), &train, None::<&ImageDataset>) {
+        let outcome = match trainer.fit(&Classifier(&model), &train, None::<&LabeledDataset>) {
             Ok(_) => "finished".to_string(),
             Err(neka_common::Error::NonFiniteLoss(_)) => {
                 format!(

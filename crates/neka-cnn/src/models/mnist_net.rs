@@ -165,3 +165,6 @@ impl ModuleT for MnistNet {
         linear_forward(&self.fc2, &xs, false)
     }
 }
+
+// `--model mnist-net`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
+super::registry::register!(MnistNet, "mnist-net", forward_t);

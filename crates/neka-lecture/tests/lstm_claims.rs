@@ -7,8 +7,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
+use neka_lecture::gradient_flow::{self as analysis, gradient_flow, FlowConfig, Psi};
 use neka_lstm::{Lstm, LstmCell, LstmConfig, SeqInput};
-use neka_rnn::analysis::{self, gradient_flow, FlowConfig, Psi};
 use neka_rnn::cell::Cell;
 use neka_rnn::use_fused_cpu_kernel;
 

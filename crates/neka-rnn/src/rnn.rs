@@ -22,7 +22,7 @@
 //! additive cell state and gradient clipping address (see the `vanishing_gradients` example).
 
 use crate::cell::{Elman, Nonlinearity};
-use crate::runner::{Recurrent, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder};
+use crate::recurrent::{Recurrent, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder};
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,8 @@
 //! written on every bar, a linear or a log₁₀ value axis. [`plot_bars`] draws one bar per
 //! label; [`plot_grouped_bars`] one bar per series in each group, with a legend on top.
 
-use super::{centred_text, draw_png, plot_error, register_font};
-use crate::{Error, Result};
+use neka_common::plot::{centred_text, draw_png, plot_error, register_font};
+use neka_common::{Error, Result};
 use std::path::Path;
 
 /// One bar. `label` may hold several lines (`\n`); `text` replaces the value written above
