@@ -6,8 +6,9 @@
 //! per-layer [`summary`]; the lecture's worked examples ([`lecture`]); batch normalisation
 //! ([`norm`]); and three models, [`MnistNet`] (pytorch/examples' MNIST `Net`,
 //! weight-compatible with PyTorch), [`LeNet5`] and a small [`ResNet`] (residual blocks with
-//! identity and 1×1-projection shortcuts, torchvision's tensor names). On CPU the layers run on neka's [`kernel`]s (convolution with ReLU and max-pool
-//! fused, max pooling), each with its plain candle-op twin selectable by [`set_cpu_impl`].
+//! identity and 1×1-projection shortcuts, torchvision's tensor names). On CPU the layers run on neka's [`kernels`] (convolution with ReLU and max-pool
+//! fused, max pooling, batch norm), each with its plain candle-op twin, selected by
+//! [`neka_common::kernels::KernelPath`].
 //!
 //! ```
 //! use candle_core::{DType, Device, ModuleT, Tensor};
@@ -26,7 +27,7 @@ pub mod arith;
 pub mod conv;
 pub mod figures;
 pub mod inspect;
-pub mod kernel;
+pub mod kernels;
 pub mod lecture;
 pub mod lenet5;
 pub mod mnist_net;
@@ -36,8 +37,7 @@ pub mod pool;
 pub mod resnet;
 pub mod summary;
 
-pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, Padding};
-pub use kernel::{cpu_impl, set_cpu_impl, CpuImpl};
+pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, ConvRoute, Padding};
 pub use lenet5::LeNet5;
 pub use mnist_net::MnistNet;
 pub use norm::{batch_norm2d, BatchNorm2d};

@@ -278,7 +278,7 @@ impl Rows {
         let (_, n) = t.dims2()?;
         let t = t.to_dtype(DType::F32)?;
         let data = if t.device().is_cpu() {
-            neka_common::cpu::with_slice::<f32, _>(&t, "decode", |s| s.to_vec())?
+            neka_common::kernels::with_slice::<f32, _>(&t, "decode", |s| s.to_vec())?
         } else {
             t.flatten_all()?.to_vec1()?
         };
@@ -307,7 +307,7 @@ impl Rows {
     /// one pass instead of candle's several ops and a copy).
     fn log_softmax(logits: &Tensor) -> Result<Self> {
         struct Job<'a>(&'a mut [f32], usize);
-        impl neka_common::cpu::Vectorized for Job<'_> {
+        impl neka_common::kernels::Vectorized for Job<'_> {
             type Output = ();
             #[inline(always)]
             fn run(self) {
@@ -318,11 +318,11 @@ impl Rows {
                     let tail: f32 = chunks
                         .remainder()
                         .iter()
-                        .map(|&v| neka_common::cpu::exp_f32(v - m))
+                        .map(|&v| neka_common::kernels::exp_f32(v - m))
                         .sum();
                     for c in chunks {
                         for (a, &v) in acc.iter_mut().zip(c) {
-                            *a += neka_common::cpu::exp_f32(v - m);
+                            *a += neka_common::kernels::exp_f32(v - m);
                         }
                     }
                     let lse = m + (tail + acc.iter().sum::<f32>()).ln();
@@ -332,9 +332,9 @@ impl Rows {
         }
         let mut rows = Self::new(logits)?;
         let n = rows.n.max(1);
-        let per = rows.len().div_ceil(neka_common::cpu::threads()).max(1);
-        neka_common::cpu::parallel(rows.data.chunks_mut(per * n), |block| {
-            neka_common::cpu::vectorized(Job(block, n))
+        let per = rows.len().div_ceil(neka_common::kernels::threads()).max(1);
+        neka_common::kernels::parallel(rows.data.chunks_mut(per * n), |block| {
+            neka_common::kernels::vectorized(Job(block, n))
         });
         Ok(rows)
     }
@@ -420,9 +420,12 @@ pub fn beam_search_batch(
             groups.push(r0);
             r0 += beams[row_sent[r0] as usize].len();
         }
-        let per = groups.len().div_ceil(neka_common::cpu::threads()).max(1);
+        let per = groups
+            .len()
+            .div_ceil(neka_common::kernels::threads())
+            .max(1);
         let bests: Vec<Vec<(f64, usize, u32)>> =
-            neka_common::cpu::parallel(groups.chunks(per), |gs| {
+            neka_common::kernels::parallel(groups.chunks(per), |gs| {
                 gs.iter()
                     .map(|&r0| {
                         let hs = &beams[row_sent[r0] as usize];

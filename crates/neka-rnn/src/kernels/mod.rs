@@ -1,0 +1,15 @@
+//! neka's CPU kernels for the recurrent layers, through neka-common's one adapter
+//! ([`neka_common::kernels::Fused`]):
+//!
+//! | file | op | layer (and its candle-op twin) |
+//! |---|---|---|
+//! | [`recurrent`] | the time loop of one layer (one or both directions), forward | [`crate::runner::Recurrent`] |
+//! | `recurrent/bptt.rs` | its backward pass through time | |
+//!
+//! CPU only, f32 / f64 only; [`crate::runner::uses_fused_kernel`] picks between the kernel and
+//! the time loop of candle ops, from the one switch ([`neka_common::kernels::KernelPath`]).
+
+pub mod recurrent;
+
+pub use neka_common::kernels::KernelFloat;
+pub use recurrent::RecurrentOp;
