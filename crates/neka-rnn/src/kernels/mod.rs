@@ -3,8 +3,8 @@
 //!
 //! | file | op | layer (and its candle-op twin) |
 //! |---|---|---|
-//! | [`recurrent`] | the time loop of one layer (one or both directions), forward | [`crate::runner::Recurrent`] |
-//! | `recurrent/bptt.rs` | its backward pass through time | |
+//! | [`recurrent`] | the time loop of one layer (one or both directions) as one op, and its backward pass through time (BPTT) | [`crate::runner::Recurrent`] |
+//! | `recurrent/forward.rs` | its forward pass (and the reserve space the BPTT reads) | |
 //!
 //! CPU only, f32 / f64 only; [`crate::runner::uses_fused_kernel`] picks between the kernel and
 //! the time loop of candle ops, from the one switch ([`neka_common::kernels::KernelPath`]).

@@ -29,20 +29,20 @@
 //! the backward pass needs besides (every step's state and gate activations — cuDNN calls
 //! this the reserve space) stays inside the op, so the graph never carries, slices or pads it.
 //!
-//! The backward pass ([`bptt`]) runs the steps in reverse (BPTT): per step the cell's pointwise backward
-//! and one GEMM `dh_{t-1} += drec_t W`; after the loop `dW = Σ_t drec_t^T h_{t-1}` is one GEMM
-//! over all `T·B` rows.
+//! The forward pass is in `recurrent/forward.rs`. The backward pass runs the steps in reverse
+//! (BPTT): per step the cell's pointwise backward and one GEMM `dh_{t-1} += drec_t W`; after
+//! the loop `dW = Σ_t drec_t^T h_{t-1}` is one GEMM over all `T·B` rows.
 //!
 //! Lengths follow PyTorch's packed sequences: row `b` is active at step `t` iff
 //! `t < len_b`; an inactive row keeps its state and outputs zeros. Forward runs
 //! `t = 0, 1, …`; reverse runs `t = T−1, …, 0`, so it starts at each row's true last token.
 
-use crate::cell::Cell;
-use candle_core::{CpuStorage, Result, Shape, Tensor};
+use crate::cell::{BackwardRow, Cell};
+use candle_core::{CpuStorage, Device, Result, Shape, Tensor};
 use neka_common::kernels::{self as cpu, KernelFloat, Mat};
 use std::sync::{Arc, Mutex};
 
-mod bptt;
+mod forward;
 
 /// One layer of a recurrent network (one or both directions), as a candle custom op.
 #[derive(Debug, Clone)]
@@ -205,153 +205,113 @@ impl<C: Cell> RecurrentOp<C> {
             .then(|| &aux[d.dirs * ni + k * d.g..d.dirs * ni + (k + 1) * d.g]);
         (&aux[k * ni..(k + 1) * ni], bias)
     }
-
-    /// Forward pass of all directions: the flat output and the reserve `(D, T + 1, B, sv)`.
-    fn forward_all<F: KernelFloat>(
-        &self,
-        d: &Dims,
-        gx: &[F],
-        w: &[F],
-        aux: &[F],
-    ) -> (Vec<F>, Vec<F>) {
-        let nw = d.g * d.h;
-        let mut out = vec![F::zero(); self.output_len(d.b, d.t, d.dirs)];
-        let dst = Shared(out.as_mut_ptr());
-        let saved = Self::per_direction(d.dirs, |k| {
-            cpu::vectorized(Forward {
-                dir: Direction {
-                    op: self,
-                    d,
-                    k,
-                    w: &w[k * nw..(k + 1) * nw],
-                    aux,
-                },
-                gx,
-                out: dst,
-            })
-        })
-        .concat();
-        (out, saved)
-    }
-
-    /// Direction `k`: runs the recurrence, writes its outputs and final states through `out`
-    /// and returns its reserve `(T + 1, B, sv)`.
+    /// Direction `k`'s BPTT: writes `∂L/∂gx` of its rows through `dgx` and returns
+    /// (`∂L/∂W` `(G, H)`, `∂L/∂init` `(B, S0)`, `∂L/∂b_hh` `(G)` or empty).
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn forward<F: KernelFloat>(
+    fn backward<F: KernelFloat>(
         &self,
         d: &Dims,
         k: usize,
-        gx: &[F],
         w: &[F],
         aux: &[F],
-        out: Shared<F>,
-    ) -> Vec<F> {
+        saved: &[F],
+        grad: &[F],
+        dgx_out: Shared<F>,
+    ) -> (Vec<F>, Vec<F>, Vec<F>) {
         let (steps, b, g, h, s0, sv) = d.sizes();
-        let (init, bias) = self.aux_parts(d, k, aux);
-        // The reserve (T + 1, B, sv), or one step's (B, sv) in inference.
-        let mut saved = vec![F::zero(); if d.keep { (steps + 1) * b * sv } else { b * sv }];
-        let slot = |t: usize, r: usize| if d.keep { (t * b + r) * sv } else { r * sv };
-        let mut state = init.to_vec();
-        let mut rec = vec![F::zero(); b * g];
-        // W^T (H, G) contiguous for the GEMM once per sequence; a single step reads W as it is
-        // (the GEMM packs it either way).
-        let wt = (steps > 1).then(|| transpose(w, g, h));
-        let (rhs, rhs_s) = match &wt {
-            Some(wt) => (&wt[..], (g, 1)),
-            None => (w, (1, h)),
-        };
-        for t in Self::order(self.reversed(d, k), steps) {
-            // rec = h_{t-1} W^T (+ b_hh)
-            self.recurrent_matmul(d, &state, (rhs, rhs_s), bias, &mut rec);
+        let (init, _) = self.aux_parts(d, k, aux);
+        let reverse = self.reversed(d, k);
+        let mut drec = vec![F::zero(); steps * b * g];
+        let mut hprev = vec![F::zero(); steps * b * h];
+        // ∂L/∂(final state) starts the recursion.
+        let states = s0 / h;
+        let mut dstate = vec![F::zero(); b * s0];
+        for s in 0..states {
             for r in 0..b {
-                if t >= self.len(r, steps) {
+                let at = d.state_at(k, s, r);
+                dstate[r * s0 + s * h..r * s0 + (s + 1) * h].copy_from_slice(&grad[at..at + h]);
+            }
+        }
+        let mut ds = vec![F::zero(); s0];
+        let mut order = Self::order(reverse, steps);
+        order.reverse();
+        for t in order {
+            for r in 0..b {
+                let len = self.len(r, steps);
+                if t >= len {
                     continue;
                 }
-                let row = &mut saved[slot(t, r)..slot(t, r) + sv];
-                let at = d.gx_at(r, t, k);
-                self.cell.forward_row(
-                    h,
-                    &gx[at..at + g],
-                    &rec[r * g..(r + 1) * g],
-                    &state[r * s0..(r + 1) * s0],
-                    row,
-                );
-                state[r * s0..(r + 1) * s0].copy_from_slice(&row[..s0]);
-                // SAFETY: row (r, t) of direction k: H values no other thread writes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add(d.out_at(r, t, k)), h);
+                let at = (t * b + r) * sv;
+                // ∂L/∂h_t from the output, plus what flows back from step t+1.
+                let go = &grad[d.out_at(r, t, k)..d.out_at(r, t, k) + h];
+                for ((a, &x), &y) in ds[..h].iter_mut().zip(&dstate[r * s0..]).zip(go) {
+                    *a = x + y;
                 }
+                ds[h..s0].copy_from_slice(&dstate[r * s0 + h..(r + 1) * s0]);
+                let first = if reverse { t + 1 == len } else { t == 0 };
+                let prev = if first {
+                    &init[r * s0..(r + 1) * s0]
+                } else {
+                    let tp = if reverse { t + 1 } else { t - 1 };
+                    let pat = (tp * b + r) * sv;
+                    &saved[pat..pat + s0]
+                };
+                hprev[(t * b + r) * h..(t * b + r + 1) * h].copy_from_slice(&prev[..h]);
+                let gi = (t * b + r) * g;
+                // SAFETY: gx row (r, t) of direction k: G values no other thread touches.
+                let dgx =
+                    unsafe { std::slice::from_raw_parts_mut(dgx_out.0.add(d.gx_at(r, t, k)), g) };
+                let row = BackwardRow {
+                    saved: &saved[at..at + sv],
+                    prev,
+                    dstate: &ds,
+                    dgx,
+                    drec: &mut drec[gi..gi + g],
+                    dprev: &mut dstate[r * s0..(r + 1) * s0],
+                };
+                self.cell.backward_row(h, row);
+            }
+            // dh_{t-1} += drec_t · W   (inactive rows have drec = 0 and keep their dstate)
+            // SAFETY: lhs = drec_t (B × G, stride G), rhs = wm (G × H, row stride H),
+            // dst = dstate's h-part (B × H, stride s0 ≥ H).
+            unsafe {
+                gemm(
+                    d.par,
+                    (b, h, g),
+                    Mat::row_major(dstate.as_mut_ptr(), s0),
+                    true,
+                    Mat::row_major(drec[t * b * g..].as_ptr(), g),
+                    Mat::row_major(w.as_ptr(), h),
+                )
             }
         }
-        for r in 0..b {
-            if d.keep {
-                let last = (steps * b + r) * sv;
-                saved[last..last + s0].copy_from_slice(&state[r * s0..(r + 1) * s0]);
-            }
-            for s in 0..s0 / h {
-                // SAFETY: final state s of row r, direction k: written by this thread only.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        state[r * s0 + s * h..].as_ptr(),
-                        out.0.add(d.state_at(k, s, r)),
-                        h,
-                    );
-                }
-            }
-        }
-        saved
-    }
-
-    /// `rec (B, G) = state_h (B, H) · W^T (+ b_hh)`, with `W^T` `(H, G)` read with the
-    /// given (row, column) strides.
-    fn recurrent_matmul<F: KernelFloat>(
-        &self,
-        d: &Dims,
-        state: &[F],
-        (wt, wt_s): (&[F], (usize, usize)),
-        bias: Option<&[F]>,
-        rec: &mut [F],
-    ) {
-        let Dims { b, g, h, s0, .. } = *d;
-        if let Some(bias) = bias {
-            for row in rec.chunks_exact_mut(g) {
-                row.copy_from_slice(bias);
-            }
-        }
-        if wt_s == (1, h) && b <= cpu::FEW_ROWS {
-            // One step of a few rows (decoding): dot products with W's rows as stored.
-            cpu::matmul_nt_rows((b, g, h), rec, bias.is_some(), state, s0, wt, d.par);
-            return;
-        }
-        // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = W^T
-        // (h × g) inside `wt` (g·h floats) with strides `wt_s`; dst = rec (b × g).
+        // dW (G × H) = Σ_t drec_t^T h_{t-1}: one GEMM over all T·B rows; db_hh = Σ drec.
+        let mut dw = vec![F::zero(); g * h];
+        let rows = steps * b;
+        // SAFETY: lhs = drec^T read as drec[k·G + m] (m < G, k < T·B), rhs = hprev (T·B × H),
+        // dst = dw (G × H).
         unsafe {
             gemm(
                 d.par,
-                (b, g, h),
-                Mat::row_major(rec.as_mut_ptr(), g),
-                bias.is_some(),
-                Mat::row_major(state.as_ptr(), s0),
-                Mat::new(wt.as_ptr(), wt_s),
+                (g, h, rows),
+                Mat::row_major(dw.as_mut_ptr(), h),
+                false,
+                Mat::col_major(drec.as_ptr(), g),
+                Mat::row_major(hprev.as_ptr(), h),
             )
         }
-    }
-}
-
-/// `(cols, rows)` transpose of a row-major `(rows, cols)` matrix, in cache-sized tiles.
-fn transpose<F: Copy + num_traits::Zero>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
-    const TILE: usize = 32;
-    let mut out = vec![F::zero(); rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = m[r * cols + c];
+        // db_hh = Σ drec (rows of inactive steps are zero).
+        let mut dbh = vec![F::zero(); if self.has_bias { g } else { 0 }];
+        if self.has_bias {
+            for row in drec.chunks_exact(g) {
+                for (a, &v) in dbh.iter_mut().zip(row) {
+                    *a += v;
                 }
             }
         }
+        (dw, dstate, dbh)
     }
-    out
 }
 
 /// What both passes of direction `k` read: the op, the sizes, `k`, the direction's weights
@@ -364,21 +324,23 @@ struct Direction<'a, C: Cell, F> {
     aux: &'a [F],
 }
 
-/// Direction `k`'s forward pass, compiled per instruction set ([`cpu::vectorized`]).
-struct Forward<'a, C: Cell, F> {
+/// Direction `k`'s backward pass, compiled per instruction set ([`cpu::vectorized`]).
+struct Backward<'a, C: Cell, F> {
     dir: Direction<'a, C, F>,
-    gx: &'a [F],
-    out: Shared<F>,
+    saved: &'a [F],
+    grad: &'a [F],
+    dgx: Shared<F>,
 }
 
-impl<C: Cell, F: KernelFloat> cpu::Vectorized for Forward<'_, C, F> {
-    type Output = Vec<F>;
+impl<C: Cell, F: KernelFloat> cpu::Vectorized for Backward<'_, C, F> {
+    type Output = (Vec<F>, Vec<F>, Vec<F>);
     #[inline(always)]
-    fn run(self) -> Vec<F> {
+    fn run(self) -> (Vec<F>, Vec<F>, Vec<F>) {
         let Direction { op, d, k, w, aux } = self.dir;
-        op.forward(d, k, self.gx, w, aux, self.out)
+        op.backward(d, k, w, aux, self.saved, self.grad, self.dgx)
     }
 }
+
 /// One GEMM (see [`cpu::matmul`]), split over candle's pool when `par` and large.
 ///
 /// # Safety
@@ -397,6 +359,79 @@ unsafe fn gemm<F: KernelFloat>(
         cpu::matmul(mnk, dst, accumulate, lhs, rhs)
     }
 }
+
+impl<C: Cell> RecurrentOp<C> {
+    fn bwd_typed<F: KernelFloat>(
+        &self,
+        gx: &Tensor,
+        w: &Tensor,
+        aux: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let mut d = self.dims(gx.shape(), w.shape(), aux.shape())?;
+        d.keep = true;
+        let (nw, nr) = (d.g * d.h, (d.t + 1) * d.b * d.sv);
+        let mut reserve = self.reserve.lock().map_err(|_| {
+            candle_core::Error::Msg("recurrent kernel: reserve lock poisoned".into())
+        })?;
+        if reserve.is_none() {
+            // Run without a reserve (inference): recompute it.
+            let what = "recurrent kernel";
+            let res = cpu::with_slice::<F, _>(gx, what, |gx| {
+                cpu::with_slice::<F, _>(w, what, |w| {
+                    cpu::with_slice::<F, _>(aux, what, |aux| self.forward_all(&d, gx, w, aux).1)
+                })
+            })???;
+            *reserve = Some(F::to_cpu_storage_owned(res));
+        }
+        let Some(reserve) = reserve.as_ref() else {
+            candle_core::bail!("recurrent kernel: backward before forward")
+        };
+        let res = reserve.as_slice::<F>()?;
+        if res.len() != d.dirs * nr || grad.elem_count() != self.output_len(d.b, d.t, d.dirs) {
+            candle_core::bail!("recurrent kernel: reserve or gradient does not match the inputs")
+        }
+        let what = "recurrent kernel";
+        let mut dgx = vec![F::zero(); d.b * d.t * d.dirs * d.g];
+        let out = Shared(dgx.as_mut_ptr());
+        let parts = cpu::with_slice::<F, _>(w, what, |w| {
+            cpu::with_slice::<F, _>(aux, what, |aux| {
+                cpu::with_slice::<F, _>(grad, what, |grad| {
+                    Self::per_direction(d.dirs, |k| {
+                        cpu::vectorized(Backward {
+                            dir: Direction {
+                                op: self,
+                                d: &d,
+                                k,
+                                w: &w[k * nw..(k + 1) * nw],
+                                aux,
+                            },
+                            saved: &res[k * nr..(k + 1) * nr],
+                            grad,
+                            dgx: out,
+                        })
+                    })
+                })
+            })
+        })???;
+        // ∂L/∂aux = [∂L/∂init of every direction | ∂L/∂b_hh of every direction]
+        let (mut dw, mut daux, mut dbias) = (Vec::new(), Vec::new(), Vec::new());
+        for (a, b, c) in parts {
+            dw.extend(a);
+            daux.extend(b);
+            dbias.extend(c);
+        }
+        daux.extend(dbias);
+        let cpu = Device::Cpu;
+        let n = daux.len();
+        Ok((
+            Tensor::from_vec(dgx, (d.b, d.t, d.dirs * d.g), &cpu)?,
+            Tensor::from_vec(dw, (d.dirs, d.g, d.h), &cpu)?,
+            Tensor::from_vec(daux, n, &cpu)?,
+        ))
+    }
+}
+
 impl<C: Cell, F: KernelFloat> cpu::CpuKernel<F, 3> for RecurrentOp<C> {
     const NAME: &'static str = "neka-recurrent";
 
