@@ -192,64 +192,38 @@ fn not_a_kernel_float<T>(name: &str, dt: DType) -> Result<T> {
     candle_core::bail!("{name}: f32 or f64 inputs only, got {dt:?}")
 }
 
-impl<K: CpuKernel<f32, 1> + CpuKernel<f64, 1>> candle_core::CustomOp1 for Fused<K> {
-    fn name(&self) -> &'static str {
-        <K as CpuKernel<f32, 1>>::NAME
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.forward([(s, l)])
-    }
-    fn bwd(&self, a: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let [da] = self.backward([a], y, dy)?;
-        Ok(da)
-    }
+/// candle's custom-op trait of one arity for [`Fused`]: the storages and the tensors passed on
+/// as arrays to [`Fused::forward`] / [`Fused::backward`], the gradients handed back in the
+/// trait's shape.
+macro_rules! custom_op {
+    ($op:ident, $n:literal, [$($s:ident $l:ident $t:ident),+], $grads:ty, $g:ident => $out:expr) => {
+        impl<K: CpuKernel<f32, $n> + CpuKernel<f64, $n>> candle_core::$op for Fused<K> {
+            fn name(&self) -> &'static str {
+                <K as CpuKernel<f32, $n>>::NAME
+            }
+            fn cpu_fwd(
+                &self,
+                $($s: &CpuStorage, $l: &Layout),+
+            ) -> Result<(CpuStorage, Shape)> {
+                self.forward([$(($s, $l)),+])
+            }
+            fn bwd(&self, $($t: &Tensor,)+ y: &Tensor, dy: &Tensor) -> Result<$grads> {
+                let $g = self.backward([$($t),+], y, dy)?;
+                Ok($out)
+            }
+        }
+    };
 }
 
-impl<K: CpuKernel<f32, 2> + CpuKernel<f64, 2>> candle_core::CustomOp2 for Fused<K> {
-    fn name(&self) -> &'static str {
-        <K as CpuKernel<f32, 2>>::NAME
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward([(s1, l1), (s2, l2)])
-    }
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [da, db] = self.backward([a, b], y, dy)?;
-        Ok((da, db))
-    }
-}
-
-impl<K: CpuKernel<f32, 3> + CpuKernel<f64, 3>> candle_core::CustomOp3 for Fused<K> {
-    fn name(&self) -> &'static str {
-        <K as CpuKernel<f32, 3>>::NAME
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward([(s1, l1), (s2, l2), (s3, l3)])
-    }
-    fn bwd(&self, a: &Tensor, b: &Tensor, c: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        let [da, db, dc] = self.backward([a, b, c], y, dy)?;
-        Ok((da, db, dc))
-    }
-}
+custom_op!(CustomOp1, 1, [s1 l1 a], Option<Tensor>, g => { let [da] = g; da });
+custom_op!(CustomOp2, 2, [s1 l1 a, s2 l2 b], (Option<Tensor>, Option<Tensor>), g => {
+    let [da, db] = g;
+    (da, db)
+});
+custom_op!(CustomOp3, 3, [s1 l1 a, s2 l2 b, s3 l3 c], Grads3, g => {
+    let [da, db, dc] = g;
+    (da, db, dc)
+});
 
 /// The CPU half of an in-place op: `dst` updated from `N` further inputs of its dtype (the
 /// AdamW update). No backward pass (candle's in-place ops have none). [`InPlace`] turns one
@@ -289,34 +263,24 @@ impl<K> InPlace<K> {
     }
 }
 
-impl<K: InplaceKernel<f32, 1> + InplaceKernel<f64, 1>> candle_core::InplaceOp2 for InPlace<K> {
-    fn name(&self) -> &'static str {
-        <K as InplaceKernel<f32, 1>>::NAME
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<()> {
-        self.forward(s1, l1, [(s2, l2)])
-    }
+/// candle's in-place trait of one arity for [`InPlace`], as `custom_op!` does for [`Fused`].
+macro_rules! inplace_op {
+    ($op:ident, $n:literal, [$($s:ident $l:ident),+]) => {
+        impl<K: InplaceKernel<f32, $n> + InplaceKernel<f64, $n>> candle_core::$op for InPlace<K> {
+            fn name(&self) -> &'static str {
+                <K as InplaceKernel<f32, $n>>::NAME
+            }
+            fn cpu_fwd(
+                &self,
+                dst: &mut CpuStorage,
+                dl: &Layout,
+                $($s: &CpuStorage, $l: &Layout),+
+            ) -> Result<()> {
+                self.forward(dst, dl, [$(($s, $l)),+])
+            }
+        }
+    };
 }
 
-impl<K: InplaceKernel<f32, 2> + InplaceKernel<f64, 2>> candle_core::InplaceOp3 for InPlace<K> {
-    fn name(&self) -> &'static str {
-        <K as InplaceKernel<f32, 2>>::NAME
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<()> {
-        self.forward(s1, l1, [(s2, l2), (s3, l3)])
-    }
-}
+inplace_op!(InplaceOp2, 1, [s1 l1]);
+inplace_op!(InplaceOp3, 2, [s1 l1, s2 l2]);
