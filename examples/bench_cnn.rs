@@ -4,8 +4,9 @@
 //!
 //! Cases: training images/s (forward + backward + AdamW step, batch 64) and inference
 //! images/s (batch 1000, no dropout) for MnistNet and LeNet-5, per CPU implementation:
-//! `kernels` (neka's conv / max-pool kernels, dense layers, fused cross-entropy and in-place AdamW: the
-//! default everywhere), `im2col` (the im2col graph of candle ops) and `candle` (candle's ops
+//! `kernels` (`KernelPath::Fused`: neka's conv / max-pool kernels, dense layers, fused
+//! cross-entropy and in-place AdamW: the default everywhere), `im2col` (`KernelPath::Im2col`:
+//! the im2col graph of candle ops) and `candle` (`KernelPath::CandleOps`: candle's ops
 //! throughout); `both` = im2col and candle. `peak_rss_mb` is the process's high-water mark
 //! after the case (it only grows, so run one case per process for isolated figures).
 
@@ -58,12 +59,8 @@ fn main() -> Result<()> {
     };
     for name in models {
         for conv in &convs {
-            let imp: neka_cnn::CpuImpl = conv.parse()?;
-            neka_cnn::set_cpu_impl(imp);
-            let fused = imp == neka_cnn::CpuImpl::Kernels;
-            neka_common::loss::set_fused_cpu_cross_entropy(fused);
-            neka_common::nn::set_fused_cpu_linear(fused);
-            Optimizer::set_fused_cpu(fused);
+            let path: neka_common::kernels::KernelPath = conv.parse()?;
+            let _path = neka_common::kernels::use_path(path);
             neka_common::rng::seed(0);
             let varmap = candle_nn::VarMap::new();
             let vb = neka_common::init::seeded_var_builder(&varmap, DType::F32, &device);

@@ -92,7 +92,8 @@ fn main() -> Result<()> {
     case("neka-forward-only", secs);
     let paths: &[bool] = if a.neka_only { &[true] } else { &[true, false] };
     for &fused in paths {
-        neka_rnn::use_fused_cpu_kernel(fused);
+        let _path =
+            neka_common::kernels::use_path(neka_common::kernels::KernelPath::fused_if(fused));
         let secs = time(a.iters, || {
             let out = lstm.forward_seq(x.as_tensor(), SeqInput::default(), true)?;
             let grads = (out.output * &g)?.sum_all()?.backward()?;
@@ -104,7 +105,6 @@ fn main() -> Result<()> {
             neka = secs;
         }
     }
-    neka_rnn::use_fused_cpu_kernel(true);
     if a.neka_only {
         return Ok(());
     }

@@ -5,12 +5,13 @@
 //! On CPU this pits neka's kernels (convolution, pooling, dense layer, loss, in-place AdamW)
 //! against their twins on a whole model; on a GPU it checks the device's path, which must be
 //! the candle-op one (a wrong weight gradient, as candle's Metal `conv2d` gives, fails here).
-//! One test function, because the CPU switches are process-wide.
+//! The reference runs under `KernelPath::CandleOps`, the device under the default path.
 
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use neka_cnn::CnnModel;
 use neka_common::device::{device_name, test_device};
+use neka_common::kernels::{self, KernelPath};
 use neka_common::optim::{Optimizer, OptimizerConfig};
 use neka_testing::rel_diff;
 
@@ -56,23 +57,11 @@ fn train_mnist_net(dev: &Device) -> Run {
     (losses, grads1, weights)
 }
 
-fn set_reference_paths(reference: bool) {
-    neka_cnn::set_cpu_impl(if reference {
-        neka_cnn::CpuImpl::Candle
-    } else {
-        neka_cnn::CpuImpl::Kernels
-    });
-    neka_common::nn::set_fused_cpu_linear(!reference);
-    neka_common::loss::set_fused_cpu_cross_entropy(!reference);
-    Optimizer::set_fused_cpu(!reference);
-}
-
 #[test]
 fn training_on_the_test_device_equals_the_candle_reference_on_cpu() {
     let dev = test_device().unwrap();
-    set_reference_paths(true);
-    let (want_loss, want_g, want_w) = train_mnist_net(&Device::Cpu);
-    set_reference_paths(false);
+    let (want_loss, want_g, want_w) =
+        kernels::with_path(KernelPath::CandleOps, || train_mnist_net(&Device::Cpu));
     let (got_loss, got_g, got_w) = train_mnist_net(&dev);
     let name = device_name(&dev);
     for (s, (a, b)) in got_loss.iter().zip(&want_loss).enumerate() {

@@ -103,7 +103,7 @@ fn check_file(path: &Path, fused: bool) -> Result<(f32, f32), String> {
         h0: t.get("h0"),
         c0: t.get("c0"),
     };
-    neka_rnn::use_fused_cpu_kernel(fused);
+    let _path = neka_common::kernels::use_path(neka_common::kernels::KernelPath::fused_if(fused));
     let out = net.encode(&x, input, false).map_err(|e| e.to_string())?;
     let mut out_err = 0f32;
     for (name, got) in [
@@ -194,7 +194,6 @@ fn recurrent_layers_match_pytorch() {
             }
         }
     }
-    neka_rnn::use_fused_cpu_kernel(true);
     assert!(
         failures.is_empty(),
         "{} of {} fixtures failed:\n{}",

@@ -6,14 +6,11 @@ use candle_core::{DType, ModuleT};
 use candle_nn::VarMap;
 use neka_cnn::CnnModel;
 use neka_common::checkpoint;
+use neka_common::kernels::KernelPath;
 use neka_testing::max_abs_diff;
 use std::path::Path;
 
-/// `set_cpu_impl` is process-wide: the two tests take turns, so each path really runs.
-static CPU_IMPL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn check(name: &str, model: &str) {
-    let _turn = CPU_IMPL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch");
     let dev = neka_common::device::test_device().unwrap();
     let vm = VarMap::new();
@@ -23,12 +20,8 @@ fn check(name: &str, model: &str) {
     checkpoint::load_into_varmap(&vm, &dir.join(format!("{name}.safetensors"))).unwrap();
     let (io, _) =
         checkpoint::load_tensors(&dir.join(format!("{name}_io.safetensors")), &dev).unwrap();
-    for imp in [
-        neka_cnn::CpuImpl::Kernels,
-        neka_cnn::CpuImpl::Im2col,
-        neka_cnn::CpuImpl::Candle,
-    ] {
-        neka_cnn::set_cpu_impl(imp);
+    for imp in [KernelPath::Fused, KernelPath::Im2col, KernelPath::CandleOps] {
+        let _path = neka_common::kernels::use_path(imp);
         let logits = net.forward_t(&io["input"], false).unwrap();
         let log_probs = candle_nn::ops::log_softmax(&logits, 1).unwrap();
         let err = max_abs_diff(&log_probs, &io["log_probs"]).unwrap();
@@ -40,7 +33,6 @@ fn check(name: &str, model: &str) {
         println!("parity {name} ({imp:?} selected, {path:?} on {dev:?}): max err {err:.2e}");
         assert!(err < 1e-4, "{name}: max abs error {err} vs PyTorch");
     }
-    neka_cnn::set_cpu_impl(neka_cnn::CpuImpl::Kernels);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! | [`layers`] | convolution with kernel size, padding (`same` = (k−1)/2), stride, dilation and groups ([`conv`]); max and average pooling ([`pool`]); batch normalisation ([`norm`]) |
 //! | [`models`] | [`MnistNet`] (pytorch/examples' MNIST `Net`, weight-compatible with PyTorch), [`LeNet5`], a small [`ResNet`] (residual blocks with identity and 1×1-projection shortcuts, torchvision's tensor names); the [`models::registry`] that finds them by name ([`CnnModel`]) |
 //! | [`arith`], [`summary`] | the output-size and receptive-field arithmetic, and a per-layer summary (shapes, parameters, MACs) |
-//! | [`kernel`] | on CPU the layers run on neka's kernels (convolution with ReLU and max-pool fused, max pooling), each with its plain candle-op twin selectable by [`set_cpu_impl`] |
+//! | [`kernels`] | on CPU the layers run on neka's kernels (convolution with ReLU and max-pool fused, max pooling, batch norm), each with its plain candle-op twin, selected by [`neka_common::kernels::KernelPath`] |
 //! | [`loaded_model`] | a trained model directory loaded for use: predict, evaluate, feature maps |
 //! | [`images`] | image files (PNG, JPEG) decoded within bounds and made the model's input |
 //! | [`inspect`] | drawing the first layer's filters and an image's feature maps |
@@ -30,7 +30,7 @@
 pub mod arith;
 pub mod images;
 pub mod inspect;
-pub mod kernel;
+pub mod kernels;
 pub mod layers;
 pub mod loaded_model;
 pub mod models;
@@ -40,8 +40,7 @@ pub mod summary;
 pub use layers::{conv, norm, pool};
 pub use models::{lenet5, mnist_net, resnet};
 
-pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, Padding};
-pub use kernel::{cpu_impl, set_cpu_impl, CpuImpl};
+pub use conv::{conv1x1, conv2d, Conv2d, Conv2dConfig, ConvRoute, Padding};
 pub use lenet5::LeNet5;
 pub use mnist_net::MnistNet;
 pub use models::registry::{MODELS, MODEL_NAMES};

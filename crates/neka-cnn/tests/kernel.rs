@@ -4,9 +4,9 @@
 
 use candle_core::{CustomOp3, DType, Device, Module, Tensor, Var};
 use candle_nn::VarMap;
-use neka_cnn::kernel::{self, Conv2dOp, MaxPool2dOp};
+use neka_cnn::kernels::{self as kernel, Conv2dOp, MaxPool2dOp};
 use neka_cnn::{conv2d, Conv2dConfig, Padding, Pool2d};
-use neka_common::cpu::Fused3;
+use neka_common::kernels::{Fused, KernelPath};
 use neka_testing::{cotangent, gradient_check, max_abs_diff, rel_diff, vjp, vjp_pair};
 use std::collections::HashMap;
 use std::path::Path;
@@ -122,7 +122,7 @@ fn same_values_and_gradients(
     Ok(())
 }
 
-/// The im2col graph (the Metal path, and `CpuImpl::Im2col`) equals candle's `conv2d` in the
+/// The im2col graph (the Metal path, and `KernelPath::Im2col`) equals candle's `conv2d` in the
 /// output and in the gradients of input, weight and bias: every stride, dilation, padding
 /// and kernel shape above, and grouped convolutions.
 #[test]
@@ -163,7 +163,7 @@ fn im2col_matches_candle_conv2d() -> R {
 fn gpu_devices_never_take_the_cpu_kernels() {
     use candle_core::DeviceLocation;
     use neka_cnn::conv::conv_path_at;
-    use neka_cnn::CpuImpl;
+    use neka_cnn::ConvRoute;
     let cuda = DeviceLocation::Cuda { gpu_id: 0 };
     let metal = DeviceLocation::Metal { gpu_id: 0 };
     for cfg in [
@@ -171,8 +171,8 @@ fn gpu_devices_never_take_the_cpu_kernels() {
         Conv2dConfig::new(4, 4, 3).groups(2),
     ] {
         for dt in [DType::F32, DType::F64, DType::BF16] {
-            assert_eq!(conv_path_at(&cfg, cuda, dt), CpuImpl::Candle);
-            assert_eq!(conv_path_at(&cfg, metal, dt), CpuImpl::Im2col);
+            assert_eq!(conv_path_at(&cfg, cuda, dt), ConvRoute::Candle);
+            assert_eq!(conv_path_at(&cfg, metal, dt), ConvRoute::Im2col);
         }
     }
     let pool = Pool2d::max(2);
@@ -242,32 +242,28 @@ fn every_cpu_implementation_agrees() -> R {
     let want = conv.forward_candle(&x)?.relu()?;
     let pool = Pool2d::max(2);
     let want_pool = pool.forward_candle(&want)?;
-    assert_eq!(neka_cnn::cpu_impl(), neka_cnn::CpuImpl::Kernels);
-    for imp in [
-        neka_cnn::CpuImpl::Kernels,
-        neka_cnn::CpuImpl::Im2col,
-        neka_cnn::CpuImpl::Candle,
+    assert_eq!(neka_common::kernels::path(), KernelPath::Fused);
+    for (path, imp) in [
+        (KernelPath::Fused, neka_cnn::ConvRoute::Kernels),
+        (KernelPath::Im2col, neka_cnn::ConvRoute::Im2col),
+        (KernelPath::CandleOps, neka_cnn::ConvRoute::Candle),
     ] {
+        let _path = neka_common::kernels::use_path(path);
         assert_eq!(neka_cnn::conv::conv_path(conv.config(), &x), imp);
         let y = conv.forward_relu(&x)?;
         assert!(max_diff(&y, &want) < 1e-5, "{imp:?}");
         assert!(max_diff(&pool.forward(&y)?, &want_pool) < 1e-5, "{imp:?}");
-        neka_cnn::set_cpu_impl(match imp {
-            neka_cnn::CpuImpl::Kernels => neka_cnn::CpuImpl::Im2col,
-            _ => neka_cnn::CpuImpl::Candle,
-        });
     }
-    neka_cnn::set_cpu_impl(neka_cnn::CpuImpl::Kernels);
     // Groups > 1 and half precision take candle's op even with the kernels selected.
     let grouped = Conv2dConfig::new(4, 4, 3).groups(2);
     assert_eq!(
         neka_cnn::conv::conv_path(&grouped, &x),
-        neka_cnn::CpuImpl::Candle
+        neka_cnn::ConvRoute::Candle
     );
     let half = x.to_dtype(DType::BF16)?;
     assert_eq!(
         neka_cnn::conv::conv_path(conv.config(), &half),
-        neka_cnn::CpuImpl::Candle
+        neka_cnn::ConvRoute::Candle
     );
     Ok(())
 }
@@ -366,13 +362,13 @@ fn conv1_input_gradient_is_not_computed() -> R {
     let b = Var::randn(0f32, 1.0, 3, &dev)?;
     let y = kernel::conv2d(&image, w.as_tensor(), b.as_tensor(), op.clone())?;
     let dy = y.ones_like()?;
-    let (dx, dw, db) = Fused3(op.clone()).bwd(&image, w.as_tensor(), b.as_tensor(), &y, &dy)?;
+    let (dx, dw, db) = Fused(op.clone()).bwd(&image, w.as_tensor(), b.as_tensor(), &y, &dy)?;
     assert!(dx.is_none(), "the image got a gradient");
     assert!(dw.is_some() && db.is_some());
     let grads = y.sum_all()?.backward()?;
     assert!(grads.get(&image).is_none());
     let tracked = Var::from_tensor(&image)?;
-    let (dx, _, _) = Fused3(op).bwd(tracked.as_tensor(), w.as_tensor(), b.as_tensor(), &y, &dy)?;
+    let (dx, _, _) = Fused(op).bwd(tracked.as_tensor(), w.as_tensor(), b.as_tensor(), &y, &dy)?;
     assert!(dx.is_some());
     Ok(())
 }

@@ -7,10 +7,10 @@
 //! |---|---|
 //! | [`error`] | the one error type of the zoo's library crates (re-exported by each) |
 //! | [`device`] | `--device auto\|cpu\|cuda[:N]\|metal` |
-//! | [`cpu`] | the CPU kernels' shared pieces: GEMM, thread pool, the kernel-or-candle switch |
 //! | [`rng`], [`init`] | one seed for init, dropout and shuffling; seeded `VarBuilder` |
 //! | [`nn`] | PyTorch-initialised `linear`, seeded `Dropout` |
 //! | [`data`] | the data of every task: IDX, text and CoNLL-U readers; MNIST / Fashion-MNIST splits, UD EWT tagging, Multi30k parallel text, character streams; batching (bucketed for sequences) |
+//! | [`kernels`] | the CPU kernels: the one adapter to candle's custom ops, the scoped kernel-or-candle switch ([`kernels::KernelPath`]), GEMM, thread pool, SIMD; the dense-layer, cross-entropy and AdamW kernels |
 //! | [`vocab`] | token ↔ id maps with specials, min frequency, JSON |
 //! | [`loss`] | masked cross-entropy (padding ignored), label smoothing |
 //! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
@@ -23,7 +23,6 @@
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
 
 pub mod checkpoint;
-pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -31,6 +30,7 @@ pub mod finite;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod init;
+pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod nn;

@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarMap};
-use neka_common::cpu::Fused3;
-use neka_common::nn::{linear, linear_forward, LinearOp};
+use neka_common::kernels::{Fused, LinearOp};
+use neka_common::nn::{linear, linear_forward};
 use neka_testing::{gradient_check, max_abs_diff, vjp_pair};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -66,7 +66,7 @@ fn fused_linear_finite_differences() -> candle_core::Result<()> {
     let b = Var::randn(0f64, 1.0, 5, &dev)?;
     for relu in [false, true] {
         let op = LinearOp { relu };
-        let f = |x: &Tensor, w: &Tensor, b: &Tensor| x.apply_op3(w, b, Fused3(op));
+        let f = |x: &Tensor, w: &Tensor, b: &Tensor| x.apply_op3(w, b, Fused(op));
         let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
         let g = Tensor::randn(0f64, 1.0, y.shape(), &dev)?;
         let grads = (&y * &g)?.sum_all()?.backward()?;

@@ -10,7 +10,6 @@ use candle_nn::VarMap;
 use neka_lecture::gradient_flow::{self as analysis, gradient_flow, FlowConfig, Psi};
 use neka_lstm::{Lstm, LstmCell, LstmConfig, SeqInput};
 use neka_rnn::cell::Cell;
-use neka_rnn::use_fused_cpu_kernel;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -104,7 +103,8 @@ fn lstm_forward_pass_is_sequential() -> R {
         d.to_vec1::<f64>()
     };
     for fused in [true, false] {
-        use_fused_cpu_kernel(fused);
+        let _path =
+            neka_common::kernels::use_path(neka_common::kernels::KernelPath::fused_if(fused));
         let d1 = moved(1)?;
         println!("fused {fused}: |Δh_t| after moving x_1: {}", sci(&d1));
         assert!(d1.iter().all(|&d| d > 1e-9), "x_1 reaches every h_t");
@@ -119,7 +119,6 @@ fn lstm_forward_pass_is_sequential() -> R {
             }
         }
     }
-    use_fused_cpu_kernel(true);
     Ok(())
 }
 
@@ -198,11 +197,11 @@ fn cell_state_gradient_is_the_product_of_forget_gates() -> R {
     // (b) The zoo's Lstm with c0 as input: the fused kernel's hand-written BPTT
     // (dC_{t−1} = dC ⊙ f) and the candle-op loop.
     for fused in [true, false] {
-        use_fused_cpu_kernel(fused);
+        let _path =
+            neka_common::kernels::use_path(neka_common::kernels::KernelPath::fused_if(fused));
         let got = cell_state_gradient(&net, &x, h)?;
         close(&got, &want, 1e-10, &format!("Lstm, fused {fused}"));
     }
-    use_fused_cpu_kernel(true);
     Ok(())
 }
 

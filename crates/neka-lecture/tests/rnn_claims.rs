@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use neka_lecture::gradient_flow::{self as analysis, gradient_flow, FlowConfig, Psi};
-use neka_rnn::{use_fused_cpu_kernel, Rnn, RnnConfig, SeqInput};
+use neka_rnn::{Rnn, RnnConfig, SeqInput};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -48,7 +48,8 @@ fn forward_pass_is_sequential() -> R {
     let x = Tensor::from_vec(analysis::gaussian(t * f, 3), (1, t, f), &Device::Cpu)?;
     // Both time loops: the fused CPU kernel and candle ops step by step (the GPU path).
     for fused in [true, false] {
-        use_fused_cpu_kernel(fused);
+        let _path =
+            neka_common::kernels::use_path(neka_common::kernels::KernelPath::fused_if(fused));
         // x_1 changes every h_t, t = 1 … T: each step reads the previous state.
         let d1 = perturbation(&rnn, &x, 1)?;
         println!("fused {fused}: |Δh_t| after moving x_1: {}", sci(&d1));
@@ -68,7 +69,6 @@ fn forward_pass_is_sequential() -> R {
             }
         }
     }
-    use_fused_cpu_kernel(true);
     Ok(())
 }
 
@@ -198,7 +198,9 @@ fn the_zoo_rnn_has_the_same_gradient_flow() -> R {
             let x = Tensor::from_vec(wts.x.clone(), (1, t, f), &Device::Cpu)?;
             let v = Tensor::from_vec(wts.v.clone(), (1, h), &Device::Cpu)?;
             for fused in [true, false] {
-                use_fused_cpu_kernel(fused);
+                let _path = neka_common::kernels::use_path(
+                    neka_common::kernels::KernelPath::fused_if(fused),
+                );
                 let h0 = Var::zeros((1, 1, h), DType::F64, &Device::Cpu)?;
                 let input = SeqInput {
                     h0: Some(h0.as_tensor()),
@@ -219,7 +221,6 @@ fn the_zoo_rnn_has_the_same_gradient_flow() -> R {
                     "rho {rho} scale {scale} fused {fused}: Rnn {got:e}, analysis {want:e}"
                 );
             }
-            use_fused_cpu_kernel(true);
         }
     }
     Ok(())

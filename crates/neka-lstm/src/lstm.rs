@@ -19,7 +19,7 @@
 //! cell state almost unchanged (the "constant error carousel").
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{BackwardRow, Cell, Real};
+use neka_rnn::cell::{BackwardRow, Cell, KernelFloat};
 
 /// The LSTM cell. State: `(h, C)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +48,14 @@ impl Cell for LstmCell {
     }
 
     #[inline(always)]
-    fn forward_row<F: Real>(&self, n: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]) {
+    fn forward_row<F: KernelFloat>(
+        &self,
+        n: usize,
+        gx: &[F],
+        rec: &[F],
+        prev: &[F],
+        saved: &mut [F],
+    ) {
         // Equal-length slices, so the loop has no bounds checks and vectorises.
         let (xi, xf, xg, xo) = (
             &gx[..n],
@@ -87,7 +94,7 @@ impl Cell for LstmCell {
     /// `do = dh ⊙ tanh C_t`, `di = dC ⊙ C~`, `dC~ = dC ⊙ i`, `df = dC ⊙ C_{t-1}`,
     /// `dC_{t-1} = dC ⊙ f`, then through the sigmoid / tanh derivatives.
     #[inline(always)]
-    fn backward_row<F: Real>(&self, n: usize, row: BackwardRow<'_, F>) {
+    fn backward_row<F: KernelFloat>(&self, n: usize, row: BackwardRow<'_, F>) {
         let (one, saved) = (F::one(), row.saved);
         let (sc, si, sf, sg, so) = (
             &saved[n..2 * n],

@@ -122,15 +122,14 @@ fn fused_kernel_and_candle_ops_agree_with_dropout_and_lengths() {
     for cell in CELLS {
         let (m, _) = net(cell, cfg, DType::F32, 3);
         let run = |fused: bool| {
-            neka_rnn::use_fused_cpu_kernel(fused);
+            let _path =
+                neka_common::kernels::use_path(neka_common::kernels::KernelPath::fused_if(fused));
             neka_common::rng::seed(99); // same dropout masks
             let input = SeqInput {
                 lengths: Some(&lengths),
                 ..Default::default()
             };
-            let out = m.encode(&x, input, true).unwrap();
-            neka_rnn::use_fused_cpu_kernel(true);
-            out
+            m.encode(&x, input, true).unwrap()
         };
         let (a, b) = (run(true), run(false));
         assert!(

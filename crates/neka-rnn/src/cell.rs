@@ -14,48 +14,15 @@
 //! - [`Cell::step`] on candle tensors: the readable form of the lecture's equations, used on
 //!   GPUs (autograd gives BPTT);
 //! - [`Cell::forward_row`] / [`Cell::backward_row`] on slices of one batch row: the fused CPU
-//!   kernel ([`crate::kernel`]) runs the whole sequence in one candle op with a hand-written
+//!   kernel ([`crate::kernels`]) runs the whole sequence in one candle op with a hand-written
 //!   backward pass (BPTT), checked against finite differences and PyTorch.
 
 use candle_core::{Result, Tensor};
 use num_traits::Float;
 
-/// The floats the fused kernel computes in, with the activation functions it needs.
-///
-/// f32 uses a branch-free exponential (Cephes' `expf` polynomial, ≤ 2 ulp on the clamped
-/// range) that the compiler vectorises across a row; f64 (used by the finite-difference
-/// gradient checks) uses the standard library.
-pub trait Real: Float + std::ops::AddAssign + Send + Sync + 'static {
-    /// σ(x) = 1 / (1 + e^{−x}).
-    fn sigmoid(self) -> Self;
-    /// tanh(x).
-    fn tanh_act(self) -> Self;
-}
-
-impl Real for f64 {
-    #[inline]
-    fn sigmoid(self) -> f64 {
-        sigmoid(self)
-    }
-    #[inline]
-    fn tanh_act(self) -> f64 {
-        self.tanh()
-    }
-}
-
-pub use neka_common::cpu::exp_f32;
-
-impl Real for f32 {
-    #[inline(always)]
-    fn sigmoid(self) -> f32 {
-        1.0 / (1.0 + exp_f32(-self))
-    }
-    /// `tanh x = 1 − 2 / (e^{2x} + 1)` (absolute error ~1e-7).
-    #[inline(always)]
-    fn tanh_act(self) -> f32 {
-        1.0 - 2.0 / (exp_f32(2.0 * self) + 1.0)
-    }
-}
+/// The floats the fused kernel computes in, with the activation functions it needs
+/// (`sigmoid`, `tanh_act`): neka-common's one [`KernelFloat`].
+pub use neka_common::kernels::{exp_f32, sigmoid, KernelFloat};
 
 /// One recurrent cell. `G = GATES · H`, `S0 = STATES · H`.
 pub trait Cell: Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -86,11 +53,18 @@ pub trait Cell: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn step(&self, gx: &Tensor, rec: &Tensor, state: &[Tensor]) -> Result<Vec<Tensor>>;
 
     /// One step of one batch row: `gx, rec: [G]`, `prev: [S0]` → `saved: [SAVED·H]`.
-    fn forward_row<F: Real>(&self, hidden: usize, gx: &[F], rec: &[F], prev: &[F], saved: &mut [F]);
+    fn forward_row<F: KernelFloat>(
+        &self,
+        hidden: usize,
+        gx: &[F],
+        rec: &[F],
+        prev: &[F],
+        saved: &mut [F],
+    );
 
     /// The step's backward pass for one row ([`BackwardRow`]: what the forward pass saved and
     /// `∂L/∂(new state)` in, `∂L/∂gx_t`, `∂L/∂rec_t` and `dprev` out).
-    fn backward_row<F: Real>(&self, hidden: usize, row: BackwardRow<'_, F>);
+    fn backward_row<F: KernelFloat>(&self, hidden: usize, row: BackwardRow<'_, F>);
 }
 
 /// One batch row of one step's backward pass, for [`Cell::backward_row`].
@@ -108,17 +82,6 @@ pub struct BackwardRow<'a, F> {
     /// Out: the part of `∂L/∂state_{t-1}` that does not go through `W`, `[S0]` (e.g.
     /// `f ⊙ dC` for the LSTM's cell state).
     pub dprev: &'a mut [F],
-}
-
-/// σ(x) = 1 / (1 + e^{−x}), in the form that does not overflow for large |x|.
-#[inline]
-pub fn sigmoid<F: Float>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
 }
 
 /// The nonlinearity ψ of the Elman RNN.
@@ -180,7 +143,7 @@ impl Cell for Elman {
     }
 
     #[inline(always)]
-    fn forward_row<F: Real>(
+    fn forward_row<F: KernelFloat>(
         &self,
         hidden: usize,
         gx: &[F],
@@ -197,7 +160,7 @@ impl Cell for Elman {
             }
             Nonlinearity::Relu => {
                 for j in 0..hidden {
-                    out[j] = (gx[j] + rec[j]).max(F::zero());
+                    out[j] = Float::max(gx[j] + rec[j], F::zero());
                 }
             }
         }
@@ -207,7 +170,7 @@ impl Cell for Elman {
     /// back to `h_{t-1}` goes through `W`: this product of `W^T diag(ψ')` over many steps is
     /// what vanishes (or explodes) in BPTT.
     #[inline(always)]
-    fn backward_row<F: Real>(&self, hidden: usize, row: BackwardRow<'_, F>) {
+    fn backward_row<F: KernelFloat>(&self, hidden: usize, row: BackwardRow<'_, F>) {
         for j in 0..hidden {
             let h = row.saved[j];
             let d = match self.nonlinearity {
@@ -240,7 +203,7 @@ mod tests {
             worst.0 = worst.0.max(rel);
             worst.1 = worst
                 .1
-                .max((Real::sigmoid(x) - sigmoid(x as f64) as f32).abs());
+                .max((KernelFloat::sigmoid(x) - sigmoid(x as f64) as f32).abs());
             worst.2 = worst.2.max((x.tanh_act() - x.tanh()).abs());
         }
         assert!(worst.0 < 5e-7, "exp relative error {}", worst.0);

@@ -10,10 +10,10 @@
 //!
 //! Per layer and direction the input projection `x_t U^T + b_ih` of all `T` steps is one
 //! matmul; only `h_{t-1} W^T` runs per step. On CPU (f32/f64) the time loop is the fused
-//! kernel of [`crate::kernel`]; elsewhere it is built from candle ops ([`Cell::step`]).
+//! kernel of [`crate::kernels`]; elsewhere it is built from candle ops ([`Cell::step`]).
 
 use crate::cell::Cell;
-use crate::kernel::RecurrentOp;
+use crate::kernels::RecurrentOp;
 use candle_core::{DType, Device, DeviceLocation, ModuleT, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use neka_common::nn::Dropout;
@@ -156,21 +156,12 @@ struct DirectionWeights {
     bias_hh: Option<Tensor>,
 }
 
-thread_local! {
-    static FUSED_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
-}
-
-/// Chooses the time loop on CPU for the calling thread: the fused kernel (default) or candle
-/// ops step by step (what other devices use). For tests and benchmarks.
-pub fn use_fused_cpu_kernel(on: bool) {
-    FUSED_CPU.with(|f| f.set(on));
-}
-
 /// The one place that picks the recurrent layers' path: `true` for the fused CPU kernel
-/// ([`neka_common::cpu::kernel_applies`] and [`use_fused_cpu_kernel`] on for this thread),
-/// `false` for the time loop of candle ops (every CUDA / Metal input).
+/// ([`neka_common::kernels::fused_applies`]: the CPU, f32/f64,
+/// [`neka_common::kernels::KernelPath::Fused`] selected on this thread), `false` for the time
+/// loop of candle ops (every CUDA / Metal input).
 pub fn uses_fused_kernel(location: DeviceLocation, dtype: DType) -> bool {
-    neka_common::cpu::kernel_applies(location, dtype) && FUSED_CPU.with(|f| f.get())
+    neka_common::kernels::fused_applies(location, dtype)
 }
 
 /// A multi-layer, optionally bidirectional recurrent network of cell `C`.
@@ -421,7 +412,7 @@ impl<C: Cell> Recurrent<C> {
             let out = gx.apply_op3(
                 &w.contiguous()?,
                 &aux.contiguous()?,
-                neka_common::cpu::Fused3(op),
+                neka_common::kernels::Fused(op),
             )?;
             let n_out = b * t * nd * h;
             layer_in = out.narrow(0, 0, n_out)?.reshape((b, t, nd * h))?;
@@ -545,8 +536,7 @@ mod tests {
         }
         assert!(!uses_fused_kernel(DeviceLocation::Cpu, DType::BF16));
         assert!(uses_fused_kernel(DeviceLocation::Cpu, DType::F32));
-        use_fused_cpu_kernel(false);
+        let _path = neka_common::kernels::use_path(neka_common::kernels::KernelPath::CandleOps);
         assert!(!uses_fused_kernel(DeviceLocation::Cpu, DType::F32));
-        use_fused_cpu_kernel(true);
     }
 }

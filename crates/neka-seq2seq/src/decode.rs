@@ -13,8 +13,9 @@
 //! instead of once per sentence.
 
 use crate::data::{SourceBatch, BOS_ID, EOS_ID};
+use crate::kernels::Rows;
 use crate::model::{Encoded, Seq2Seq};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 /// One translation.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,79 +268,6 @@ fn check_beam(cfg: &DecodeConfig) -> Result<()> {
     Ok(())
 }
 
-/// A `(rows, n)` tensor's rows as f32, copied to the host in one piece.
-struct Rows {
-    data: Vec<f32>,
-    n: usize,
-}
-
-impl Rows {
-    fn new(t: &Tensor) -> Result<Self> {
-        let (_, n) = t.dims2()?;
-        let t = t.to_dtype(DType::F32)?;
-        let data = if t.device().is_cpu() {
-            neka_common::cpu::with_slice::<f32, _>(&t, "decode", |s| s.to_vec())?
-        } else {
-            t.flatten_all()?.to_vec1()?
-        };
-        Ok(Self { data, n })
-    }
-    fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.n..(i + 1) * self.n]
-    }
-    fn len(&self) -> usize {
-        self.data.len() / self.n.max(1)
-    }
-    /// The first index of row `i`'s maximum (NaN never wins).
-    fn argmax(&self, i: usize) -> u32 {
-        let row = self.row(i);
-        let mut best = 0;
-        for (j, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = j;
-            }
-        }
-        best as u32
-    }
-
-    /// `log softmax` of `logits (rows, V)` along V, on the host: rows split over candle's CPU
-    /// pool, the exponentials vectorised (what every search step needs from the logits, in
-    /// one pass instead of candle's several ops and a copy).
-    fn log_softmax(logits: &Tensor) -> Result<Self> {
-        struct Job<'a>(&'a mut [f32], usize);
-        impl neka_common::cpu::Vectorized for Job<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn run(self) {
-                for row in self.0.chunks_mut(self.1) {
-                    let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                    let mut acc = [0f32; 16];
-                    let chunks = row.chunks_exact(16);
-                    let tail: f32 = chunks
-                        .remainder()
-                        .iter()
-                        .map(|&v| neka_common::cpu::exp_f32(v - m))
-                        .sum();
-                    for c in chunks {
-                        for (a, &v) in acc.iter_mut().zip(c) {
-                            *a += neka_common::cpu::exp_f32(v - m);
-                        }
-                    }
-                    let lse = m + (tail + acc.iter().sum::<f32>()).ln();
-                    row.iter_mut().for_each(|v| *v -= lse);
-                }
-            }
-        }
-        let mut rows = Self::new(logits)?;
-        let n = rows.n.max(1);
-        let per = rows.len().div_ceil(neka_common::cpu::threads()).max(1);
-        neka_common::cpu::parallel(rows.data.chunks_mut(per * n), |block| {
-            neka_common::cpu::vectorized(Job(block, n))
-        });
-        Ok(rows)
-    }
-}
-
 /// `(score, row, token)` in search order: higher total log-probability first, ties broken by
 /// row (hypothesis), then token id (so `k = 1` picks what argmax picks).
 fn search_order(a: &(f64, usize, u32), b: &(f64, usize, u32)) -> std::cmp::Ordering {
@@ -420,9 +348,12 @@ pub fn beam_search_batch(
             groups.push(r0);
             r0 += beams[row_sent[r0] as usize].len();
         }
-        let per = groups.len().div_ceil(neka_common::cpu::threads()).max(1);
+        let per = groups
+            .len()
+            .div_ceil(neka_common::kernels::threads())
+            .max(1);
         let bests: Vec<Vec<(f64, usize, u32)>> =
-            neka_common::cpu::parallel(groups.chunks(per), |gs| {
+            neka_common::kernels::parallel(groups.chunks(per), |gs| {
                 gs.iter()
                     .map(|&r0| {
                         let hs = &beams[row_sent[r0] as usize];

@@ -3,6 +3,7 @@
 /// The translation data (it lives with the other tasks' data in `neka_common::data`).
 pub use neka_common::data::seq2seq as data;
 pub mod decode;
+mod kernels;
 pub mod model;
 pub mod translator;
 

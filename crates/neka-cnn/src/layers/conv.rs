@@ -16,11 +16,12 @@
 //! ([`crate::arith::conv_output_size`]).
 
 use crate::arith;
-pub use crate::kernel::{cpu_impl, set_cpu_impl, CpuImpl};
+use crate::kernels;
 use crate::pool::{Pool2d, PoolKind};
-use crate::{kernel, Error, Result};
+use crate::{Error, Result};
 use candle_core::{DType, DeviceLocation, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
+use neka_common::kernels::{kernel_applies, KernelPath};
 use serde::{Deserialize, Serialize};
 
 /// Zero padding of a convolution.
@@ -287,7 +288,7 @@ impl Conv2d {
     /// groups; the same result as candle's `conv2d` (tested). Its backward pass is matrix
     /// products and slices, which is why it is the path on Metal, where candle 0.11's
     /// `conv2d` weight gradient is wrong (see [`conv_path_at`]). On CPU it is selected by
-    /// [`CpuImpl::Im2col`]; neka's kernel ([`Conv2d::forward_kernel`], the default) does the
+    /// [`KernelPath::Im2col`]; neka's kernel ([`Conv2d::forward_kernel`], the default) does the
     /// same arithmetic without the full-batch temporaries.
     pub fn forward_im2col(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (ph, pw) = self
@@ -351,15 +352,20 @@ impl Conv2d {
     }
 }
 
-/// Chooses the CPU convolution: `true` = [`CpuImpl::Im2col`], `false` = [`CpuImpl::Candle`].
-/// Kept for older callers; [`set_cpu_impl`] also selects neka's kernels (the default).
-pub fn use_im2col_on_cpu(on: bool) {
-    set_cpu_impl(if on { CpuImpl::Im2col } else { CpuImpl::Candle });
+/// The implementation a convolution runs ([`conv_path_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvRoute {
+    /// neka's CPU kernel ([`crate::kernels::conv`]): one op, ReLU and max pool fusable.
+    Kernels,
+    /// The im2col graph of candle ops ([`Conv2d::forward_im2col`]).
+    Im2col,
+    /// candle's `conv2d` ([`Conv2d::forward_candle`]).
+    Candle,
 }
 
 /// The one place that picks a convolution's implementation for an input: [`conv_path_at`]
 /// for its device and dtype.
-pub fn conv_path(cfg: &Conv2dConfig, xs: &Tensor) -> CpuImpl {
+pub fn conv_path(cfg: &Conv2dConfig, xs: &Tensor) -> ConvRoute {
     conv_path_at(cfg, xs.device().location(), xs.dtype())
 }
 
@@ -373,37 +379,36 @@ pub fn conv_path(cfg: &Conv2dConfig, xs: &Tensor) -> CpuImpl {
 ///   hands `conv2d` such a kernel (`grad.transpose(0, 1)`) to form the weight gradient, so
 ///   training would silently diverge. The im2col graph's gradient is matrix products and
 ///   slices, which are right on Metal.
-/// - **CPU**: [`CpuImpl::Kernels`] takes neka's kernel for one group and f32/f64, candle's op
-///   otherwise (groups > 1, half precision); [`CpuImpl::Im2col`] and [`CpuImpl::Candle`] take
-///   what they name (see [`set_cpu_impl`]).
-pub fn conv_path_at(cfg: &Conv2dConfig, location: DeviceLocation, dtype: DType) -> CpuImpl {
+/// - **CPU**: by the thread's [`KernelPath`] (`neka_common::kernels::use_path`):
+///   [`KernelPath::Fused`] (the default) takes neka's kernel for one group and f32/f64,
+///   candle's op otherwise (groups > 1, half precision); [`KernelPath::CandleOps`] takes
+///   candle's op and [`KernelPath::Im2col`] the im2col graph.
+pub fn conv_path_at(cfg: &Conv2dConfig, location: DeviceLocation, dtype: DType) -> ConvRoute {
     match location {
-        DeviceLocation::Cuda { .. } => CpuImpl::Candle,
-        DeviceLocation::Metal { .. } => CpuImpl::Im2col,
-        DeviceLocation::Cpu => match cpu_impl() {
-            CpuImpl::Kernels
-                if cfg.groups == 1 && neka_common::cpu::kernel_applies(location, dtype) =>
-            {
-                CpuImpl::Kernels
+        DeviceLocation::Cuda { .. } => ConvRoute::Candle,
+        DeviceLocation::Metal { .. } => ConvRoute::Im2col,
+        DeviceLocation::Cpu => match neka_common::kernels::path() {
+            KernelPath::Fused if cfg.groups == 1 && kernel_applies(location, dtype) => {
+                ConvRoute::Kernels
             }
-            CpuImpl::Kernels => CpuImpl::Candle,
-            other => other,
+            KernelPath::Fused | KernelPath::CandleOps => ConvRoute::Candle,
+            KernelPath::Im2col => ConvRoute::Im2col,
         },
     }
 }
 
 impl Conv2d {
-    /// neka's CPU kernel ([`crate::kernel::conv2d`]), with `relu` fused when asked.
+    /// neka's CPU kernel ([`crate::kernels::conv2d`]), with `relu` fused when asked.
     pub fn forward_kernel(&self, xs: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
         let (ph, pw) = self
             .cfg
             .resolved_padding()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let op = kernel::Conv2dOp::new(self.cfg.stride, (ph, pw), self.cfg.dilation, relu);
+        let op = kernels::Conv2dOp::new(self.cfg.stride, (ph, pw), self.cfg.dilation, relu);
         self.run_kernel(xs, op)
     }
 
-    fn run_kernel(&self, xs: &Tensor, op: kernel::Conv2dOp) -> candle_core::Result<Tensor> {
+    fn run_kernel(&self, xs: &Tensor, op: kernels::Conv2dOp) -> candle_core::Result<Tensor> {
         let zeros;
         let bias = match self.inner.bias() {
             Some(b) => b,
@@ -412,21 +417,21 @@ impl Conv2d {
                 &zeros
             }
         };
-        kernel::conv2d(xs, self.inner.weight(), bias, op)
+        kernels::conv2d(xs, self.inner.weight(), bias, op)
     }
 
     /// `ReLU(conv(x))`: on neka's kernel path one op (the ReLU's backward uses the output as
     /// its mask), elsewhere `forward` then `relu`.
     pub fn forward_relu(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match conv_path(&self.cfg, xs) {
-            CpuImpl::Kernels => self.forward_kernel(xs, true),
+            ConvRoute::Kernels => self.forward_kernel(xs, true),
             _ => self.forward(xs)?.relu(),
         }
     }
 
     /// `pool(ReLU(conv(x)))`, the lecture's conv → ReLU → pool block. On neka's kernel path,
     /// with a `k × k` max pool of stride `k` (k ≤ 16) and no padding, one op: the feature map
-    /// before pooling is never materialised (see [`kernel::Conv2dOp`]); otherwise the three
+    /// before pooling is never materialised (see [`kernels::Conv2dOp`]); otherwise the three
     /// layers one after the other. Same values and gradients either way (tested).
     pub fn forward_relu_pool(&self, xs: &Tensor, pool: &Pool2d) -> candle_core::Result<Tensor> {
         self.forward_relu_pool_t(xs, pool, true)
@@ -445,12 +450,12 @@ impl Conv2d {
             && pool.padding == 0
             && (2..=16).contains(&pool.kernel);
         match conv_path(&self.cfg, xs) {
-            CpuImpl::Kernels if fusable => {
+            ConvRoute::Kernels if fusable => {
                 let (ph, pw) = self
                     .cfg
                     .resolved_padding()
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                let op = kernel::Conv2dOp::new(self.cfg.stride, (ph, pw), self.cfg.dilation, true)
+                let op = kernels::Conv2dOp::new(self.cfg.stride, (ph, pw), self.cfg.dilation, true)
                     .with_pool(pool.kernel)
                     .keep_argmax(train);
                 self.run_kernel(xs, op)
@@ -464,9 +469,9 @@ impl Module for Conv2d {
     /// `(B, C_in, H, W) → (B, C_out, H', W')`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match conv_path(&self.cfg, xs) {
-            CpuImpl::Kernels => self.forward_kernel(xs, false),
-            CpuImpl::Im2col => self.forward_im2col(xs),
-            CpuImpl::Candle => self.forward_candle(xs),
+            ConvRoute::Kernels => self.forward_kernel(xs, false),
+            ConvRoute::Im2col => self.forward_im2col(xs),
+            ConvRoute::Candle => self.forward_candle(xs),
         }
     }
 }

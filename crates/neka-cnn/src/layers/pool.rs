@@ -6,7 +6,7 @@
 //! pooling with zeros that count in the mean (PyTorch's `count_include_pad=True`).
 
 use crate::arith;
-use crate::kernel::{self, CpuImpl, MaxPool2dOp};
+use crate::kernels::{self, MaxPool2dOp};
 use crate::{Error, Result};
 use candle_core::{DType, DeviceLocation, Module, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -115,18 +115,17 @@ pub fn max_pool_by_reduction(xs: &Tensor, k: usize) -> candle_core::Result<Tenso
 }
 
 impl Pool2d {
-    /// neka's max-pool kernel applies: a CPU f32/f64 tensor under [`CpuImpl::Kernels`].
+    /// neka's max-pool kernel applies: a CPU f32/f64 tensor under
+    /// [`neka_common::kernels::KernelPath::Fused`].
     /// The one place that picks the pooling implementation.
     pub fn uses_kernel(&self, xs: &Tensor) -> bool {
         self.uses_kernel_at(xs.device().location(), xs.dtype())
     }
 
     /// [`Pool2d::uses_kernel`] for a device and dtype: never on CUDA or Metal
-    /// ([`neka_common::cpu::kernel_applies`]), which take [`Pool2d::forward_candle`].
+    /// ([`neka_common::kernels::fused_applies`]), which take [`Pool2d::forward_candle`].
     pub fn uses_kernel_at(&self, location: DeviceLocation, dtype: DType) -> bool {
-        self.kind == PoolKind::Max
-            && neka_common::cpu::kernel_applies(location, dtype)
-            && kernel::cpu_impl() == CpuImpl::Kernels
+        self.kind == PoolKind::Max && neka_common::kernels::fused_applies(location, dtype)
     }
 
     /// Pooling from candle's ops (padding as explicit −∞ / 0 borders; max pooling with
@@ -153,7 +152,7 @@ impl Module for Pool2d {
     /// `(B, C, H, W) → (B, C, H', W')`.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         if self.uses_kernel(xs) {
-            kernel::max_pool2d(
+            kernels::max_pool2d(
                 xs,
                 MaxPool2dOp {
                     kernel: self.kernel,

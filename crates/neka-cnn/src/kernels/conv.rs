@@ -1,5 +1,5 @@
-//! neka's CPU kernels for the CNN layers: convolution (+ fused ReLU) and max pooling, each ONE
-//! candle custom op with its backward pass written out.
+//! neka's CPU convolution (+ fused ReLU, + fused max pool): ONE candle custom op with its
+//! backward pass written out. The layer and its candle-op twins are [`crate::conv::Conv2d`].
 //!
 //! Built from candle ops, a convolution's im2col is `kh·kw` `narrow`s and a `stack` over the
 //! whole batch, and its backward pass is the backward of each of those: full-size temporary
@@ -21,257 +21,17 @@
 //! The products go through the `gemm` crate candle itself uses for its CPU matmul. Images are
 //! split into one block per thread of candle's CPU pool; per-block `dW`/`db` are summed
 //! in block order, so results are deterministic for a given thread count.
-//!
-//! Max pooling keeps PyTorch's semantics (padding never wins; on ties the first maximum in the
-//! window, row-major, gets the gradient), and its backward recomputes each window's argmax from
-//! the input and scatters the gradient there: no mask tensors, any kernel / stride / padding
-//! (candle's max-pool backward needs kernel == stride: huggingface/candle#1593).
-//!
-//! Both are CPU only and f32 / f64 only; [`crate::conv::Conv2d`] and [`crate::pool::Pool2d`]
-//! choose between them and candle's ops in one place each, and the tests hold the two paths
-//! equal.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
-use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
-
-/// Which implementation the CNN layers use on CPU (other devices always take candle's ops).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CpuImpl {
-    /// neka's kernels (this module): convolution with fused ReLU, max pooling. The default.
-    #[default]
-    Kernels,
-    /// The convolution as an im2col graph of candle ops; candle's pooling.
-    Im2col,
-    /// candle's `conv2d`, `relu` and `max_pool2d`: the plain twin of the kernels.
-    Candle,
-}
-
-impl std::str::FromStr for CpuImpl {
-    type Err = crate::Error;
-    /// `kernels` (or `kernel`), `im2col`, `candle`.
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "kernels" | "kernel" => Ok(Self::Kernels),
-            "im2col" => Ok(Self::Im2col),
-            "candle" => Ok(Self::Candle),
-            other => Err(crate::Error::config(
-                "CPU implementation",
-                format!("`{other}`: expected kernels, im2col or candle"),
-            )),
-        }
-    }
-}
-
-thread_local! {
-    static CPU_IMPL: std::cell::Cell<CpuImpl> = const { std::cell::Cell::new(CpuImpl::Kernels) };
-}
-
-/// Selects the CPU implementation of the CNN layers for the calling thread (benchmarks,
-/// comparisons, the twin tests): per thread, so tests running side by side do not switch
-/// each other's layers. Set it on the thread that runs the model.
-pub fn set_cpu_impl(i: CpuImpl) {
-    CPU_IMPL.with(|c| c.set(i));
-}
-
-/// The CPU implementation in use on the calling thread ([`CpuImpl::Kernels`] unless
-/// [`set_cpu_impl`] said otherwise).
-pub fn cpu_impl() -> CpuImpl {
-    CPU_IMPL.with(|c| c.get())
-}
-
-/// Runs `f` with the CPU implementation `i` on this thread, then restores the previous one
-/// (also when `f` panics).
-pub fn with_cpu_impl<T>(i: CpuImpl, f: impl FnOnce() -> T) -> T {
-    struct Restore(CpuImpl);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            set_cpu_impl(self.0);
-        }
-    }
-    let _restore = Restore(cpu_impl());
-    set_cpu_impl(i);
-    f()
-}
-
-pub use neka_common::cpu::KernelFloat;
-
-/// Shape of one 2-D convolution (one group), per image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeometry {
-    /// Input channels, height, width.
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    /// Output channels.
-    pub o: usize,
-    /// Kernel height and width.
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    /// Zero padding `(p_h, p_w)` on each side.
-    pub pad: (usize, usize),
-    pub dilation: usize,
-    /// Output height and width.
-    pub oh: usize,
-    pub ow: usize,
-}
-
-impl ConvGeometry {
-    /// The geometry for an input `(C, H, W)` and a kernel `(C_out, C, kh, kw)`; an error if the
-    /// (padded) input is smaller than the dilated kernel.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        (c, h, w): (usize, usize, usize),
-        (o, kh, kw): (usize, usize, usize),
-        stride: usize,
-        pad: (usize, usize),
-        dilation: usize,
-    ) -> Result<Self> {
-        let out = |size: usize, k: usize, p: usize| {
-            let eff = dilation * (k - 1) + 1;
-            (size + 2 * p >= eff && stride > 0).then(|| (size + 2 * p - eff) / stride + 1)
-        };
-        match (out(h, kh, pad.0), out(w, kw, pad.1)) {
-            (Some(oh), Some(ow)) if kh > 0 && kw > 0 && dilation > 0 => Ok(Self {
-                c,
-                h,
-                w,
-                o,
-                kh,
-                kw,
-                stride,
-                pad,
-                dilation,
-                oh,
-                ow,
-            }),
-            _ => candle_core::bail!(
-                "conv2d: input {h}x{w} with padding {pad:?} is smaller than the {kh}x{kw} kernel \
-                 at dilation {dilation}"
-            ),
-        }
-    }
-
-    /// Rows of the im2col matrix: `C · kh · kw`.
-    pub fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-    /// Columns of the im2col matrix (output pixels): `H' · W'`.
-    pub fn n(&self) -> usize {
-        self.oh * self.ow
-    }
-    /// A 1×1, stride-1, unpadded convolution: the image already *is* its im2col matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == (0, 0)
-    }
-
-    /// For output column `j` and kernel column `n`, the input column is
-    /// `s·j + d·n − p_w`; returns the `j` range where it is inside the image.
-    fn valid_cols(&self, n: usize) -> (usize, usize) {
-        let off = (self.dilation * n) as isize - self.pad.1 as isize;
-        let s = self.stride as isize;
-        // s·j + off >= 0  and  s·j + off <= W − 1
-        let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
-        let hi = (self.w as isize - 1 - off).div_euclid(s) + 1;
-        let hi = hi.clamp(0, self.ow as isize);
-        (lo.min(hi) as usize, hi as usize)
-    }
-
-    /// `cols[(c,m,n), (i,j)] = x[c, s·i + d·m − p_h, s·j + d·n − p_w]` (0 outside the image).
-    pub fn im2col<F: KernelFloat>(&self, x: &[F], cols: &mut [F]) {
-        let (nn, hw) = (self.n(), self.h * self.w);
-        for c in 0..self.c {
-            let plane = &x[c * hw..(c + 1) * hw];
-            for m in 0..self.kh {
-                for n in 0..self.kw {
-                    let row = ((c * self.kh + m) * self.kw + n) * nn;
-                    let (lo, hi) = self.valid_cols(n);
-                    let x0 = (self.dilation * n) as isize - self.pad.1 as isize;
-                    for i in 0..self.oh {
-                        let dst = &mut cols[row + i * self.ow..row + (i + 1) * self.ow];
-                        let y =
-                            (self.stride * i + self.dilation * m) as isize - self.pad.0 as isize;
-                        if y < 0 || y >= self.h as isize || lo >= hi {
-                            dst.fill(F::zero());
-                            continue;
-                        }
-                        let src = &plane[y as usize * self.w..(y as usize + 1) * self.w];
-                        dst[..lo].fill(F::zero());
-                        dst[hi..].fill(F::zero());
-                        let start = (self.stride * lo) as isize + x0;
-                        if self.stride == 1 {
-                            dst[lo..hi]
-                                .copy_from_slice(&src[start as usize..start as usize + hi - lo]);
-                        } else {
-                            for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                                *d = src[start as usize + k * self.stride];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The adjoint of [`ConvGeometry::im2col`]: `dx[c, s·i + d·m − p_h, s·j + d·n − p_w] +=
-    /// dcols[(c,m,n), (i,j)]` over the positions inside the image. `dx` must start zeroed.
-    pub fn col2im<F: KernelFloat>(&self, dcols: &[F], dx: &mut [F]) {
-        let (nn, hw) = (self.n(), self.h * self.w);
-        for c in 0..self.c {
-            let plane = &mut dx[c * hw..(c + 1) * hw];
-            for m in 0..self.kh {
-                for n in 0..self.kw {
-                    let row = ((c * self.kh + m) * self.kw + n) * nn;
-                    let (lo, hi) = self.valid_cols(n);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let x0 = (self.dilation * n) as isize - self.pad.1 as isize;
-                    for i in 0..self.oh {
-                        let y =
-                            (self.stride * i + self.dilation * m) as isize - self.pad.0 as isize;
-                        if y < 0 || y >= self.h as isize {
-                            continue;
-                        }
-                        let src = &dcols[row + i * self.ow + lo..row + i * self.ow + hi];
-                        let start =
-                            (y as usize * self.w) as isize + (self.stride * lo) as isize + x0;
-                        let start = start as usize;
-                        if self.stride == 1 {
-                            for (d, s) in plane[start..start + hi - lo].iter_mut().zip(src) {
-                                *d += *s;
-                            }
-                        } else {
-                            for (k, s) in src.iter().enumerate() {
-                                plane[start + k * self.stride] += *s;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-use neka_common::cpu::contiguous_slice as contiguous;
-use neka_common::cpu::{
-    matmul, parallel, sum, threads, with_slice, CpuOp3, Fused3, Grads3, Input, Mat,
+use super::geometry::ConvGeometry;
+use super::pool::window2x2;
+use candle_core::{Device, Result, Shape, Tensor};
+use neka_common::kernels::{
+    matmul, parallel, sum, threads, with_slice, CpuKernel, Fused, Input, KernelFloat, Mat,
 };
+use std::sync::{Arc, Mutex};
 
 fn block_size(batch: usize) -> usize {
     batch.div_ceil(threads()).max(1)
-}
-
-/// Planes per parallel item for the pooling kernels: about four items per thread, each at
-/// least 16 K input elements.
-fn planes_per_item(planes: usize, plane_size: usize) -> usize {
-    planes
-        .div_ceil(4 * threads())
-        .max((1usize << 14).div_ceil(plane_size))
-        .max(1)
 }
 
 /// The convolution `y = conv(x, W) + bias`, optionally followed by `max(0, ·)` and by a
@@ -665,7 +425,7 @@ impl Conv2dOp {
     }
 }
 
-impl<F: KernelFloat> CpuOp3<F> for Conv2dOp {
+impl<F: KernelFloat> CpuKernel<F, 3> for Conv2dOp {
     const NAME: &'static str = "neka-conv2d";
 
     fn cpu_fwd(&self, [x, w, bias]: [Input<'_>; 3]) -> Result<(Vec<F>, Shape)> {
@@ -691,7 +451,12 @@ impl<F: KernelFloat> CpuOp3<F> for Conv2dOp {
         Ok((out, Shape::from((b, g.o, ph, pw))))
     }
 
-    fn bwd(&self, [x, w, bias]: [&Tensor; 3], y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+    fn bwd(
+        &self,
+        [x, w, bias]: [&Tensor; 3],
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<[Option<Tensor>; 3]> {
         let (b, g) = self.geometry(x.shape(), w.shape())?;
         let what = "conv2d kernel backward";
         let want_dx = x.track_op();
@@ -722,12 +487,12 @@ impl<F: KernelFloat> CpuOp3<F> for Conv2dOp {
             })
         })????;
         let cpu = Device::Cpu;
-        Ok((
+        Ok([
             dx.map(|dx| Tensor::from_vec(dx, x.shape(), &cpu))
                 .transpose()?,
             Some(Tensor::from_vec(dw, w.shape(), &cpu)?),
             Some(Tensor::from_vec(db, g.o, &cpu)?),
-        ))
+        ])
     }
 }
 
@@ -736,213 +501,5 @@ impl<F: KernelFloat> CpuOp3<F> for Conv2dOp {
 /// `op.relu`. CPU tensors, f32 or f64.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, op: Conv2dOp) -> Result<Tensor> {
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &bias.contiguous()?, Fused3(op))
-}
-
-/// `k × k` max pooling with stride and padding (−∞ padding), PyTorch's `max_pool2d`, as a
-/// candle custom op on `(B, C, H, W)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxPool2dOp {
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl MaxPool2dOp {
-    fn out_size(&self, size: usize) -> Result<usize> {
-        if self.kernel == 0 || self.stride == 0 || size + 2 * self.padding < self.kernel {
-            candle_core::bail!(
-                "max_pool2d kernel: input size {size} with padding {} is smaller than the kernel {}",
-                self.padding,
-                self.kernel
-            )
-        }
-        Ok((size + 2 * self.padding - self.kernel) / self.stride + 1)
-    }
-
-    /// The common 2×2, stride-2, unpadded case, with a branch-free inner loop.
-    fn is_2x2(&self) -> bool {
-        self.kernel == 2 && self.stride == 2 && self.padding == 0
-    }
-
-    /// Index (within the plane) of the first maximum of output window `(i, j)`: `None` only if
-    /// the window lies entirely in the padding.
-    #[inline]
-    fn argmax<F: KernelFloat>(
-        &self,
-        plane: &[F],
-        (h, w): (usize, usize),
-        i: usize,
-        j: usize,
-    ) -> Option<usize> {
-        let y0 = (i * self.stride) as isize - self.padding as isize;
-        let x0 = (j * self.stride) as isize - self.padding as isize;
-        let (ylo, yhi) = (
-            y0.max(0) as usize,
-            ((y0 + self.kernel as isize).min(h as isize)).max(0) as usize,
-        );
-        let (xlo, xhi) = (
-            x0.max(0) as usize,
-            ((x0 + self.kernel as isize).min(w as isize)).max(0) as usize,
-        );
-        if ylo >= yhi || xlo >= xhi {
-            return None;
-        }
-        let (mut bi, mut bv) = (ylo * w + xlo, plane[ylo * w + xlo]);
-        for y in ylo..yhi {
-            let row = &plane[y * w + xlo..y * w + xhi];
-            for (k, &v) in row.iter().enumerate() {
-                // PyTorch's rule: a later value wins if it is larger or NaN.
-                if v > bv || v.is_nan() {
-                    (bi, bv) = (y * w + xlo + k, v);
-                }
-            }
-        }
-        Some(bi)
-    }
-
-    fn forward<F: KernelFloat>(
-        &self,
-        planes: usize,
-        (h, w): (usize, usize),
-        (oh, ow): (usize, usize),
-        x: &[F],
-    ) -> Vec<F> {
-        let mut y = vec![F::zero(); planes * oh * ow];
-        let per = planes_per_item(planes, h * w);
-        let plane = |yp: &mut [F], xp: &[F]| {
-            if self.is_2x2() {
-                for (i, yr) in yp.chunks_mut(ow).enumerate() {
-                    let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
-                    for (j, out) in yr.iter_mut().enumerate() {
-                        *out = window2x2(r0, r1, 2 * j).1;
-                    }
-                }
-                return;
-            }
-            for i in 0..oh {
-                for j in 0..ow {
-                    yp[i * ow + j] = match self.argmax(xp, (h, w), i, j) {
-                        Some(k) => xp[k],
-                        None => F::neg_infinity(),
-                    };
-                }
-            }
-        };
-        parallel(
-            y.chunks_mut(per * oh * ow).zip(x.chunks(per * h * w)),
-            |(yb, xb)| {
-                for (yp, xp) in yb.chunks_mut(oh * ow).zip(xb.chunks(h * w)) {
-                    plane(yp, xp);
-                }
-            },
-        );
-        y
-    }
-
-    fn backward<F: KernelFloat>(
-        &self,
-        planes: usize,
-        (h, w): (usize, usize),
-        (oh, ow): (usize, usize),
-        x: &[F],
-        dy: &[F],
-    ) -> Vec<F> {
-        let mut dx = vec![F::zero(); planes * h * w];
-        let per = planes_per_item(planes, h * w);
-        let plane = |dxp: &mut [F], xp: &[F], dyp: &[F]| {
-            if self.is_2x2() {
-                for (i, dyr) in dyp.chunks(ow).enumerate() {
-                    let (r0, r1) = (&xp[2 * i * w..], &xp[(2 * i + 1) * w..]);
-                    for (j, &g) in dyr.iter().enumerate() {
-                        let (k, _) = window2x2(r0, r1, 2 * j);
-                        // k: 0, 1 in row 2i; 2, 3 in row 2i + 1
-                        dxp[(2 * i + k / 2) * w + 2 * j + k % 2] += g;
-                    }
-                }
-                return;
-            }
-            for i in 0..oh {
-                for j in 0..ow {
-                    if let Some(k) = self.argmax(xp, (h, w), i, j) {
-                        dxp[k] += dyp[i * ow + j];
-                    }
-                }
-            }
-        };
-        parallel(
-            dx.chunks_mut(per * h * w)
-                .zip(x.chunks(per * h * w).zip(dy.chunks(per * oh * ow))),
-            |(dxb, (xb, dyb))| {
-                for (dxp, (xp, dyp)) in dxb
-                    .chunks_mut(h * w)
-                    .zip(xb.chunks(h * w).zip(dyb.chunks(oh * ow)))
-                {
-                    plane(dxp, xp, dyp);
-                }
-            },
-        );
-        dx
-    }
-}
-
-/// The first maximum (PyTorch's rule: a later value wins if larger or NaN) of the 2×2 window
-/// at column `x` of rows `r0`, `r1`, as `(0..4 in row-major order, value)`.
-#[inline(always)]
-fn window2x2<F: KernelFloat>(r0: &[F], r1: &[F], x: usize) -> (usize, F) {
-    // `|`, not `||`: both comparisons, then selects, no branches.
-    let pick = |(bk, bv): (usize, F), k: usize, v: F| {
-        let take = (v > bv) | v.is_nan();
-        (if take { k } else { bk }, if take { v } else { bv })
-    };
-    let best = pick((0, r0[x]), 1, r0[x + 1]);
-    let best = pick(best, 2, r1[x]);
-    pick(best, 3, r1[x + 1])
-}
-
-impl candle_core::CustomOp1 for MaxPool2dOp {
-    fn name(&self) -> &'static str {
-        "neka-max-pool2d"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (b, c, h, w) = l.shape().dims4()?;
-        let (oh, ow) = (self.out_size(h)?, self.out_size(w)?);
-        let what = "max_pool2d kernel";
-        let (planes, hw, ohw) = (b * c, (h, w), (oh, ow));
-        let out = match s {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(self.forward::<f32>(planes, hw, ohw, contiguous(s, l, what)?))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(self.forward::<f64>(planes, hw, ohw, contiguous(s, l, what)?))
-            }
-            _ => candle_core::bail!("max_pool2d kernel: f32 or f64 only, got {:?}", s.dtype()),
-        };
-        Ok((out, Shape::from((b, c, oh, ow))))
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        fn typed<F: KernelFloat>(op: &MaxPool2dOp, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-            let (b, c, h, w) = x.dims4()?;
-            let (oh, ow) = (op.out_size(h)?, op.out_size(w)?);
-            let what = "max_pool2d kernel backward";
-            let dx = with_slice::<F, _>(x, what, |xs| {
-                with_slice::<F, _>(dy, what, |dys| {
-                    op.backward(b * c, (h, w), (oh, ow), xs, dys)
-                })
-            })??;
-            Tensor::from_vec(dx, x.shape(), &Device::Cpu)
-        }
-        Ok(Some(match x.dtype() {
-            DType::F32 => typed::<f32>(self, x, dy)?,
-            DType::F64 => typed::<f64>(self, x, dy)?,
-            dt => candle_core::bail!("max_pool2d kernel: f32 or f64 only, got {dt:?}"),
-        }))
-    }
-}
-
-/// Runs neka's max-pool kernel on a CPU tensor `(B, C, H, W)`, f32 or f64.
-pub fn max_pool2d(x: &Tensor, op: MaxPool2dOp) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(op)
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, Fused(op))
 }

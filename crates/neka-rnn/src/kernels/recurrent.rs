@@ -1,4 +1,4 @@
-//! The fused CPU kernel: the time loop of one layer (one or both directions) as ONE candle op,
+//! The fused CPU kernel of the recurrent layers ([`crate::recurrent::Recurrent`]): the time loop of one layer (one or both directions) as ONE candle op,
 //! with BPTT written out by hand.
 //!
 //! Built from candle ops, a sequence of `T` steps is ~10·T graph nodes, and the backward pass
@@ -16,7 +16,7 @@
 //! bidirectional layer: direction 0 forward, 1 reversed; the two are independent, so forward
 //! *and* backward passes run them on two threads). Per direction it runs the recurrence with
 //! one GEMM per step (`rec = h_{t-1} W^T + b_hh`) and the cell's pointwise equations
-//! (vectorised for the CPU's widest SIMD, [`neka_common::cpu::vectorized`]), and returns one
+//! (vectorised for the CPU's widest SIMD, [`neka_common::kernels::vectorized`]), and returns one
 //! flat tensor of `B·T·D·H + D·S·B·H` values:
 //!
 //! ```text
@@ -29,23 +29,20 @@
 //! the backward pass needs besides (every step's state and gate activations — cuDNN calls
 //! this the reserve space) stays inside the op, so the graph never carries, slices or pads it.
 //!
-//! The backward pass runs the steps in reverse (BPTT): per step the cell's pointwise backward
-//! and one GEMM `dh_{t-1} += drec_t W`; after the loop `dW = Σ_t drec_t^T h_{t-1}` is one GEMM
-//! over all `T·B` rows.
+//! The forward pass is in `recurrent/forward.rs`. The backward pass runs the steps in reverse
+//! (BPTT): per step the cell's pointwise backward and one GEMM `dh_{t-1} += drec_t W`; after
+//! the loop `dW = Σ_t drec_t^T h_{t-1}` is one GEMM over all `T·B` rows.
 //!
 //! Lengths follow PyTorch's packed sequences: row `b` is active at step `t` iff
 //! `t < len_b`; an inactive row keeps its state and outputs zeros. Forward runs
 //! `t = 0, 1, …`; reverse runs `t = T−1, …, 0`, so it starts at each row's true last token.
 
-use crate::cell::{BackwardRow, Cell, Real};
+use crate::cell::{BackwardRow, Cell};
 use candle_core::{CpuStorage, Device, Result, Shape, Tensor};
-use neka_common::cpu::{self, Mat};
+use neka_common::kernels::{self as cpu, KernelFloat, Mat};
 use std::sync::{Arc, Mutex};
 
-/// Floats the kernel can run on.
-pub trait KernelFloat: cpu::KernelFloat + Real {}
-impl KernelFloat for f32 {}
-impl KernelFloat for f64 {}
+mod forward;
 
 /// One layer of a recurrent network (one or both directions), as a candle custom op.
 #[derive(Debug, Clone)]
@@ -208,138 +205,6 @@ impl<C: Cell> RecurrentOp<C> {
             .then(|| &aux[d.dirs * ni + k * d.g..d.dirs * ni + (k + 1) * d.g]);
         (&aux[k * ni..(k + 1) * ni], bias)
     }
-
-    /// Forward pass of all directions: the flat output and the reserve `(D, T + 1, B, sv)`.
-    fn forward_all<F: KernelFloat>(
-        &self,
-        d: &Dims,
-        gx: &[F],
-        w: &[F],
-        aux: &[F],
-    ) -> (Vec<F>, Vec<F>) {
-        let nw = d.g * d.h;
-        let mut out = vec![F::zero(); self.output_len(d.b, d.t, d.dirs)];
-        let dst = Shared(out.as_mut_ptr());
-        let saved = Self::per_direction(d.dirs, |k| {
-            cpu::vectorized(Forward {
-                dir: Direction {
-                    op: self,
-                    d,
-                    k,
-                    w: &w[k * nw..(k + 1) * nw],
-                    aux,
-                },
-                gx,
-                out: dst,
-            })
-        })
-        .concat();
-        (out, saved)
-    }
-
-    /// Direction `k`: runs the recurrence, writes its outputs and final states through `out`
-    /// and returns its reserve `(T + 1, B, sv)`.
-    #[inline(always)]
-    fn forward<F: KernelFloat>(
-        &self,
-        d: &Dims,
-        k: usize,
-        gx: &[F],
-        w: &[F],
-        aux: &[F],
-        out: Shared<F>,
-    ) -> Vec<F> {
-        let (steps, b, g, h, s0, sv) = d.sizes();
-        let (init, bias) = self.aux_parts(d, k, aux);
-        // The reserve (T + 1, B, sv), or one step's (B, sv) in inference.
-        let mut saved = vec![F::zero(); if d.keep { (steps + 1) * b * sv } else { b * sv }];
-        let slot = |t: usize, r: usize| if d.keep { (t * b + r) * sv } else { r * sv };
-        let mut state = init.to_vec();
-        let mut rec = vec![F::zero(); b * g];
-        // W^T (H, G) contiguous for the GEMM once per sequence; a single step reads W as it is
-        // (the GEMM packs it either way).
-        let wt = (steps > 1).then(|| transpose(w, g, h));
-        let (rhs, rhs_s) = match &wt {
-            Some(wt) => (&wt[..], (g, 1)),
-            None => (w, (1, h)),
-        };
-        for t in Self::order(self.reversed(d, k), steps) {
-            // rec = h_{t-1} W^T (+ b_hh)
-            self.recurrent_matmul(d, &state, (rhs, rhs_s), bias, &mut rec);
-            for r in 0..b {
-                if t >= self.len(r, steps) {
-                    continue;
-                }
-                let row = &mut saved[slot(t, r)..slot(t, r) + sv];
-                let at = d.gx_at(r, t, k);
-                self.cell.forward_row(
-                    h,
-                    &gx[at..at + g],
-                    &rec[r * g..(r + 1) * g],
-                    &state[r * s0..(r + 1) * s0],
-                    row,
-                );
-                state[r * s0..(r + 1) * s0].copy_from_slice(&row[..s0]);
-                // SAFETY: row (r, t) of direction k: H values no other thread writes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), out.0.add(d.out_at(r, t, k)), h);
-                }
-            }
-        }
-        for r in 0..b {
-            if d.keep {
-                let last = (steps * b + r) * sv;
-                saved[last..last + s0].copy_from_slice(&state[r * s0..(r + 1) * s0]);
-            }
-            for s in 0..s0 / h {
-                // SAFETY: final state s of row r, direction k: written by this thread only.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        state[r * s0 + s * h..].as_ptr(),
-                        out.0.add(d.state_at(k, s, r)),
-                        h,
-                    );
-                }
-            }
-        }
-        saved
-    }
-
-    /// `rec (B, G) = state_h (B, H) · W^T (+ b_hh)`, with `W^T` `(H, G)` read with the
-    /// given (row, column) strides.
-    fn recurrent_matmul<F: KernelFloat>(
-        &self,
-        d: &Dims,
-        state: &[F],
-        (wt, wt_s): (&[F], (usize, usize)),
-        bias: Option<&[F]>,
-        rec: &mut [F],
-    ) {
-        let Dims { b, g, h, s0, .. } = *d;
-        if let Some(bias) = bias {
-            for row in rec.chunks_exact_mut(g) {
-                row.copy_from_slice(bias);
-            }
-        }
-        if wt_s == (1, h) && b <= cpu::FEW_ROWS {
-            // One step of a few rows (decoding): dot products with W's rows as stored.
-            cpu::matmul_nt_rows((b, g, h), rec, bias.is_some(), state, s0, wt, d.par);
-            return;
-        }
-        // SAFETY: lhs rows r < b of stride s0 ≥ h inside `state` (b·s0 floats); rhs = W^T
-        // (h × g) inside `wt` (g·h floats) with strides `wt_s`; dst = rec (b × g).
-        unsafe {
-            gemm(
-                d.par,
-                (b, g, h),
-                Mat::row_major(rec.as_mut_ptr(), g),
-                bias.is_some(),
-                Mat::row_major(state.as_ptr(), s0),
-                Mat::new(wt.as_ptr(), wt_s),
-            )
-        }
-    }
-
     /// Direction `k`'s BPTT: writes `∂L/∂gx` of its rows through `dgx` and returns
     /// (`∂L/∂W` `(G, H)`, `∂L/∂init` `(B, S0)`, `∂L/∂b_hh` `(G)` or empty).
     #[allow(clippy::too_many_arguments)]
@@ -449,22 +314,6 @@ impl<C: Cell> RecurrentOp<C> {
     }
 }
 
-/// `(cols, rows)` transpose of a row-major `(rows, cols)` matrix, in cache-sized tiles.
-fn transpose<F: Copy + num_traits::Zero>(m: &[F], rows: usize, cols: usize) -> Vec<F> {
-    const TILE: usize = 32;
-    let mut out = vec![F::zero(); rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = m[r * cols + c];
-                }
-            }
-        }
-    }
-    out
-}
-
 /// What both passes of direction `k` read: the op, the sizes, `k`, the direction's weights
 /// `W` and its `aux` (initial states, recurrent bias).
 struct Direction<'a, C: Cell, F> {
@@ -473,22 +322,6 @@ struct Direction<'a, C: Cell, F> {
     k: usize,
     w: &'a [F],
     aux: &'a [F],
-}
-
-/// Direction `k`'s forward pass, compiled per instruction set ([`cpu::vectorized`]).
-struct Forward<'a, C: Cell, F> {
-    dir: Direction<'a, C, F>,
-    gx: &'a [F],
-    out: Shared<F>,
-}
-
-impl<C: Cell, F: KernelFloat> cpu::Vectorized for Forward<'_, C, F> {
-    type Output = Vec<F>;
-    #[inline(always)]
-    fn run(self) -> Vec<F> {
-        let Direction { op, d, k, w, aux } = self.dir;
-        op.forward(d, k, self.gx, w, aux, self.out)
-    }
 }
 
 /// Direction `k`'s backward pass, compiled per instruction set ([`cpu::vectorized`]).
@@ -599,7 +432,7 @@ impl<C: Cell> RecurrentOp<C> {
     }
 }
 
-impl<C: Cell, F: KernelFloat> cpu::CpuOp3<F> for RecurrentOp<C> {
+impl<C: Cell, F: KernelFloat> cpu::CpuKernel<F, 3> for RecurrentOp<C> {
     const NAME: &'static str = "neka-recurrent";
 
     fn cpu_fwd(&self, [gx, w, aux]: [cpu::Input<'_>; 3]) -> Result<(Vec<F>, Shape)> {
@@ -614,8 +447,13 @@ impl<C: Cell, F: KernelFloat> cpu::CpuOp3<F> for RecurrentOp<C> {
         Ok((out, shape))
     }
 
-    fn bwd(&self, [gx, w, aux]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Result<cpu::Grads3> {
+    fn bwd(
+        &self,
+        [gx, w, aux]: [&Tensor; 3],
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Option<Tensor>; 3]> {
         let (a, b, c) = self.bwd_typed::<F>(gx, w, aux, grad)?;
-        Ok((Some(a), Some(b), Some(c)))
+        Ok([Some(a), Some(b), Some(c)])
     }
 }
