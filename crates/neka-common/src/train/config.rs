@@ -4,7 +4,7 @@
 use super::Monitor;
 #[allow(unused_imports)] // doc links
 use super::{TrainModel, Trainer, WeightAverage};
-use crate::optim::{LrSchedule, OptimizerConfig};
+use crate::optim::{Cosine, LrSchedule, OptimizerConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -85,39 +85,39 @@ impl RunOptions {
 }
 
 impl TrainConfig {
-    /// Checks every number against its range, naming the flag: at least one epoch, batch and
+    /// Checks every number against its range, naming the field: at least one epoch, batch and
     /// patience epoch; a clipping norm finite and > 0; a batch cap ≥ 1; the optimizer's and the
     /// schedule's hyper-parameters ([`OptimizerConfig::validate`], [`LrSchedule::validate`]).
     /// [`Trainer::new`] calls it, so a bad value stops before anything is written.
     pub fn validate(&self) -> Result<()> {
-        let at_least_one = |flag: &str, v: usize, what: &str| {
+        let at_least_one = |field: &str, v: usize, what: &str| {
             if v == 0 {
-                Err(Error::config(flag, format!("0: {what}")))
+                Err(Error::config(field, format!("0: {what}")))
             } else {
                 Ok(())
             }
         };
         at_least_one(
-            "--epochs",
+            "epochs",
             self.epochs,
             "train at least one epoch (to score a saved model, use its `eval` command)",
         )?;
-        at_least_one("--batch-size", self.batch_size, "must be at least 1")?;
+        at_least_one("batch_size", self.batch_size, "must be at least 1")?;
         at_least_one(
-            "--batch-size",
+            "eval_batch_size",
             self.eval_batch_size,
             "the evaluation batch size must be at least 1",
         )?;
         if let Some(p) = self.patience {
             at_least_one(
-                "--patience",
+                "patience",
                 p,
                 "stop after at least one epoch without improvement, or leave it out",
             )?;
         }
         if let Some(m) = self.max_batches_per_epoch {
             at_least_one(
-                "--max-batches",
+                "max_batches_per_epoch",
                 m,
                 "train on at least one batch, or leave it out",
             )?;
@@ -125,7 +125,7 @@ impl TrainConfig {
         if let Some(c) = self.clip_grad_norm {
             if !(c.is_finite() && c > 0.0) {
                 return Err(Error::config(
-                    "--clip-grad-norm",
+                    "clip_grad_norm",
                     format!("{c}: must be a finite number > 0 (a norm to scale gradients down to)"),
                 ));
             }
@@ -160,10 +160,10 @@ impl TrainConfig {
 
     /// A cosine learning-rate schedule over the whole run (`T_max` = the epochs).
     pub fn cosine(mut self) -> Self {
-        self.schedule = LrSchedule::Cosine {
+        self.schedule = LrSchedule::Cosine(Cosine {
             t_max: self.epochs,
             eta_min: 0.0,
-        };
+        });
         self
     }
 
@@ -213,42 +213,45 @@ mod validate_tests {
             epochs: 0,
             ..base()
         })
-        .contains("--epochs"));
+        .starts_with("invalid epochs:"));
         assert!(err(TrainConfig {
             batch_size: 0,
             ..base()
         })
-        .contains("--batch-size"));
+        .starts_with("invalid batch_size:"));
         assert!(err(TrainConfig {
             patience: Some(0),
             ..base()
         })
-        .contains("--patience"));
+        .starts_with("invalid patience:"));
         assert!(err(TrainConfig {
             max_batches_per_epoch: Some(0),
             ..base()
         })
-        .contains("--max-batches"));
+        .starts_with("invalid max_batches_per_epoch:"));
         for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let e = err(TrainConfig {
                 clip_grad_norm: Some(c),
                 ..base()
             });
-            assert!(e.contains("--clip-grad-norm") && e.contains("> 0"), "{e}");
+            assert!(
+                e.starts_with("invalid clip_grad_norm:") && e.contains("> 0"),
+                "{e}"
+            );
         }
         let e = err(TrainConfig {
             optimizer: OptimizerConfig::adamw(-1.0),
             ..base()
         });
-        assert!(e.contains("--lr"), "{e}");
+        assert!(e.starts_with("invalid lr:"), "{e}");
         let e = err(TrainConfig {
-            schedule: LrSchedule::Step {
+            schedule: LrSchedule::Step(crate::optim::Step {
                 step_size: 1,
                 gamma: f64::NAN,
-            },
+            }),
             ..base()
         });
-        assert!(e.contains("--schedule"), "{e}");
+        assert!(e.starts_with("invalid schedule:"), "{e}");
         base().validate().unwrap();
     }
 }

@@ -199,7 +199,7 @@ impl Trainer {
         let score =
             monitor.value(m).ok_or_else(|| {
                 Error::config(
-                    "--monitor",
+                    "monitor",
                     format!(
                     "`{}` was not measured in epoch {} (it measured val_loss, val_accuracy{}): \
                      monitor one of those",

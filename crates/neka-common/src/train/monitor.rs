@@ -68,7 +68,7 @@ impl Monitor {
             Some((m, "min")) => (m, Some(Goal::Min)),
             Some((_, g)) => {
                 return Err(Error::config(
-                    "--monitor",
+                    "monitor",
                     format!("`{s}`: the direction `{g}` is neither max nor min"),
                 ))
             }
@@ -80,7 +80,7 @@ impl Monitor {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(Error::config(
-                "--monitor",
+                "monitor",
                 format!("`{s}`: expected a metric name such as val_accuracy, val_loss or val_bleu, optionally :max or :min"),
             ));
         }
