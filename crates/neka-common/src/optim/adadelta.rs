@@ -1,6 +1,6 @@
 //! Adadelta (Zeiler 2012), PyTorch's `torch.optim.Adadelta`.
 
-use super::{positive, unit, UpdateRule};
+use super::{positive, unit, ParamStep, UpdateRule};
 use crate::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -26,17 +26,7 @@ impl UpdateRule for Adadelta {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
+    lr_and_weight_decay!();
 
     fn validate(&self) -> Result<()> {
         unit("rho", self.rho)?;
@@ -47,14 +37,8 @@ impl UpdateRule for Adadelta {
         vec!["square_avg", "acc_delta"]
     }
 
-    fn update(
-        &self,
-        theta: &Tensor,
-        g: &Tensor,
-        st: &mut [Tensor],
-        lr: f64,
-        _t: i32,
-    ) -> Result<Tensor> {
+    fn update(&self, p: &ParamStep, st: &mut [Tensor]) -> Result<Tensor> {
+        let ParamStep { theta, g, lr, .. } = *p;
         let (rho, eps) = (self.rho, self.eps);
         let v = ((&st[0] * rho)? + (g.sqr()? * (1.0 - rho))?)?;
         let delta = (((&st[1] + eps)?.sqrt()? / (&v + eps)?.sqrt()?)? * g)?;

@@ -1,6 +1,6 @@
 //! AdamW (Loshchilov & Hutter 2019), PyTorch's `torch.optim.AdamW`.
 
-use super::{fused, positive, unit, UpdateRule};
+use super::{fused, positive, unit, ParamStep, UpdateRule};
 use crate::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -29,17 +29,7 @@ impl UpdateRule for AdamW {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
+    lr_and_weight_decay!();
 
     fn coupled_weight_decay(&self) -> f64 {
         0.0
@@ -55,14 +45,8 @@ impl UpdateRule for AdamW {
         vec!["exp_avg", "exp_avg_sq"]
     }
 
-    fn update_in_place(
-        &self,
-        theta: &Tensor,
-        g: &Tensor,
-        st: &mut [Tensor],
-        lr: f64,
-        t: i32,
-    ) -> Result<bool> {
+    fn update_in_place(&self, p: &ParamStep, st: &mut [Tensor]) -> Result<bool> {
+        let ParamStep { theta, g, lr, t } = *p;
         if !fused::applies(theta, g, st) {
             return Ok(false);
         }
@@ -78,14 +62,8 @@ impl UpdateRule for AdamW {
         Ok(true)
     }
 
-    fn update(
-        &self,
-        theta: &Tensor,
-        g: &Tensor,
-        st: &mut [Tensor],
-        lr: f64,
-        t: i32,
-    ) -> Result<Tensor> {
+    fn update(&self, p: &ParamStep, st: &mut [Tensor]) -> Result<Tensor> {
+        let ParamStep { theta, g, lr, t } = *p;
         let (beta1, beta2) = (self.beta1, self.beta2);
         let theta = (theta * (1.0 - lr * self.weight_decay))?;
         let m = ((&st[0] * beta1)? + (g * (1.0 - beta1))?)?;

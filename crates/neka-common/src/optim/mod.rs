@@ -18,6 +18,23 @@
 //! [`UpdateRule`]) plus one line in the `optimizers!` list below: its name, parsing
 //! (`--optimizer NAME`), validation, state slots, checkpointing and resume come from there.
 
+/// The [`UpdateRule`] accessors of a rule struct with `lr` and `weight_decay` fields.
+macro_rules! lr_and_weight_decay {
+    () => {
+        fn lr(&self) -> f64 {
+            self.lr
+        }
+
+        fn set_lr(&mut self, lr: f64) {
+            self.lr = lr;
+        }
+
+        fn weight_decay(&self) -> f64 {
+            self.weight_decay
+        }
+    };
+}
+
 mod adadelta;
 mod adamw;
 mod clip;
@@ -65,28 +82,28 @@ pub trait UpdateRule {
     /// Names of the per-parameter state tensors (zeros before the first step), as PyTorch
     /// names them in `optimizer.state_dict()`.
     fn state_slots(&self) -> Vec<&'static str>;
-    /// `θ` after one step with gradient `g` (the coupled decay already folded in), learning
-    /// rate `lr` and 1-based step `t`; updates `state` (one tensor per slot).
-    fn update(
-        &self,
-        theta: &Tensor,
-        g: &Tensor,
-        state: &mut [Tensor],
-        lr: f64,
-        t: i32,
-    ) -> Result<Tensor>;
-    /// Updates `theta` in place instead, where the rule has a faster path for it; returns
+    /// `θ` after one step ([`ParamStep`]: `θ`, the gradient `g` with the coupled decay
+    /// already folded in, the learning rate, the 1-based step `t`); updates `state` (one
+    /// tensor per slot).
+    fn update(&self, p: &ParamStep, state: &mut [Tensor]) -> Result<Tensor>;
+    /// Updates `θ` in place instead, where the rule has a faster path for it; returns
     /// whether it did (then [`Self::update`] is not called). Default: never.
-    fn update_in_place(
-        &self,
-        _theta: &Tensor,
-        _g: &Tensor,
-        _state: &mut [Tensor],
-        _lr: f64,
-        _t: i32,
-    ) -> Result<bool> {
+    fn update_in_place(&self, _p: &ParamStep, _state: &mut [Tensor]) -> Result<bool> {
         Ok(false)
     }
+}
+
+/// What one update of one parameter sees.
+#[derive(Clone, Copy)]
+pub struct ParamStep<'a> {
+    /// The parameter `θ`.
+    pub theta: &'a Tensor,
+    /// Its gradient `g`.
+    pub g: &'a Tensor,
+    /// The learning rate of this step (after the schedule).
+    pub lr: f64,
+    /// The 1-based step.
+    pub t: i32,
 }
 
 /// Generates [`OptimizerConfig`] from the list of update rules: the enum (serialised as
@@ -336,12 +353,25 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            if rule.update_in_place(var.as_tensor(), g, st, lr, t)? {
+            let p = ParamStep {
+                theta: var.as_tensor(),
+                g,
+                lr,
+                t,
+            };
+            if rule.update_in_place(&p, st)? {
                 continue;
             }
             let theta = var.as_tensor().detach();
             let g = with_l2(&theta, &g.detach(), rule.coupled_weight_decay())?;
-            let next = rule.update(&theta, &g, st, lr, t)?;
+            let next = rule.update(
+                &ParamStep {
+                    theta: &theta,
+                    g: &g,
+                    ..p
+                },
+                st,
+            )?;
             var.set(&next)?;
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! RMSprop (Hinton, Coursera lecture 6e, 2012), PyTorch's `torch.optim.RMSprop`.
 
-use super::{positive, unit, UpdateRule};
+use super::{positive, unit, ParamStep, UpdateRule};
 use crate::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -36,17 +36,7 @@ impl UpdateRule for RmsProp {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
+    lr_and_weight_decay!();
 
     fn validate(&self) -> Result<()> {
         unit("alpha", self.alpha)?;
@@ -65,14 +55,8 @@ impl UpdateRule for RmsProp {
         slots
     }
 
-    fn update(
-        &self,
-        theta: &Tensor,
-        g: &Tensor,
-        st: &mut [Tensor],
-        lr: f64,
-        _t: i32,
-    ) -> Result<Tensor> {
+    fn update(&self, p: &ParamStep, st: &mut [Tensor]) -> Result<Tensor> {
+        let ParamStep { theta, g, lr, .. } = *p;
         let alpha = self.alpha;
         let v = ((&st[0] * alpha)? + (g.sqr()? * (1.0 - alpha))?)?;
         let denom = if self.centered {

@@ -1,6 +1,6 @@
 //! Stochastic gradient descent with (optionally Nesterov) momentum, PyTorch's `torch.optim.SGD`.
 
-use super::{unit, UpdateRule};
+use super::{unit, ParamStep, UpdateRule};
 use crate::{Error, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -26,17 +26,7 @@ impl UpdateRule for Sgd {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
+    lr_and_weight_decay!();
 
     fn validate(&self) -> Result<()> {
         unit("momentum", self.momentum)?;
@@ -54,14 +44,8 @@ impl UpdateRule for Sgd {
         }
     }
 
-    fn update(
-        &self,
-        theta: &Tensor,
-        g: &Tensor,
-        st: &mut [Tensor],
-        lr: f64,
-        t: i32,
-    ) -> Result<Tensor> {
+    fn update(&self, p: &ParamStep, st: &mut [Tensor]) -> Result<Tensor> {
+        let ParamStep { theta, g, lr, t } = *p;
         let momentum = self.momentum;
         let mut g = g.clone();
         if momentum != 0.0 {
