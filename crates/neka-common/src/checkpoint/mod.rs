@@ -12,7 +12,7 @@
 //! **The weights file is the model's one commit point.** It is written to a temporary file
 //! in the same directory, fsynced and renamed into place (one atomic step), and it carries the
 //! whole record; the copies are refreshed after it. Loaders read the record from the weights
-//! file ([`read_info`], [`ModelDir`]), so a save interrupted between two renames can leave a
+//! file ([`read_info`], [`Pretrained`]), so a save interrupted between two renames can leave a
 //! stale `config.json` beside the new weights but never weights paired with the wrong
 //! metrics, config or vocabulary; the next training in the directory rewrites the copies
 //! ([`refresh_copies`]). Directories written by other tools (no record in the weights) are

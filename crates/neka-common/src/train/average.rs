@@ -13,7 +13,7 @@ use candle_nn::VarMap;
 /// weights wander around a flat region of the loss; their mean often generalises better
 /// than any single snapshot.
 ///
-/// [`TrainConfig::average_last`] makes the trainer do it: add the weights after each of the
+/// [`TrainConfig::average_last`](super::TrainConfig::average_last) makes the trainer do it: add the weights after each of the
 /// last epochs, [`WeightAverage::apply`] the mean and keep it if it beats the best epoch on
 /// validation data.
 #[derive(Debug, Default)]
@@ -80,7 +80,7 @@ impl WeightAverage {
 }
 
 impl Trainer {
-    /// With [`TrainConfig::average_last`]: sets the weights to the average of the snapshots,
+    /// With [`TrainConfig::average_last`](super::TrainConfig::average_last): sets the weights to the average of the snapshots,
     /// measures it like an epoch (validation and the hook) and, if `monitor` says it beats the
     /// best epoch, saves it as the best model (`config.json` gets `averaged_epochs`). The
     /// checkpoint keeps the last epoch's weights, so `--resume` goes on from there; after this

@@ -21,7 +21,7 @@ pub fn install_ctrl_c_handler() {
     });
 }
 
-/// Asks a running [`Trainer::fit`] to stop after the current batch (what Ctrl-C does).
+/// Asks a running [`Trainer::fit`](super::Trainer::fit) to stop after the current batch (what Ctrl-C does).
 pub fn request_stop() {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }

@@ -23,7 +23,7 @@ pub struct StepOutput {
 pub struct StepContext {
     /// Optimizer steps completed before this batch (0 for the first batch of a run).
     pub step: usize,
-    /// 1-based epoch (0 outside training: [`evaluate`]).
+    /// 1-based epoch (0 outside training: [`evaluate`](super::evaluate)).
     pub epoch: usize,
     /// 0-based index of the batch in its epoch.
     pub batch: usize,
@@ -63,7 +63,7 @@ pub trait TrainModel {
         "samples"
     }
     /// The validation metric that picks the best epoch and drives early stopping, unless
-    /// [`TrainConfig::monitor`] says otherwise: validation accuracy for classifiers.
+    /// [`TrainConfig::monitor`](super::TrainConfig::monitor) says otherwise: validation accuracy for classifiers.
     fn monitor(&self) -> Monitor {
         Monitor::default()
     }

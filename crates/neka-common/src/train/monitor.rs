@@ -17,7 +17,7 @@ pub enum Goal {
 /// early stopping, with its direction.
 ///
 /// Names: `val_accuracy`, `val_loss`, `val_perplexity` (`exp(val_loss)`), `train_accuracy`,
-/// `train_loss`, or `val_<name>` for a metric `<name>` returned by [`Trainer::fit_with`]'s
+/// `train_loss`, or `val_<name>` for a metric `<name>` returned by [`Trainer::fit_with`](super::Trainer::fit_with)'s
 /// hook (the translator's `val_bleu`). Without validation data `val_accuracy` and `val_loss`
 /// fall back to the training figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ pub struct StepLog {
     pub grad_norm: f64,
 }
 
-/// Why [`Trainer::fit`] returned.
+/// Why [`Trainer::fit`](super::Trainer::fit) returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -27,7 +27,7 @@ pub enum StopReason {
     Interrupted,
 }
 
-/// What a [`Trainer::fit`] call did.
+/// What a [`Trainer::fit`](super::Trainer::fit) call did.
 #[derive(Debug, Clone)]
 pub struct FitReport {
     pub history: Vec<EpochMetrics>,
@@ -38,7 +38,7 @@ pub struct FitReport {
     /// What picked the best model, and its value there.
     pub monitor: Monitor,
     pub best_score: Option<f64>,
-    /// The weight average of the last epochs, when [`TrainConfig::average_last`] is on.
+    /// The weight average of the last epochs, when [`TrainConfig::average_last`](super::TrainConfig::average_last) is on.
     pub average: Option<AverageReport>,
     pub stop: StopReason,
     pub out_dir: PathBuf,

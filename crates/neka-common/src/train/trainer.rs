@@ -114,7 +114,7 @@ impl Trainer {
 
     /// Records the flags of the command that runs this training (without `--out` and
     /// `--resume`) in the checkpoint, so that `--resume` can continue the run with its own
-    /// settings ([`saved_command_line`]). Call after [`Trainer::resume`].
+    /// settings ([`saved_command_line`](super::saved_command_line)). Call after [`Trainer::resume`].
     pub fn set_command_line(&mut self, flags: Vec<String>) {
         self.state.command_line = flags;
     }
