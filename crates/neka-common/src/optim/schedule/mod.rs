@@ -218,11 +218,26 @@ mod tests {
         assert!(LrSchedule::parse("warp", 3).is_err());
         let w = LrSchedule::parse("warmup-cosine:2:6", 10).unwrap();
         let lrs: Vec<f64> = (0..7).map(|e| w.lr_at(1.0, e)).collect();
-        let want = [1.0 / 3.0, 2.0 / 3.0, 1.0, 0.75, 0.25, 0.0, 0.0];
+        // warm-up base·(e+1)/3, then the cosine over t_max − W = 4 epochs
+        let half_cos = |t: f64| (1.0 + (std::f64::consts::PI * t).cos()) / 2.0;
+        let want = [
+            1.0 / 3.0,
+            2.0 / 3.0,
+            1.0,
+            half_cos(0.25),
+            0.5,
+            half_cos(0.75),
+            0.0,
+        ];
         for (got, want) in lrs.iter().zip(want) {
             assert!((got - want).abs() < 1e-12, "{lrs:?}");
         }
-        assert_eq!(w.clone().spanning(6, 8), w.clone().spanning(5, 8));
+        // a schedule spanning the planned run spans the new one; another is kept
+        assert_eq!(
+            w.clone().spanning(6, 8),
+            LrSchedule::parse("warmup-cosine:2:8", 10).unwrap()
+        );
+        assert_eq!(w.clone().spanning(5, 8), w);
         let spanned = LrSchedule::parse("warmup-cosine:2", 10)
             .unwrap()
             .spanning(10, 20);
