@@ -50,16 +50,18 @@ pub struct TrainArgs {
     /// Examples (sentences, streams) per batch [default: the model's].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// adamw, sgd or adadelta [default: the model's].
+    /// adamw, sgd, adadelta or rmsprop [default: the model's].
     #[arg(long)]
     pub optimizer: Option<String>,
-    /// Learning rate [default: the model's; with --optimizer: 1e-3 adamw, 0.05 sgd, 1.0 adadelta].
+    /// Learning rate [default: the model's; with --optimizer: 1e-3 adamw, 0.05 sgd, 1.0 adadelta,
+    /// 0.01 rmsprop].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Adam's β₂ (the tagger uses 0.9 as Dozat & Manning; PyTorch's default is 0.999).
     #[arg(long, value_parser = probability)]
     pub beta2: Option<f64>,
-    /// constant, step[:STEP_SIZE[:GAMMA]] or cosine[:T_MAX], per epoch [default: the model's].
+    /// constant, step[:STEP_SIZE[:GAMMA]], cosine[:T_MAX] or warmup-cosine:WARMUP[:T_MAX]
+    /// (linear warm-up over WARMUP epochs, then cosine), per epoch [default: the model's].
     #[arg(long)]
     pub schedule: Option<String>,
     /// Clip the global gradient norm to this value, 0 = off [default: the model's].
@@ -111,6 +113,10 @@ impl TrainArgs {
     /// schedule that spans the default epochs spans `--epochs`; `--clip-grad-norm 0` turns
     /// clipping off; `--dry-run` trains 1 epoch of 5 batches.
     pub fn to_train_config(&self, defaults: TrainConfig) -> Result<TrainConfig> {
+        self.train_config(defaults).map_err(flag_error)
+    }
+
+    fn train_config(&self, defaults: TrainConfig) -> neka_common::Result<TrainConfig> {
         let mut c = defaults;
         let default_epochs = c.epochs;
         c.epochs = if self.dry_run {
@@ -170,8 +176,9 @@ impl TrainArgs {
         default_out: impl AsRef<Path>,
     ) -> Result<Trainer> {
         let out = self.out_dir(default_out);
-        let mut trainer =
-            Trainer::new(cfg, varmap, info, out)?.with_options(RunOptions::interactive());
+        let mut trainer = Trainer::new(cfg, varmap, info, out)
+            .map_err(flag_error)?
+            .with_options(RunOptions::interactive());
         if let Some(dir) = &self.resume {
             trainer.resume(dir)?;
             println!(
@@ -188,6 +195,46 @@ impl TrainArgs {
         }
         trainer.set_command_line(COMMAND_LINE.get().cloned().unwrap_or_default());
         Ok(trainer)
+    }
+}
+
+/// The flag that sets each [`TrainConfig`] field (and optimizer hyper-parameter) that has
+/// one: the library's errors name the field, a command-line user reads the flag.
+const FIELD_FLAGS: &[(&str, &str)] = &[
+    ("epochs", "--epochs"),
+    ("batch_size", "--batch-size"),
+    ("eval_batch_size", "--batch-size"),
+    ("optimizer", "--optimizer"),
+    ("lr", "--lr"),
+    ("beta2", "--beta2"),
+    ("schedule", "--schedule"),
+    ("clip_grad_norm", "--clip-grad-norm"),
+    ("patience", "--patience"),
+    ("monitor", "--monitor"),
+    ("average_last", "--average-last"),
+    ("max_batches_per_epoch", "--max-batches"),
+    ("seed", "--seed"),
+];
+
+/// A library error as a command-line user reads it: an invalid config field
+/// ([`neka_common::Error::Config`]) is named by the flag that sets it, in the field and where
+/// the message quotes it (`` `beta2` `` → `--beta2`); other errors pass unchanged.
+pub fn flag_error(e: neka_common::Error) -> anyhow::Error {
+    let flag = |field: &str| {
+        FIELD_FLAGS
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, x)| *x)
+    };
+    match e {
+        neka_common::Error::Config { field, mut msg } => {
+            for (f, x) in FIELD_FLAGS {
+                msg = msg.replace(&format!("`{f}`"), x);
+            }
+            let field = flag(&field).map_or(field, str::to_string);
+            neka_common::Error::Config { field, msg }.into()
+        }
+        other => other.into(),
     }
 }
 
@@ -349,6 +396,7 @@ pub fn default_lr(optimizer: &str) -> f64 {
     match optimizer.to_ascii_lowercase().as_str() {
         "sgd" => 0.05,
         "adadelta" => 1.0,
+        "rmsprop" => 0.01,
         _ => 1e-3,
     }
 }
@@ -718,10 +766,10 @@ mod tests {
         assert_eq!(c.optimizer, model.optimizer.clone().with_lr(0.01));
         assert_eq!(
             c.schedule,
-            LrSchedule::Cosine {
+            LrSchedule::Cosine(neka_common::optim::Cosine {
                 t_max: 4,
                 eta_min: 0.0
-            }
+            })
         );
         assert_eq!(c.clip_grad_norm, None);
         // --optimizer without --lr takes that optimizer's usual rate

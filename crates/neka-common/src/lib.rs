@@ -13,19 +13,23 @@
 //! | [`kernels`] | the CPU kernels: the one adapter to candle's custom ops, the scoped kernel-or-candle switch ([`kernels::KernelPath`]), GEMM, thread pool, SIMD; the dense-layer, cross-entropy and AdamW kernels |
 //! | [`vocab`] | token ↔ id maps with specials, min frequency, JSON |
 //! | [`loss`] | masked cross-entropy (padding ignored), label smoothing |
-//! | [`optim`] | AdamW, SGD+momentum, Adadelta, LR schedules, gradient clipping |
-//! | [`train`] | the training loop shared by every model: monitored metric, early stopping, weight averaging, exact resume |
-//! | [`checkpoint`] | safetensors + `config.json`, the weights file as the one commit point, strict loading |
+//! | [`optim`] | one file per optimizer (AdamW, SGD+momentum, Adadelta, RMSprop) behind `UpdateRule`, `schedule/` (one file per LR schedule), gradient clipping, parameters vs buffers |
+//! | [`train`] | the training loop shared by every model, one concept per file: the model trait, config, monitored metric, reports, the loop, one epoch, resume, evaluation, weight averaging, progress, Ctrl-C |
+//! | [`checkpoint`] | a model directory: the record, its input normalisation, safetensors files with strict loading, writing (the weights file as the one commit point) and reading |
+//! | [`files`] | atomic writes, JSON files |
+//! | [`check`] | range checks for model config fields |
 //! | [`finite`] | a loaded model must answer in finite numbers: the load-time probe, the per-answer check |
-//! | [`run_dir`] | a run directory's lock and its repair after an interrupted run |
+//! | [`run_dir`] | a run directory's lock, the swap of its `checkpoint/` folder and its repair after an interrupted run |
 //! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves, confusion matrix, corpus BLEU, peak memory |
 //! | [`plot`] | the PNG figures (curves, heatmaps, image grids) and the drawing primitives the lecture's figures (neka-lecture) build on |
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
 
+pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod finite;
 #[cfg(feature = "hub")]
 pub mod hub;

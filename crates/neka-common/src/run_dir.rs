@@ -193,6 +193,42 @@ pub fn recover(dir: &Path) -> Result<Vec<String>> {
     Ok(done)
 }
 
+/// Replaces `dir/checkpoint/` by the complete new checkpoint folder `tmp` (in `dir`) with two
+/// renames, so that a complete checkpoint exists at every moment: between the renames it is
+/// `checkpoint.old/`, which [`checkpoint_folder`] and the next run's [`recover`] use. This is
+/// the writing half of the protocol whose repair half is [`recover`]: both live here so that
+/// the order of the renames and what a repair expects to find read side by side.
+pub fn replace_checkpoint(dir: &Path, tmp: &Path) -> Result<()> {
+    let cur = dir.join(CHECKPOINT_DIR);
+    let old = dir.join(format!("{CHECKPOINT_DIR}.old"));
+    let _ = std::fs::remove_dir_all(&old);
+    if cur.exists() {
+        std::fs::rename(&cur, &old).map_err(|e| Error::io(&cur, e))?;
+    }
+    std::fs::rename(tmp, &cur).map_err(|e| Error::io(tmp, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The checkpoint folder of a run directory that `--resume` reads: `dir/checkpoint/`, else
+/// `dir/checkpoint.old/` (a save interrupted between its two renames), else `dir` itself when
+/// it is a checkpoint folder.
+pub fn checkpoint_folder(dir: &Path) -> Result<PathBuf> {
+    [
+        dir.join(CHECKPOINT_DIR),
+        dir.join(format!("{CHECKPOINT_DIR}.old")),
+        dir.to_path_buf(),
+    ]
+    .into_iter()
+    .find(|d| d.join("state.json").is_file())
+    .ok_or_else(|| {
+        Error::checkpoint(
+            dir,
+            "no checkpoint/state.json here: --resume takes the --out directory of an earlier run",
+        )
+    })
+}
+
 /// What [`restore_best_from_checkpoint`] reads of `checkpoint/state.json`.
 #[derive(serde::Deserialize)]
 struct Progress {

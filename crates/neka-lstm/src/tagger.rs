@@ -116,7 +116,7 @@ impl Config {
     /// Checks every field against its range (a config read from an untrusted file, or built
     /// from flags); the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        use neka_common::checkpoint::check;
+        use neka_common::check;
         check::between("word_vocab", self.word_vocab, 2, 50_000_000)?;
         if self.char_hidden > 0 {
             check::between("char_vocab", self.char_vocab, 2, 50_000_000)?;

@@ -11,8 +11,9 @@ pub mod tagging;
 pub mod text;
 pub mod vision;
 
+pub use crate::checkpoint::Normalize;
 pub use conllu::{TaggedSentence, Treebank};
 pub use dataset::{bucketed_plan, Dataset, LabeledBatch, LabeledDataset};
 pub use stream::{CharCorpus, StreamBatch, TokenStream};
 pub use tagging::{TagBatch, TaggingDataset, TaggingVocabs};
-pub use vision::{ImageSet, Normalize, VisionData, VisionDatasetKind};
+pub use vision::{ImageSet, VisionData, VisionDatasetKind};
