@@ -3,6 +3,7 @@
 pub mod char_lm;
 pub mod gates;
 pub mod gru;
+pub mod loaded_tagger;
 pub mod lstm;
 pub mod row_classifier;
 pub mod tagger;
