@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use neka::cli::TrainArgs;
 use neka_common::checkpoint::CheckpointInfo;
-use neka_common::data::{text, CharCorpus, Dataset};
+use neka_common::data::{stream, CharCorpus, Dataset};
 use neka_lstm::char_lm::{self, CharLm, Config, Tbptt};
 use neka_lstm::CellType;
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ pub fn run(a: Train) -> Result<()> {
     let (corpus, path) = match &a.text {
         Some(p) => (CharCorpus::read(p, 5)?, p.clone()),
         None => {
-            let (content, path) = text::multi30k_english(a.data_dir.as_deref())?;
+            let (content, path) = stream::multi30k_english(a.data_dir.as_deref())?;
             (CharCorpus::from_text(&content, &path, 5)?, path)
         }
     };

@@ -154,4 +154,4 @@ impl Module for LeNet5 {
 }
 
 // `--model lenet5`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
-super::registry::register!(LeNet5, "lenet5", forward_with);
+super::cnn::register!(LeNet5, "lenet5", forward_with);

@@ -167,4 +167,4 @@ impl ModuleT for MnistNet {
 }
 
 // `--model mnist-net`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
-super::registry::register!(MnistNet, "mnist-net", forward_t);
+super::cnn::register!(MnistNet, "mnist-net", forward_t);

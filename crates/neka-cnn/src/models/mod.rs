@@ -3,6 +3,7 @@
 //! [`CnnModel`] is what the examples, the demo and checkpoint loading hold: a registered model
 //! built by name, behind one type.
 
+pub mod cnn;
 pub mod lenet5;
 pub mod mnist_net;
 pub mod registry;

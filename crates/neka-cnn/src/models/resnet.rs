@@ -398,4 +398,4 @@ impl ModuleT for ResNet {
 }
 
 // `--model resnet`: `impl Cnn` and `impl Registered` by the zoo's conventions (see the registry).
-super::registry::register!(ResNet, "resnet", forward_t);
+super::cnn::register!(ResNet, "resnet", forward_t);

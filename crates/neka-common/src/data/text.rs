@@ -85,59 +85,6 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Multi30k's English training text, the default text of the character language model:
-/// `<root>/multi30k/train.en[.gz]` under the data root (`data_dir`, else `$NEKA_DATA_DIR`),
-/// else the English side of the Hub copy's `train.jsonl` (feature `hub`, one sentence a
-/// line). Returns the text and the file it came from.
-pub fn multi30k_english(data_dir: Option<&Path>) -> Result<(String, PathBuf)> {
-    let Some(root) = super::vision::data_root(data_dir) else {
-        return multi30k_english_from_hub();
-    };
-    let dir = root.join("multi30k");
-    let path = find_file(&dir, "train.en").ok_or_else(|| {
-        Error::DataNotFound(format!(
-            "{}: no train.en or train.en.gz; pass --text FILE",
-            dir.display()
-        ))
-    })?;
-    Ok((read_to_string(&path)?, path))
-}
-
-#[cfg(feature = "hub")]
-fn multi30k_english_from_hub() -> Result<(String, PathBuf)> {
-    use super::parallel::MULTI30K_HUB_REPO;
-    let path = crate::hub::dataset_file(MULTI30K_HUB_REPO, "train.jsonl").map_err(|e| {
-        Error::DataNotFound(format!(
-            "no text to learn: no --text and no data directory given, and the Hub has not given \
-             Multi30k: {e}. Or pass --text FILE, or --data-dir DIR (or NEKA_DATA_DIR) holding \
-             multi30k/train.en.gz"
-        ))
-    })?;
-    let mut text = String::new();
-    for (i, line) in read_lines(&path)?.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::bad_line(&path, i + 1, format!("not JSON: {e}")))?;
-        let en = v["en"]
-            .as_str()
-            .ok_or_else(|| Error::bad_line(&path, i + 1, "no string field `en`"))?;
-        text.push_str(en.trim_end());
-        text.push('\n');
-    }
-    Ok((text, path))
-}
-
-#[cfg(not(feature = "hub"))]
-fn multi30k_english_from_hub() -> Result<(String, PathBuf)> {
-    Err(Error::DataNotFound(
-        "no text to learn: pass --text FILE, or --data-dir DIR (or NEKA_DATA_DIR) holding \
-         multi30k/train.en.gz, or build with the `hub` feature to download Multi30k"
-            .into(),
-    ))
-}
-
 /// `text` in Unicode normalisation form C (NFC): `a` + U+0308 COMBINING DIAERESIS (what
 /// macOS keyboards and file names produce) becomes `ä`, as in the training data. Every place
 /// where text enters a model goes through it ([`tokenize`], the tagger's and translator's

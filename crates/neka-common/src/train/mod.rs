@@ -15,7 +15,8 @@
 //! | `report.rs` | [`FitReport`], [`AverageReport`], [`StopReason`], [`StepLog`] |
 //! | `trainer.rs` | [`Trainer`]: construction and the epoch loop ([`Trainer::fit_with`]) |
 //! | `epoch.rs` | one epoch: the optimizer steps, the measurement, what is kept |
-//! | `resume.rs` | the saved trainer state, checkpoint saving, [`Trainer::resume`] |
+//! | `state.rs` | the saved trainer state (`checkpoint/state.json`) |
+//! | `resume.rs` | checkpoint saving, [`Trainer::resume`] and its checks |
 //! | `average.rs` | [`WeightAverage`] and the end-of-run comparison with the best epoch |
 //! | `evaluate.rs` | [`evaluate`]: loss and accuracy over a data set |
 //! | `progress.rs` | the progress bar, the epoch line, `steps.csv` |
@@ -57,6 +58,7 @@ mod monitor;
 mod progress;
 mod report;
 mod resume;
+mod state;
 mod trainer;
 
 pub use average::WeightAverage;

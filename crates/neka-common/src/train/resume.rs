@@ -2,16 +2,13 @@
 //! checkpoint folder (weights, optimizer moments, weight-average sum, carried state), and the
 //! checks that a resumed run is the saved one.
 
-use super::trainer::CKPT_DIR;
-use super::{Monitor, Trainer, WeightAverage};
+use super::state::{TrainerState, CKPT_DIR};
+use super::{Trainer, WeightAverage};
 use crate::checkpoint::{self, CheckpointInfo};
-use crate::metrics::{EpochMetrics, Running};
-use crate::optim::OptimizerConfig;
 use crate::rng::{self, DataRng};
 use crate::run_dir::checkpoint_folder;
 use crate::{Error, Result};
 use candle_core::Tensor;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// In `checkpoint/`: the sum of the weight-average snapshots so far (f64), for `--resume`.
@@ -19,44 +16,6 @@ const AVERAGE_FILE: &str = "average.safetensors";
 /// In `checkpoint/` after a mid-epoch stop: the model's carried state
 /// ([`super::TrainModel::carried_state`]).
 const CARRIED_FILE: &str = "carried.safetensors";
-
-/// Everything besides weights and optimizer moments that a resumed run needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct TrainerState {
-    pub(super) neka_version: String,
-    pub(super) epochs_done: usize,
-    /// Batches already trained in the epoch after `epochs_done` (non-zero after Ctrl-C).
-    pub(super) batches_done: usize,
-    pub(super) step: usize,
-    pub(super) model_rng: rand_chacha::ChaCha8Rng,
-    /// Data RNG before the current epoch's plan was drawn (so the plan can be redrawn).
-    pub(super) data_rng: rand_chacha::ChaCha8Rng,
-    pub(super) running: Running,
-    pub(super) best: Option<f64>,
-    pub(super) best_epoch: Option<usize>,
-    pub(super) bad_epochs: usize,
-    pub(super) history: Vec<EpochMetrics>,
-    pub(super) optimizer: OptimizerConfig,
-    /// Metrics of the best epoch, restored into the checkpoint info on resume.
-    #[serde(default)]
-    pub(super) best_metrics: std::collections::BTreeMap<String, f64>,
-    /// Batch size and seed of the run (they fix the data order; compared on resume).
-    #[serde(default)]
-    pub(super) batch_size: Option<usize>,
-    #[serde(default)]
-    pub(super) seed: Option<u64>,
-    /// Snapshots in the running weight average (`average.safetensors` holds their sum).
-    #[serde(default)]
-    pub(super) averaged: usize,
-    /// The monitored metric (compared on resume; a run saved without one monitored
-    /// validation accuracy).
-    #[serde(default)]
-    pub(super) monitor: Option<Monitor>,
-    /// The flags of the command that started the run (without `--out` / `--resume`), so that
-    /// `--resume DIR` continues it with its own settings ([`saved_command_line`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(super) command_line: Vec<String>,
-}
 
 /// The flags of the command that started the run saved in `dir` (see
 /// [`Trainer::set_command_line`]); empty for a run saved without them (neka ≤ 0.1 runs).

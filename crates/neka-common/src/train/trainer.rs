@@ -1,7 +1,7 @@
 //! [`Trainer`]: the training loop. One epoch's steps are in `epoch.rs`, saving and `--resume`
 //! in `resume.rs`, the weight average in `average.rs`, what it prints in `progress.rs`.
 
-use super::resume::TrainerState;
+use super::state::TrainerState;
 use super::{
     evaluate, interrupt, FitReport, Monitor, RunOptions, StepLog, StopReason, TrainConfig,
     TrainModel, WeightAverage,
@@ -41,8 +41,7 @@ pub(super) enum Pass {
     Interrupted,
 }
 
-/// The folder of the latest training state (`out/checkpoint/`).
-pub(super) const CKPT_DIR: &str = crate::run_dir::CHECKPOINT_DIR;
+pub(super) use super::state::CKPT_DIR;
 
 impl Trainer {
     /// A trainer for the variables in `varmap` (build the model first, after
