@@ -49,8 +49,11 @@ fn panel_and_repo(s: &str) -> Result<(Panel, String), String> {
     Ok((panel.parse()?, repo.to_string()))
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     let a = Args::parse();
     let device = a.device.device()?;
     let mut dirs = ModelDirs::under(&a.models);

@@ -88,8 +88,11 @@ fn panel(a: &Args, psi: Psi, input_scale: f64) -> Result<Vec<Curve>> {
     Ok(curves)
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     let a = Args::parse();
     anyhow::ensure!(
         a.steps >= 1 && a.hidden >= 1,

@@ -34,8 +34,11 @@ struct Args {
     run: TrainArgs,
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     let a: Args = neka::cli::parse_training();
     let device = a.run.start()?;
     let splits = a.data.splits(&a.run, &device)?;

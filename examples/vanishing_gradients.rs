@@ -73,8 +73,11 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     let a = Args::parse();
     anyhow::ensure!(a.distractors >= 1, "--distractors must be at least 1");
     let s = Settings {

@@ -198,8 +198,10 @@ impl TrainArgs {
     }
 }
 
-/// The flag that sets each [`TrainConfig`] field (and optimizer hyper-parameter) that has
-/// one: the library's errors name the field, a command-line user reads the flag.
+/// The flag that sets each library field or argument that has one: the library's errors name
+/// the field (`Error::Config { field }`, and `` `field` `` in messages), a command-line user
+/// reads the flag. [`TrainConfig`] fields and optimizer hyper-parameters first, then the
+/// arguments of the loaders, the run directory, the device and decoding.
 const FIELD_FLAGS: &[(&str, &str)] = &[
     ("epochs", "--epochs"),
     ("batch_size", "--batch-size"),
@@ -214,27 +216,85 @@ const FIELD_FLAGS: &[(&str, &str)] = &[
     ("average_last", "--average-last"),
     ("max_batches_per_epoch", "--max-batches"),
     ("seed", "--seed"),
+    ("out_dir", "--out"),
+    ("resume", "--resume"),
+    ("data_dir", "--data-dir"),
+    ("dataset", "--dataset"),
+    ("val_size", "--val-size"),
+    ("split", "--split"),
+    ("text", "--text"),
+    ("device", "--device"),
+    ("model_id", "--model-id"),
+    ("index", "--index"),
+    ("beam", "--beam"),
+    ("length_penalty", "--length-penalty"),
+    ("forget_bias", "--forget-bias"),
 ];
 
-/// A library error as a command-line user reads it: an invalid config field
-/// ([`neka_common::Error::Config`]) is named by the flag that sets it, in the field and where
-/// the message quotes it (`` `beta2` `` → `--beta2`); other errors pass unchanged.
-pub fn flag_error(e: neka_common::Error) -> anyhow::Error {
-    let flag = |field: &str| {
-        FIELD_FLAGS
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map(|(_, x)| *x)
-    };
-    match e {
-        neka_common::Error::Config { field, mut msg } => {
-            for (f, x) in FIELD_FLAGS {
-                msg = msg.replace(&format!("`{f}`"), x);
+/// The flag for a library field, if one sets it.
+fn flag_of(field: &str) -> Option<&'static str> {
+    FIELD_FLAGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, x)| *x)
+}
+
+/// A library message as a command-line user reads it: every `` `field` `` that a flag sets
+/// becomes the flag (`` `lr` `` → `--lr`); other quoted words stay as they are.
+pub fn with_flags(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find('`') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 1..];
+        match tail.find('`').map(|j| (j, flag_of(&tail[..j]))) {
+            Some((j, Some(flag))) => {
+                out.push_str(flag);
+                rest = &tail[j + 1..];
             }
-            let field = flag(&field).map_or(field, str::to_string);
-            neka_common::Error::Config { field, msg }.into()
+            Some((j, None)) => {
+                out.push_str(&rest[i..i + j + 2]);
+                rest = &tail[j + 1..];
+            }
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A library error as a command-line user reads it: an invalid config field
+/// ([`neka_common::Error::Config`]) is named by the flag that sets it, and the flags replace
+/// the fields its message quotes ([`with_flags`]); other errors pass unchanged (their messages
+/// are translated when [`main`] prints them).
+pub fn flag_error(e: neka_common::Error) -> anyhow::Error {
+    match e {
+        neka_common::Error::Config { field, msg } => {
+            let field = flag_of(&field).map_or(field, str::to_string);
+            neka_common::Error::Config {
+                field,
+                msg: with_flags(&msg),
+            }
+            .into()
         }
         other => other.into(),
+    }
+}
+
+/// An example's `main`: [`init`], then `run`; an error is printed as `anyhow` prints one from
+/// `main` (`Error: …` with its causes), the library's field names replaced by the flags that
+/// set them ([`with_flags`]), and the process exits with status 1.
+pub fn main(run: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
+    init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", with_flags(&format!("{e:?}")));
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -418,7 +478,7 @@ where
 {
     match trainer.fit_and_test(model, train, Some(val), test)? {
         Some(done) => Ok(done),
-        None => exit_interrupted(),
+        None => exit_interrupted(trainer.out_dir()),
     }
 }
 
@@ -433,11 +493,11 @@ pub fn fit_image_classifier<M: candle_core::ModuleT>(
     fit_and_test(trainer, &Classifier(model), train, val, test)
 }
 
-/// Ends the process with status 130 if the run was stopped by Ctrl-C (its checkpoint is
-/// saved for `--resume`); otherwise returns.
-pub fn exit_if_interrupted(report: &FitReport) {
+/// Ends the process with status 130 if the run into `out` was stopped by Ctrl-C (its
+/// checkpoint is saved for `--resume`); otherwise returns.
+pub fn exit_if_interrupted(report: &FitReport, out: &Path) {
     if report.stop == StopReason::Interrupted {
-        exit_interrupted();
+        exit_interrupted(out);
     }
 }
 
@@ -725,8 +785,10 @@ pub fn quiet_broken_pipe() {
 /// Exit status of a run stopped by Ctrl-C, as shells expect (128 + SIGINT).
 pub const INTERRUPTED_EXIT: i32 = 130;
 
-/// Ends a training stopped by Ctrl-C (its checkpoint is saved) with exit status 130.
-pub fn exit_interrupted() -> ! {
+/// Ends a training into `out` stopped by Ctrl-C (its checkpoint is saved) with exit status
+/// 130, saying how to continue it.
+pub fn exit_interrupted(out: &Path) -> ! {
+    eprintln!("continue with --resume {}", out.display());
     std::process::exit(INTERRUPTED_EXIT)
 }
 
@@ -875,5 +937,31 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("longer than 65536 bytes"));
+    }
+
+    #[test]
+    fn library_field_names_read_as_the_flags_that_set_them() {
+        assert_eq!(
+            with_flags("start again with a lower `lr` or `clip_grad_norm`"),
+            "start again with a lower --lr or --clip-grad-norm"
+        );
+        assert_eq!(
+            with_flags("`device` cuda:1: use `device` cpu"),
+            "--device cuda:1: use --device cpu"
+        );
+        // other quoted words, and a lone backtick, stay as they are
+        for kept in [
+            "weight `fc2.weight` is 3e38",
+            "`mnist`: unknown",
+            "a ` b",
+            "``",
+        ] {
+            assert_eq!(with_flags(kept), kept);
+        }
+        let e = flag_error(neka_common::Error::config(
+            "beam",
+            "0: see `length_penalty`",
+        ));
+        assert_eq!(e.to_string(), "invalid --beam: 0: see --length-penalty");
     }
 }

@@ -382,7 +382,7 @@ fn char_rnn_trains_saves_and_samples() {
     assert_clean_failure(&o, &["not in the model's vocabulary"]);
     // no text and no data dir
     let o = run_example("char_rnn", &["--device", "cpu"]);
-    assert_clean_failure(&o, &["--text FILE"]);
+    assert_clean_failure(&o, &["--text"]);
 }
 
 #[test]

@@ -57,8 +57,11 @@ struct SampleArgs {
     device: DeviceRequest,
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse_about(
         "Character-level RNN/LSTM language model: train with truncated BPTT, sample",
     );

@@ -86,7 +86,7 @@ pub fn run(a: Train) -> Result<()> {
     let mut trainer = a.run.trainer(cfg, &varmap, info, default_out)?;
     let out = trainer.out_dir().to_path_buf();
     let report = trainer.fit(&Tbptt::new(&model), &train_ds, Some(&val_ds))?;
-    neka::cli::exit_if_interrupted(&report);
+    neka::cli::exit_if_interrupted(&report, &out);
     trainer.load_best()?;
     let val_loss = report
         .history

@@ -32,8 +32,11 @@ enum Command {
     Inspect(infer::Inspect),
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse_about("Train, evaluate and use CNNs on MNIST / Fashion-MNIST");
     match cli.command {
         None => train::run(cli.train),

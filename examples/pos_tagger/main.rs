@@ -37,8 +37,11 @@ enum Command {
     Gates(infer::Gates),
 }
 
-fn main() -> Result<()> {
-    neka::cli::init();
+fn main() -> std::process::ExitCode {
+    neka::cli::main(run)
+}
+
+fn run() -> Result<()> {
     match neka::cli::parse_training::<Command>() {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::eval(a),

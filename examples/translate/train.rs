@@ -113,7 +113,7 @@ pub fn run(a: Train) -> Result<()> {
             ("bleu".into(), bleu),
         ])
     })?;
-    neka::cli::exit_if_interrupted(&report);
+    neka::cli::exit_if_interrupted(&report, &out);
     trainer.load_best()?;
     let test_greedy = t.corpus_bleu(&test_c.pairs, &greedy)?.0.score;
     let beam = DecodeConfig {

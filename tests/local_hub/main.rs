@@ -652,7 +652,7 @@ fn a_wrong_model_id_is_a_404_naming_the_repository_and_the_fix() {
             "neka/no-such-model",
             "config.json",
             "404",
-            "check the id given to --model-id",
+            "check the model id (--model-id",
         ],
     );
     m.assert_nothing_trusted();
@@ -907,7 +907,7 @@ fn offline_with_an_empty_cache_says_what_is_missing_and_asks_nothing() {
             "bentrevett/multi30k",
             "train.jsonl",
             "HF_HUB_OFFLINE",
-            "--text FILE",
+            "no text file (--text)",
         ],
     );
     assert_eq!(

@@ -186,7 +186,7 @@ impl LoadedModel {
             .to_dataset(&self.normalize()?, &Device::Cpu)?;
         if index >= test.len() {
             return Err(Error::config(
-                "--index",
+                "index",
                 format!("{index}: the {kind} test set has {} images", test.len()),
             ));
         }
@@ -302,7 +302,7 @@ impl LoadedModel {
                 Error::config(
                     "dataset",
                     format!(
-                        "`{}` in config.json is not mnist or fashion-mnist: pass --dataset",
+                        "`{}` in config.json is not mnist or fashion-mnist: give the data set (`dataset`)",
                         self.info.dataset
                     ),
                 )

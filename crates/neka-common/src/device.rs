@@ -27,13 +27,10 @@ impl FromStr for DeviceRequest {
             "metal" | "mps" => Ok(Self::Metal),
             _ => match s.strip_prefix("cuda:") {
                 Some(n) => n.parse().map(Self::Cuda).map_err(|_| {
-                    Error::config(
-                        "--device",
-                        format!("`{s}`: expected cuda:N with N a number"),
-                    )
+                    Error::config("device", format!("`{s}`: expected cuda:N with N a number"))
                 }),
                 None => Err(Error::config(
-                    "--device",
+                    "device",
                     format!("`{s}`: expected auto, cpu, cuda, cuda:N or metal"),
                 )),
             },
@@ -76,25 +73,25 @@ impl DeviceRequest {
             Self::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
                     return Err(Error::Device(format!(
-                        "--device cuda:{n}: this binary was built without CUDA; rebuild with \
-                         `--features cuda` (and a CUDA toolkit), or use --device cpu"
+                        "`device` cuda:{n}: this binary was built without CUDA; rebuild with \
+                         `--features cuda` (and a CUDA toolkit), or use `device` cpu"
                     )));
                 }
                 #[cfg(feature = "cuda")]
                 check_cuda_ordinal(n, cuda_device_count())?;
                 Device::new_cuda(n)
-                    .map_err(|e| Error::Device(format!("--device cuda:{n}: cannot open it: {e}")))
+                    .map_err(|e| Error::Device(format!("`device` cuda:{n}: cannot open it: {e}")))
             }
             Self::Metal => {
                 if !candle_core::utils::metal_is_available() {
                     return Err(Error::Device(
-                        "--device metal: this binary was built without Metal; rebuild with \
-                         `--features metal` (macOS), or use --device cpu"
+                        "`device` metal: this binary was built without Metal; rebuild with \
+                         `--features metal` (macOS), or use `device` cpu"
                             .into(),
                     ));
                 }
                 Device::new_metal(0)
-                    .map_err(|e| Error::Device(format!("--device metal: cannot open it: {e}")))
+                    .map_err(|e| Error::Device(format!("`device` metal: cannot open it: {e}")))
             }
         }
     }
@@ -114,15 +111,15 @@ fn cuda_device_count() -> std::result::Result<usize, String> {
 fn check_cuda_ordinal(n: usize, count: std::result::Result<usize, String>) -> Result<()> {
     match count {
         Err(e) => Err(Error::Device(format!(
-            "--device cuda:{n}: the CUDA driver could not be initialised ({e}); is an NVIDIA \
+            "`device` cuda:{n}: the CUDA driver could not be initialised ({e}); is an NVIDIA \
              driver installed and a GPU visible (nvidia-smi)? Or use --device cpu"
         ))),
         Ok(0) => Err(Error::Device(format!(
-            "--device cuda:{n}: the CUDA driver sees no GPU on this machine; use --device cpu"
+            "`device` cuda:{n}: the CUDA driver sees no GPU on this machine; use `device` cpu"
         ))),
         Ok(count) if n >= count => Err(Error::Device(format!(
-            "--device cuda:{n}: this machine has {count} CUDA device{} ({}); use one of those \
-             or --device cpu",
+            "`device` cuda:{n}: this machine has {count} CUDA device{} ({}); use one of those \
+             or `device` cpu",
             if count == 1 { "" } else { "s" },
             if count == 1 {
                 "cuda:0".to_string()

@@ -53,13 +53,13 @@ pub enum Error {
     Config { field: String, msg: String },
 
     /// Another training holds the run directory's lock.
-    #[error("{} is in use by another training ({holder}): wait for it to finish, or train into another --out", dir.display())]
+    #[error("{} is in use by another training ({holder}): wait for it to finish, or train into another `out_dir`", dir.display())]
     RunDirInUse { dir: PathBuf, holder: String },
 
-    /// A `--resume` whose saved run differs from this one in what defines a run.
-    #[error("cannot resume from {}: the saved run differs from this one in what defines it:\n{}\n             Run with the saved run's settings (only --epochs, --lr, --schedule, --patience, \
-             --clip-grad-norm, --max-batches and the evaluation batch size may change), or start a \
-             new run with another --out.", dir.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
+    /// A resumed run (`Trainer::resume`) whose saved run differs from this one in what defines a run.
+    #[error("cannot resume from {}: the saved run differs from this one in what defines it:\n{}\n             Run with the saved run's settings (only `epochs`, `lr`, `schedule`, `patience`, \
+             `clip_grad_norm`, `max_batches_per_epoch` and the evaluation batch size may change), or \
+             start a new run with another `out_dir`.", dir.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
     ResumeMismatch {
         dir: PathBuf,
         differences: Vec<String>,

@@ -67,7 +67,7 @@ fn diagnose(e: &hf_hub::HFError, what: &str) -> (String, String) {
     use hf_hub::HFError as H;
     let hub = endpoint();
     let id_fix = if what == "model" {
-        "check the id given to --model-id (ORG/NAME, as on the Hub's page)"
+        "check the model id (`model_id`: ORG/NAME, as on the Hub's page)"
     } else {
         "check that the Hub repository still exists and holds this file (or set HF_ENDPOINT to a mirror that does)"
     };
@@ -250,7 +250,7 @@ pub fn model_dir(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
 
 /// [`model_dir`] for models that need more files than weights and config (vocabularies).
 pub fn model_dir_with(repo_id: &str, revision: Option<&str>, extra: &[&str]) -> Result<PathBuf> {
-    let (owner, name) = split_repo_id(repo_id, "--model-id")?;
+    let (owner, name) = split_repo_id(repo_id, "model_id")?;
     let client = client()?;
     let repo = client.model(owner, name);
     let revision = revision.unwrap_or("main");

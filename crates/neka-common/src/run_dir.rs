@@ -55,10 +55,10 @@ pub fn check_out_dir(dir: &Path) -> Result<()> {
         )
     };
     Err(Error::config(
-        "--out",
+        "out_dir",
         format!(
-            "{what}. --out must be a directory (created if missing) that receives the model, \
-             its metrics and curves: give a directory path, e.g. --out runs/my-run"
+            "{what}. `out_dir` must be a directory (created if missing) that receives the model, \
+             its metrics and curves: give a directory path, e.g. runs/my-run"
         ),
     ))
 }
@@ -224,7 +224,7 @@ pub fn checkpoint_folder(dir: &Path) -> Result<PathBuf> {
     .ok_or_else(|| {
         Error::checkpoint(
             dir,
-            "no checkpoint/state.json here: --resume takes the --out directory of an earlier run",
+            "no checkpoint/state.json here: `resume` takes the `out_dir` of an earlier run",
         )
     })
 }

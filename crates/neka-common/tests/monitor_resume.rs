@@ -32,7 +32,7 @@ fn resume_refuses_another_monitored_metric() {
     let e = run(other, true).unwrap_err().to_string();
     assert!(
         e.contains("saved run val_accuracy:max, this run val_loss:min")
-            && e.contains("--monitor val_accuracy:max"),
+            && e.contains("`monitor` val_accuracy:max"),
         "{e}"
     );
     // the same metric (here the model's default) resumes

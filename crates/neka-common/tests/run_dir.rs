@@ -59,7 +59,7 @@ fn a_second_trainer_on_the_same_directory_is_refused_until_the_first_is_done() {
     assert!(
         msg.contains("in use by another training")
             && msg.contains(&format!("pid {}", std::process::id()))
-            && msg.contains("--out"),
+            && msg.contains("`out_dir`"),
         "{msg}"
     );
     drop(first);
@@ -180,7 +180,7 @@ fn resume_refuses_a_run_that_differs_in_what_defines_it() {
         for n in needles {
             assert!(msg.contains(n), "expected `{n}` in: {msg}");
         }
-        assert!(msg.contains("only --epochs"), "{msg}");
+        assert!(msg.contains("only `epochs`"), "{msg}");
     };
     let mut other = with_vocab("{\"tokens\": [\"a\"]}\n");
     other.dataset = "fashion-mnist".into();
@@ -270,7 +270,7 @@ fn a_nan_validation_loss_leaves_the_last_good_state_untouched() {
         err.contains("after epoch 2 the validation loss is NaN")
             && err.contains("nothing of epoch 2 was saved")
             && err.contains("after epoch 1")
-            && err.contains("--resume"),
+            && err.contains("`resume`"),
         "{err}"
     );
     // config.json and state.json still parse (no JSON null), and describe epoch 1.

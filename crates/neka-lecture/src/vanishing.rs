@@ -387,7 +387,7 @@ pub fn set_forget_bias(varmap: &candle_nn::VarMap, h: usize, how: &str, t: usize
         }
         v => vec![
             v.parse::<f32>().map_err(|_| Error::config(
-                "--forget-bias",
+                "forget_bias",
                 format!("a number, `chrono` or `pytorch`, got `{v}`"),
             ))?;
             h

@@ -6,7 +6,7 @@ pub mod kernels;
 pub mod recurrent;
 pub mod rnn;
 
-pub use cell::{Cell, Elman, Nonlinearity};
+pub use cell::{BackwardRow, Cell, Elman, ForwardRow, Nonlinearity};
 pub use heads::{ManyToMany, ManyToOne};
 pub use recurrent::{Recurrent, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder};
 pub use rnn::{Config as RnnConfig, Rnn};

@@ -73,7 +73,7 @@ impl DecodeConfig {
         let widest = MAX_BEAM.min(tgt_vocab.max(1));
         if self.beam == 0 || self.beam > widest {
             return bad(
-                "--beam",
+                "beam",
                 format!(
                     "{}: must be between 1 (greedy) and {widest} (at most {MAX_BEAM}, and at \
                      most the target vocabulary size {tgt_vocab}); 5 is the usual beam",
@@ -83,7 +83,7 @@ impl DecodeConfig {
         }
         if !(self.length_penalty.is_finite() && self.length_penalty >= 0.0) {
             return bad(
-                "--length-penalty",
+                "length_penalty",
                 format!("{}: must be a finite number ≥ 0", self.length_penalty),
             );
         }
@@ -442,25 +442,25 @@ mod validate_tests {
     fn beams_and_penalties_out_of_range_are_named_errors() {
         let err = |c: DecodeConfig| c.validate(100).unwrap_err().to_string();
         let d = DecodeConfig::default;
-        assert!(err(DecodeConfig { beam: 0, ..d() }).contains("--beam"));
+        assert!(err(DecodeConfig { beam: 0, ..d() }).contains("invalid beam"));
         let e = err(DecodeConfig {
             beam: 100_000,
             ..d()
         });
         assert!(
-            e.contains("--beam") && e.contains("vocabulary size 100"),
+            e.contains("invalid beam") && e.contains("vocabulary size 100"),
             "{e}"
         );
         assert!(err(DecodeConfig {
             length_penalty: f64::NAN,
             ..d()
         })
-        .contains("--length-penalty"));
+        .contains("invalid length_penalty"));
         assert!(err(DecodeConfig {
             length_penalty: -1.0,
             ..d()
         })
-        .contains("--length-penalty"));
+        .contains("invalid length_penalty"));
         d().validate(100).unwrap();
         DecodeConfig {
             beam: MAX_BEAM,
@@ -473,7 +473,10 @@ mod validate_tests {
             .validate(10_000)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--beam") && e.contains("at most 64"), "{e}");
+        assert!(
+            e.contains("invalid beam") && e.contains("at most 64"),
+            "{e}"
+        );
         let e = err(DecodeConfig {
             beam: MAX_BEAM + 1,
             ..d()

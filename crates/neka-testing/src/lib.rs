@@ -366,6 +366,23 @@ pub mod damage {
         Ok(())
     }
 
+    /// Asserts that a loader refused the model directory `dir` as unusable
+    /// ([`Error::UnusableModel`]), naming the directory first and the weight `` `weight` ``;
+    /// returns the message for further checks.
+    pub fn assert_unusable<T>(loaded: Result<T>, dir: &Path, weight: &str) -> String {
+        let Err(e) = loaded else {
+            panic!("{}: the damaged model was loaded", dir.display())
+        };
+        let msg = e.to_string();
+        assert!(
+            matches!(e, Error::UnusableModel { .. })
+                && msg.starts_with(&format!("{}: the model cannot answer", dir.display()))
+                && msg.contains(&format!("`{weight}`")),
+            "{msg}"
+        );
+        msg
+    }
+
     /// The JSON header of a safetensors file and where its data starts.
     fn header(bytes: &[u8], path: &Path) -> Result<(serde_json::Value, usize)> {
         let bad = |m: &str| Error::bad_data(path, m.to_string());

@@ -26,7 +26,7 @@ use super::geometry::ConvGeometry;
 use super::pool::window2x2;
 use candle_core::{Device, Result, Shape, Tensor};
 use neka_common::kernels::{
-    matmul, parallel, sum, threads, with_slice, CpuKernel, Fused, Input, KernelFloat, Mat,
+    matmul_slices, parallel, sum, threads, with_slice, CpuKernel, Fused, Input, KernelFloat, Op,
 };
 use std::sync::{Arc, Mutex};
 
@@ -138,16 +138,8 @@ impl Conv2dOp {
         for (row, bo) in z.chunks_mut(n).zip(bias) {
             row.fill(*bo);
         }
-        // SAFETY: z is o×n, w is o×k, cols is k×n, all row-major and disjoint.
-        unsafe {
-            matmul(
-                (o, n, k),
-                Mat::row_major(z.as_mut_ptr(), n),
-                true,
-                Mat::row_major(w.as_ptr(), k),
-                Mat::row_major(cols.as_ptr(), n),
-            );
-        }
+        // z (o×n) += w (o×k) · cols (k×n)
+        matmul_slices((o, n, k), z, true, (w, Op::N), (cols, Op::N));
         if self.relu {
             // A select, not a conditional store, so it vectorises; NaN stays NaN.
             let zero = F::zero();
@@ -223,19 +215,10 @@ impl Conv2dOp {
         }
     }
 
-    fn forward<F: KernelFloat>(
-        &self,
-        b: usize,
-        g: &ConvGeometry,
-        x: &[F],
-        w: &[F],
-        bias: &[F],
-    ) -> (Vec<F>, Vec<u8>) {
-        self.forward_with(b, g, x, w, bias, self.keep_argmax)
-    }
-
+    /// One convolution (+ ReLU, + pool) over `b` images; the argmaxes recorded when
+    /// `keep_argmax` (else an empty vector).
     #[allow(clippy::too_many_arguments)]
-    fn forward_with<F: KernelFloat>(
+    fn forward<F: KernelFloat>(
         &self,
         b: usize,
         g: &ConvGeometry,
@@ -369,29 +352,13 @@ impl Conv2dOp {
                     g.im2col(xi, &mut cols);
                     &cols
                 };
-                // SAFETY: dw is o×k; dz is o×n; colsᵀ is n×k (cols is k×n row-major).
-                unsafe {
-                    matmul(
-                        (o, k, n),
-                        Mat::row_major(dw.as_mut_ptr(), k),
-                        true,
-                        Mat::row_major(dzi.as_ptr(), n),
-                        Mat::col_major(cols.as_ptr(), n),
-                    );
-                }
+                // dw (o×k) += dz (o×n) · colsᵀ (n×k)
+                matmul_slices((o, k, n), &mut dw, true, (dzi, Op::N), (cols, Op::T));
                 if let Some(dxb) = dxb.as_deref_mut() {
                     let dxi = &mut dxb[i * xsz..(i + 1) * xsz];
                     let out: &mut [F] = if g.is_pointwise() { dxi } else { &mut dcols };
-                    // SAFETY: out is k×n; Wᵀ is k×o (W is o×k row-major); dz is o×n.
-                    unsafe {
-                        matmul(
-                            (k, n, o),
-                            Mat::row_major(out.as_mut_ptr(), n),
-                            false,
-                            Mat::col_major(w.as_ptr(), k),
-                            Mat::row_major(dzi.as_ptr(), n),
-                        );
-                    }
+                    // out (k×n) = Wᵀ (k×o) · dz (o×n)
+                    matmul_slices((k, n, o), out, false, (w, Op::T), (dzi, Op::N));
                     if !g.is_pointwise() {
                         g.col2im(&dcols, &mut dxb[i * xsz..(i + 1) * xsz]);
                     }
@@ -439,8 +406,14 @@ impl<F: KernelFloat> CpuKernel<F, 3> for Conv2dOp {
         }
         let (ph, pw) = self.out_hw(&g);
         let what = "conv2d kernel";
-        let (out, arg) =
-            self.forward::<F>(b, &g, x.slice(what)?, w.slice(what)?, bias.slice(what)?);
+        let (out, arg) = self.forward::<F>(
+            b,
+            &g,
+            x.slice(what)?,
+            w.slice(what)?,
+            bias.slice(what)?,
+            self.keep_argmax,
+        );
         if self.pooled() && self.keep_argmax {
             *self
                 .argmax
@@ -468,7 +441,7 @@ impl<F: KernelFloat> CpuKernel<F, 3> for Conv2dOp {
             // Run without recording the argmax (inference): recompute it.
             let (_, arg) = with_slice::<F, _>(x, what, |xs| {
                 with_slice::<F, _>(w, what, |ws| {
-                    with_slice::<F, _>(bias, what, |bs| self.forward_with(b, &g, xs, ws, bs, true))
+                    with_slice::<F, _>(bias, what, |bs| self.forward(b, &g, xs, ws, bs, true))
                 })
             })???;
             *guard = Some(arg);

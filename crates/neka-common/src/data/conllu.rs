@@ -245,7 +245,7 @@ pub fn load_ewt_split(
 ) -> Result<(Vec<TaggedSentence>, String)> {
     if !EWT_SPLITS.contains(&split) {
         return Err(Error::config(
-            "--split",
+            "split",
             format!("`{split}`: UD English EWT has train, dev and test"),
         ));
     }
@@ -293,7 +293,7 @@ fn load_ewt_from_hub(split: &str) -> Result<(Vec<TaggedSentence>, String)> {
 #[cfg(not(feature = "hub"))]
 fn load_ewt_from_hub(_split: &str) -> Result<(Vec<TaggedSentence>, String)> {
     Err(Error::DataNotFound(format!(
-        "no data directory given for UD English EWT: pass --data-dir DIR (or set {}=DIR) with \
+        "no data directory given for UD English EWT: give a data directory DIR (`data_dir`, or set {}=DIR) with \
          DIR/{EWT_FOLDER}/en_ewt-ud-{{train,dev,test}}.conllu, or build with the `hub` feature to \
          download it from the Hugging Face Hub",
         super::vision::DATA_DIR_ENV

@@ -209,7 +209,7 @@ fn load_multi30k_from_hub(
     cfg: ParallelConfig,
 ) -> Result<(ParallelCorpus, String)> {
     let how = format!(
-        "pass --data-dir DIR (or set {}=DIR) with DIR/{MULTI30K_FOLDER}/{split}.{{{src},{tgt}}}[.gz]",
+        "give a data directory DIR (`data_dir`, or set {}=DIR) with DIR/{MULTI30K_FOLDER}/{split}.{{{src},{tgt}}}[.gz]",
         super::vision::DATA_DIR_ENV
     );
     if [src, tgt].iter().any(|l| !["en", "de"].contains(l)) {
@@ -270,7 +270,7 @@ fn load_multi30k_from_hub(
     _cfg: ParallelConfig,
 ) -> Result<(ParallelCorpus, String)> {
     Err(Error::DataNotFound(format!(
-        "no data directory given for Multi30k: pass --data-dir DIR (or set {}=DIR) with \
+        "no data directory given for Multi30k: give a data directory DIR (`data_dir`, or set {}=DIR) with \
          DIR/{MULTI30K_FOLDER}/{split}.{{{src},{tgt}}}[.gz], or build with the `hub` feature to \
          download it from the Hugging Face Hub",
         super::vision::DATA_DIR_ENV

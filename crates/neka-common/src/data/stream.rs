@@ -204,7 +204,7 @@ pub fn multi30k_english(data_dir: Option<&Path>) -> Result<(String, PathBuf)> {
     let dir = root.join("multi30k");
     let path = find_file(&dir, "train.en").ok_or_else(|| {
         Error::DataNotFound(format!(
-            "{}: no train.en or train.en.gz; pass --text FILE",
+            "{}: no train.en or train.en.gz; give a text file (`text`)",
             dir.display()
         ))
     })?;
@@ -217,9 +217,9 @@ fn multi30k_english_from_hub() -> Result<(String, PathBuf)> {
     use super::text::read_lines;
     let path = crate::hub::dataset_file(MULTI30K_HUB_REPO, "train.jsonl").map_err(|e| {
         Error::DataNotFound(format!(
-            "no text to learn: no --text and no data directory given, and the Hub has not given \
-             Multi30k: {e}. Or pass --text FILE, or --data-dir DIR (or NEKA_DATA_DIR) holding \
-             multi30k/train.en.gz"
+            "no text to learn: no text file (`text`) and no data directory given, and the Hub \
+             has not given Multi30k: {e}. Give a text file, or a data directory (`data_dir`, or \
+             NEKA_DATA_DIR) holding multi30k/train.en.gz"
         ))
     })?;
     let mut text = String::new();
@@ -241,8 +241,8 @@ fn multi30k_english_from_hub() -> Result<(String, PathBuf)> {
 #[cfg(not(feature = "hub"))]
 fn multi30k_english_from_hub() -> Result<(String, PathBuf)> {
     Err(Error::DataNotFound(
-        "no text to learn: pass --text FILE, or --data-dir DIR (or NEKA_DATA_DIR) holding \
-         multi30k/train.en.gz, or build with the `hub` feature to download Multi30k"
+        "no text to learn: give a text file (`text`), or a data directory (`data_dir`, or \
+         NEKA_DATA_DIR) holding multi30k/train.en.gz, or build with the `hub` feature to download Multi30k"
             .into(),
     ))
 }

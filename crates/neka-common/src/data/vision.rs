@@ -87,7 +87,7 @@ impl std::str::FromStr for VisionDatasetKind {
             "mnist" => Ok(Self::Mnist),
             "fashion-mnist" | "fashionmnist" => Ok(Self::FashionMnist),
             other => Err(Error::config(
-                "--dataset",
+                "dataset",
                 format!("`{other}`: expected mnist or fashion-mnist"),
             )),
         }
@@ -169,7 +169,7 @@ impl VisionData {
         let n = self.train.len();
         if val_size >= n {
             return Err(Error::config(
-                "--val-size",
+                "val_size",
                 format!("{val_size} is not smaller than the {n} training images"),
             ));
         }
@@ -323,7 +323,7 @@ fn find_file(dir: &Path, split: &str, what: &str) -> Option<PathBuf> {
 pub fn load_from_dir(kind: VisionDatasetKind, root: &Path) -> Result<VisionData> {
     if !root.is_dir() {
         return Err(Error::DataNotFound(format!(
-            "data directory {} does not exist (from --data-dir or {DATA_DIR_ENV}); point it at a \
+            "data directory {} does not exist (from `data_dir` or {DATA_DIR_ENV}); point it at a \
              folder holding {}/ with the four IDX files",
             root.display(),
             kind.folders()[0]
@@ -438,7 +438,7 @@ fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
         VisionDatasetKind::FashionMnist => 1,
     }];
     let how = format!(
-        "pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files",
+        "give a data directory DIR (`data_dir`, or set {DATA_DIR_ENV}=DIR) with DIR/{}/ holding the four IDX files",
         kind.folders()[0]
     );
     // Fetch (and check) the two parquet files through neka's Hub layer first: candle-datasets
@@ -494,7 +494,7 @@ fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
 #[cfg(not(feature = "hub"))]
 fn load_from_hub(kind: VisionDatasetKind) -> Result<VisionData> {
     Err(Error::DataNotFound(format!(
-        "no data directory given for {}: pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) with \
+        "no data directory given for {}: give a data directory DIR (`data_dir`, or set {DATA_DIR_ENV}=DIR) with \
          DIR/{}/ holding the four IDX files, or build with the `hub` feature to download it \
          from the Hugging Face Hub",
         kind.name(),

@@ -92,6 +92,48 @@ pub unsafe fn matmul<F: KernelFloat>(
         gemm::Parallelism::None,
     )
 }
+/// How [`matmul_slices`] reads a contiguous row-major operand: as stored (`N`) or transposed (`T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The matrix as stored.
+    N,
+    /// Its transpose (read column-major, never copied).
+    T,
+}
+
+/// `dst (m × n) = [dst +] op(a) · op(b)` for contiguous row-major slices: the safe form of
+/// [`matmul`] for whole buffers. `op(a)` is `m × k` (`a` holds `m × k`, or `k × m` with
+/// [`Op::T`]); `op(b)` is `k × n` (`b` holds `k × n`, or `n × k` with [`Op::T`]).
+///
+/// # Panics
+/// When a slice is shorter than its shape says (a bug in the caller, never input data).
+pub fn matmul_slices<F: KernelFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [F],
+    accumulate: bool,
+    (a, op_a): (&[F], Op),
+    (b, op_b): (&[F], Op),
+) {
+    assert!(
+        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "matmul_slices: short slice"
+    );
+    let view = |p, op, rows, cols| match op {
+        Op::N => Mat::row_major(p, cols),
+        Op::T => Mat::col_major(p, rows),
+    };
+    // SAFETY: the lengths are checked above; `dst` is a `&mut`, so it overlaps neither input.
+    unsafe {
+        matmul(
+            (m, n, k),
+            Mat::row_major(dst.as_mut_ptr(), n),
+            accumulate,
+            view(a.as_ptr(), op_a, m, k),
+            view(b.as_ptr(), op_b, k, n),
+        )
+    }
+}
+
 /// [`matmul`] with the rows of `dst` (when `m ≥ n`) or its columns split over candle's CPU pool
 /// when the product is large enough to pay for it (`m·n·k ≥ 2²²`); else on the calling thread.
 /// Never call it from inside [`parallel`] (the pool does not nest).

@@ -11,7 +11,7 @@
 //! | [`path`] | [`KernelPath`], the scoped thread-local switch, [`kernel_applies`], [`fused_applies`] |
 //! | [`adapter`] | [`CpuKernel`] + [`Fused`] (candle's `CustomOp1/2/3`), [`InplaceKernel`] + [`InPlace`] (`InplaceOpN`): the float dispatch, once |
 //! | [`float`] | [`KernelFloat`] (f32, f64) and the branch-free [`exp_f32`] |
-//! | [`gemm`] | strided [`Mat`] views, [`matmul`], [`par_matmul`], [`matmul_nt_rows`] |
+//! | [`gemm`] | strided [`Mat`] views, [`matmul`], [`par_matmul`], [`matmul_nt_rows`], safe [`matmul_slices`] |
 //! | [`parallel`](mod@parallel) | [`parallel`](fn@parallel) work on candle's CPU pool, [`threads`] |
 //! | [`simd`] | [`vectorized`] (AVX-512 / AVX2 chosen at run time), a vectorising [`sum`] |
 //! | [`linear`] | the dense layer `y = x Wᵀ + b` (+ ReLU) ([`crate::nn::linear_forward`]) |
@@ -38,7 +38,7 @@ pub use adapter::{
 };
 pub use cross_entropy::{CrossEntropyOp, MaskedCrossEntropyOp};
 pub use float::{exp_f32, sigmoid, KernelFloat};
-pub use gemm::{matmul, matmul_nt_rows, par_matmul, Mat, FEW_ROWS};
+pub use gemm::{matmul, matmul_nt_rows, matmul_slices, par_matmul, Mat, Op, FEW_ROWS};
 pub use linear::LinearOp;
 pub use parallel::{parallel, threads};
 pub use path::{fused_applies, kernel_applies, path, use_path, with_path, KernelPath, PathGuard};

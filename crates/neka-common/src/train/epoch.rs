@@ -124,9 +124,8 @@ impl Trainer {
         self.state.step = self.optimizer.step_count();
         self.save_checkpoint(epoch_rng)?;
         eprintln!(
-            "interrupted in epoch {epoch} after batch {done}/{total}: checkpoint saved to {}; continue with --resume {}",
+            "interrupted in epoch {epoch} after batch {done}/{total}: checkpoint saved to {}",
             self.out_dir.join(CKPT_DIR).display(),
-            self.out_dir.display()
         );
         Ok(())
     }

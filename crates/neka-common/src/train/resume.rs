@@ -58,20 +58,20 @@ impl Trainer {
         }
         if state.optimizer.name() != self.cfg.optimizer.name() {
             differences.push(format!(
-                "optimizer: saved run {}, this run {} (--optimizer)",
+                "optimizer: saved run {}, this run {} (`optimizer`)",
                 state.optimizer.name(),
                 self.cfg.optimizer.name()
             ));
         }
         if let Some(b) = state.batch_size.filter(|&b| b != self.cfg.batch_size) {
             differences.push(format!(
-                "batch size: saved run {b}, this run {} (--batch-size)",
+                "batch size: saved run {b}, this run {} (`batch_size`)",
                 self.cfg.batch_size
             ));
         }
         if let Some(s) = state.seed.filter(|&s| s != self.cfg.seed) {
             differences.push(format!(
-                "seed: saved run {s}, this run {} (--seed)",
+                "seed: saved run {s}, this run {} (`seed`)",
                 self.cfg.seed
             ));
         }
@@ -137,9 +137,9 @@ impl Trainer {
             Error::checkpoint(
                 &path,
                 format!(
-                    "{why}. This is the best model (epoch {best_epoch}) of the run that --resume \
+                    "{why}. This is the best model (epoch {best_epoch}) of the run that `resume` \
                      continues, which its end falls back to: nothing was changed; put the file back, \
-                     or start a new run with another --out"
+                     or start a new run with another `out_dir`"
                 ),
             )
         };
@@ -233,14 +233,14 @@ impl Trainer {
     pub(super) fn last_good_state(&self) -> String {
         if self.out_dir.join(CKPT_DIR).join("state.json").is_file() && self.state.epochs_done > 0 {
             format!(
-                "The last good state is {} (after epoch {}), untouched: continue from it with --resume {} \
-                 and a lower --lr or --clip-grad-norm",
+                "The last good state is {} (after epoch {}), untouched: continue from it (`resume` {}) \
+                 with a lower `lr` or `clip_grad_norm`",
                 self.out_dir.join(CKPT_DIR).display(),
                 self.state.epochs_done,
                 self.out_dir.display()
             )
         } else {
-            "No checkpoint had been saved yet: start again with a lower --lr or --clip-grad-norm"
+            "No checkpoint had been saved yet: start again with a lower `lr` or `clip_grad_norm`"
                 .to_string()
         }
     }

@@ -200,9 +200,8 @@ impl Trainer {
             }
             if interrupt::requested() {
                 eprintln!(
-                    "interrupted after epoch {epoch}: checkpoint saved to {}; continue with --resume {}",
+                    "interrupted after epoch {epoch}: checkpoint saved to {}",
                     self.out_dir.join(CKPT_DIR).display(),
-                    self.out_dir.display()
                 );
                 stop = StopReason::Interrupted;
                 break;
@@ -239,7 +238,7 @@ impl Trainer {
             return Err(Error::ResumeMismatch {
                 dir: self.out_dir.clone(),
                 differences: vec![format!(
-                    "monitored metric: saved run {saved}, this run {monitor} (--monitor {saved} \
+                    "monitored metric: saved run {saved}, this run {monitor} (`monitor` {saved} \
                      resumes it)"
                 )],
             });
