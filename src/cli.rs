@@ -42,6 +42,8 @@ use std::path::{Path, PathBuf};
 
 /// The flags every training command shares. A flag left out takes the model's default
 /// (its `default_train_config()`), shown here as "[default: the model's]".
+// The field docs are clap's help text (`step[:STEP_SIZE]`, `runs/<example>`), not markdown.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
     /// Epochs to train [default: the model's].

@@ -1,4 +1,16 @@
-#![doc = include_str!("../README.md")]
+//! # neka
+//!
+//! The umbrella package of the [neka](https://github.com/neka-rs/neka) model zoo on candle: the
+//! library crates re-exported ([`cnn`], [`rnn`], [`lstm`], [`seq2seq`], [`common`]), the
+//! command-line plumbing the examples share ([`cli`]), the allocator they run on
+//! ([`use_mimalloc!`]) and the demo's web server (`demo`, feature `demo`). The examples, the
+//! lecture map and the shipped models are described in the
+//! [README](https://github.com/neka-rs/neka#readme); each library crate has its own README.
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod cli;
 
@@ -21,6 +33,7 @@ pub use neka_seq2seq as seq2seq;
 ///     // …
 /// }
 /// ```
+#[cfg(feature = "mimalloc")]
 #[macro_export]
 macro_rules! use_mimalloc {
     () => {
@@ -29,11 +42,21 @@ macro_rules! use_mimalloc {
     };
 }
 
+/// Without the `mimalloc` feature (on by default; off where mimalloc's C code cannot be
+/// compiled, e.g. the Apple type-check in CI) the system allocator stays.
+#[cfg(not(feature = "mimalloc"))]
+#[macro_export]
+macro_rules! use_mimalloc {
+    () => {};
+}
+
 /// The allocator's tuning (see [`use_mimalloc!`]).
 pub mod alloc {
+    #[cfg(feature = "mimalloc")]
     pub use mimalloc::MiMalloc;
 
     /// mimalloc's `purge_delay` option (index 15 of `mi_option_e` in mimalloc 2 and 3).
+    #[cfg(feature = "mimalloc")]
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
     /// Tells mimalloc to keep memory it has freed for reuse instead of returning it to the OS
@@ -47,12 +70,17 @@ pub mod alloc {
     /// the peak stays mapped to the process until it exits.
     ///
     /// Only meaningful with mimalloc as the global allocator; call it first thing in `main`.
+    /// Without the `mimalloc` feature it does nothing.
     pub fn keep_freed_memory() {
         // SAFETY: sets one integer option; called before other threads allocate.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+        #[cfg(feature = "mimalloc")]
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1)
+        }
     }
 }
 
-/// The `demo` example's web server (axum and hyper on tokio; the root package's `demo` feature only).
+// The `demo` example's web server (axum and hyper on tokio; the root package's `demo` feature
+// only); its docs are the module's own.
 #[cfg(feature = "demo")]
 pub mod demo;

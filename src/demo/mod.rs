@@ -16,7 +16,7 @@
 //! per model, so a slow beam search queues only behind other translations. A job holds its
 //! model's turn until it returns, whether or not its client is still there: a request whose
 //! client went away is dropped if its job has not started, and its result discarded if it has
-//! (see [`run_model`]); so work is bounded by what runs, never by what is connected. Bad input
+//! (see `run_model`); so work is bounded by what runs, never by what is connected. Bad input
 //! is a 4xx with `{"error": "…"}` (see [`error::ApiError`]); bodies are capped at
 //! [`MAX_BODY_BYTES`] (a declared `Content-Length` over it is a 413 before the body is read) and
 //! a request must finish within [`REQUEST_TIMEOUT`]. The connection-level limits (header and

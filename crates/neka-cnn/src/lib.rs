@@ -1,6 +1,9 @@
 //! # neka-cnn
 //!
-//! Convolutional networks on candle, written next to the lecture. The tree shows the parts:
+//! Convolutional networks on candle, written next to the lecture. How to add it to a project,
+//! train on your own images and use the shipped model: the
+//! [README](https://github.com/neka-rs/neka/tree/main/crates/neka-cnn#readme) (its examples run
+//! as doctests). The tree shows the parts:
 //!
 //! | module | what |
 //! |---|---|
@@ -9,8 +12,11 @@
 //! | [`arith`], [`summary`] | the output-size and receptive-field arithmetic, and a per-layer summary (shapes, parameters, MACs) |
 //! | [`kernels`] | on CPU the layers run on neka's kernels (convolution with ReLU and max-pool fused, max pooling, batch norm), each with its plain candle-op twin, selected by [`neka_common::kernels::KernelPath`] |
 //! | [`loaded_model`] | a trained model directory loaded for use: predict, evaluate, feature maps |
-//! | [`images`] | image files (PNG, JPEG) decoded within bounds and made the model's input |
-//! | [`inspect`] | drawing the first layer's filters and an image's feature maps |
+//! | `images` (feature) | image files (PNG, JPEG) decoded within bounds and made the model's input |
+//! | `inspect` (feature `plot`) | drawing the first layer's filters and an image's feature maps |
+//!
+//! Features `images` (the `image` and `zune-jpeg` decoders) and `plot` (plotters) are on by
+//! default; `default-features = false` leaves the layers, models, kernels and model loading.
 //!
 //! The lecture's worked examples and figures live in the `neka-lecture` crate, not here.
 //!
@@ -28,7 +34,9 @@
 //! ```
 
 pub mod arith;
+#[cfg(feature = "images")]
 pub mod images;
+#[cfg(feature = "plot")]
 pub mod inspect;
 pub mod kernels;
 pub mod layers;
@@ -60,3 +68,8 @@ pub fn default_train_config() -> neka_common::train::TrainConfig {
     let adamw = neka_common::optim::OptimizerConfig::adamw(1e-3);
     neka_common::train::TrainConfig::new(3, 64, adamw).eval_batch(1000)
 }
+
+/// The crate README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -205,6 +205,7 @@ impl LoadedModel {
     /// grey, resized, white-on-black, normalised as in training) and names each one's `k`
     /// most likely classes with their probabilities, best first. One result per file: a file
     /// that cannot be read is an error for that file only.
+    #[cfg(feature = "images")]
     pub fn classify_files(
         &self,
         paths: &[impl AsRef<Path>],

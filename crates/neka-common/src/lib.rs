@@ -1,7 +1,9 @@
 //! # neka-common
 //!
 //! The shared layer of the neka model zoo: everything a model needs besides its own
-//! layers.
+//! layers. How to add it to a project, train any candle model with its `Trainer` and load
+//! weights: the [README](https://github.com/neka-rs/neka/tree/main/crates/neka-common#readme)
+//! (its examples run as doctests).
 //!
 //! | module | what |
 //! |---|---|
@@ -21,8 +23,12 @@
 //! | [`finite`] | a loaded model must answer in finite numbers: the load-time probe, the per-answer check |
 //! | [`run_dir`] | a run directory's lock, the swap of its `checkpoint/` folder and its repair after an interrupted run |
 //! | [`metrics`] | `metrics.jsonl`/`.csv`, PNG curves, confusion matrix, corpus BLEU, peak memory |
-//! | [`plot`] | the PNG figures (curves, heatmaps, image grids) and the drawing primitives the lecture's figures (neka-lecture) build on |
+//! | `plot` (feature) | the PNG figures (curves, heatmaps, image grids) and the drawing primitives the lecture's figures (neka-lecture) build on |
 //! | `hub` (feature) | pretrained weights from the Hugging Face Hub |
+//!
+//! Features: `plot` (PNG figures, `curves.png`), `progress` (the progress bar) and `ctrlc` (Ctrl-C
+//! saves a checkpoint) are on by default; `default-features = false` leaves the layers' needs
+//! only (no plotters, indicatif or ctrlc). `hub` (off by default) adds the Hub downloads.
 
 pub mod check;
 pub mod checkpoint;
@@ -39,6 +45,7 @@ pub mod loss;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod rng;
 pub mod run_dir;
@@ -46,3 +53,8 @@ pub mod train;
 pub mod vocab;
 
 pub use error::{Error, Result};
+
+/// The crate README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -32,7 +32,7 @@ pub fn convolve_full_1d(f: &[f32], g: &[f32]) -> Vec<f32> {
 }
 
 /// 2-D cross-correlation of a single-channel `x` with kernel `k`, with zero `padding`,
-/// `stride` and `dilation` — the reference for [`crate::conv::Conv2d`].
+/// `stride` and `dilation` — the reference for [`neka_cnn::Conv2d`].
 pub fn correlate_2d(
     x: &[Vec<f32>],
     k: &[Vec<f32>],

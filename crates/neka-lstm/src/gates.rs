@@ -13,8 +13,11 @@
 //! A forget gate near 1 keeps the cell state (the conveyor belt); near 0 it wipes it.
 
 use candle_core::{DType, Result, Tensor, D};
+#[cfg(feature = "plot")]
 use neka_common::metrics::plot_heatmap;
+#[cfg(feature = "plot")]
 use neka_common::plot::{plot_lines_with, Legend, Series};
+#[cfg(feature = "plot")]
 use std::path::Path;
 
 /// One sentence through one LSTM direction: every gate and state, `T × H` each.
@@ -97,7 +100,8 @@ impl LstmTrace {
     /// Draws `dir/lstm_gates.png`: per token, the forget, input and output gates averaged over
     /// the units, then the same three for each of `units` (cells show the value); and
     /// `dir/lstm_cell_state.png`: `C_t` and `h_t` of those units over the sentence. `tokens`
-    /// labels the steps (one per step); a unit past the layer's size is an error.
+    /// labels the steps (one per step); a unit past the layer's size is an error (feature `plot`).
+    #[cfg(feature = "plot")]
     pub fn plot(
         &self,
         tokens: &[String],
@@ -230,13 +234,16 @@ mod tests {
         }
         let units = tr.busiest_units(2);
         assert_eq!(units.len(), 2);
-        let dir = tempfile::tempdir().unwrap();
-        let tokens: Vec<String> = (0..7).map(|t| format!("w{t}")).collect();
-        tr.plot(&tokens, &units, dir.path(), "test").unwrap();
-        assert!(
-            dir.path().join("lstm_gates.png").exists()
-                && dir.path().join("lstm_cell_state.png").exists()
-        );
+        #[cfg(feature = "plot")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let tokens: Vec<String> = (0..7).map(|t| format!("w{t}")).collect();
+            tr.plot(&tokens, &units, dir.path(), "test").unwrap();
+            assert!(
+                dir.path().join("lstm_gates.png").exists()
+                    && dir.path().join("lstm_cell_state.png").exists()
+            );
+        }
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub mod row_classifier;
 pub mod tagger;
 
 pub use gru::GruCell;
+pub use loaded_tagger::LoadedTagger;
 pub use lstm::LstmCell;
 pub use neka_rnn::{Error, Result};
 pub use neka_rnn::{

@@ -265,7 +265,8 @@ impl LoadedTagger {
     /// What `pos_tagger gates` draws: the gates of [`LoadedTagger::gate_trace`] over `words`
     /// (labelled `word/TAG` with the predicted tags) into `out/lstm_gates.png` and
     /// `out/lstm_cell_state.png`, for the `units` units whose forget gate varies most (their
-    /// indices are returned).
+    /// indices are returned). Feature `plot`.
+    #[cfg(feature = "plot")]
     pub fn draw_gates<S: AsRef<str>>(
         &self,
         words: &[S],

@@ -1,5 +1,5 @@
 //! Decoding image bytes within bounds: PNG through its critical chunks only, JPEG checked
-//! whole ([`super::jpeg`]) before any pixel is decoded, dimensions and memory capped.
+//! whole (`images::jpeg`) before any pixel is decoded, dimensions and memory capped.
 
 use super::jpeg::jpeg_scan_ends;
 use crate::{Error, Result};

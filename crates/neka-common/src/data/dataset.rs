@@ -86,7 +86,7 @@ pub struct LabeledBatch {
 }
 
 /// Inputs with one class label each, on a device: `x (N, …)` f32, `y (N)` u32 — normalised
-/// images `(N, C, H, W)` ([`super::VisionSplits`]), one-hot sequences `(N, T, V)` (the
+/// images `(N, C, H, W)` ([`super::vision::VisionSplits`]), one-hot sequences `(N, T, V)` (the
 /// vanishing-gradient task), MNIST rows `(N, 28, 28)`. Batches are [`LabeledBatch`]es.
 #[derive(Debug, Clone)]
 pub struct LabeledDataset {

@@ -102,7 +102,7 @@ impl<F: KernelFloat> CpuKernel<F, 2> for CrossEntropyOp {
     }
 }
 
-/// [`masked_cross_entropy`] as one CPU op on `(logits (N, C), targets (N), mask (N) f64)`:
+/// [`crate::loss::masked_cross_entropy`] as one CPU op on `(logits (N, C), targets (N), mask (N) f64)`:
 ///
 /// ```text
 /// lse_n = log Σ_c exp z_nc

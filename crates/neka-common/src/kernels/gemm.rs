@@ -136,7 +136,7 @@ pub fn matmul_slices<F: KernelFloat>(
 
 /// [`matmul`] with the rows of `dst` (when `m ≥ n`) or its columns split over candle's CPU pool
 /// when the product is large enough to pay for it (`m·n·k ≥ 2²²`); else on the calling thread.
-/// Never call it from inside [`parallel`] (the pool does not nest).
+/// Never call it from inside [`parallel()`] (the pool does not nest).
 ///
 /// # Safety
 /// As for [`matmul`].
@@ -202,7 +202,7 @@ pub const FEW_ROWS: usize = 8;
 /// weight read once and never repacked. For few rows (`m ≤` [`FEW_ROWS`]: decoding steps,
 /// single sentences), where a GEMM would repack the whole weight for a handful of rows.
 /// `lhs` rows are `lhs_rs` apart, `dst` rows `n`. With `par` the output columns are split over
-/// candle's pool (never pass `par` from inside [`parallel`]).
+/// candle's pool (never pass `par` from inside [`parallel()`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_nt_rows<F: KernelFloat>(
     (m, n, k): (usize, usize, usize),

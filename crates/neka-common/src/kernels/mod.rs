@@ -1,14 +1,14 @@
 //! neka's CPU kernels: the machinery every crate's kernels share, and neka-common's own.
 //!
 //! Every op with a CPU kernel keeps its plain candle-op twin. Where the layer builds its graph
-//! it asks [`fused_applies`] (the [path decision](path)): a CUDA or Metal tensor, or half
+//! it asks [`fused_applies`] (the [path decision](mod@path)): a CUDA or Metal tensor, or half
 //! precision, never reaches a CPU kernel, and on the CPU the thread's [`KernelPath`] picks —
 //! [`KernelPath::Fused`] (the default) or [`KernelPath::CandleOps`], switched for a scope with
 //! [`use_path`] / [`with_path`] (tests and benchmarks).
 //!
 //! | file | what |
 //! |---|---|
-//! | [`path`] | [`KernelPath`], the scoped thread-local switch, [`kernel_applies`], [`fused_applies`] |
+//! | [`path`](mod@path) | [`KernelPath`], the scoped thread-local switch, [`kernel_applies`], [`fused_applies`] |
 //! | [`adapter`] | [`CpuKernel`] + [`Fused`] (candle's `CustomOp1/2/3`), [`InplaceKernel`] + [`InPlace`] (`InplaceOpN`): the float dispatch, once |
 //! | [`float`] | [`KernelFloat`] (f32, f64) and the branch-free [`exp_f32`] |
 //! | [`gemm`] | strided [`Mat`] views, [`matmul`], [`par_matmul`], [`matmul_nt_rows`], safe [`matmul_slices`] |

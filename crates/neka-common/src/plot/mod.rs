@@ -37,8 +37,8 @@ pub(crate) fn finish_png(tmp: &Path, path: &Path) -> Result<()> {
 pub type Canvas<'a> =
     plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'a>, plotters::coord::Shift>;
 
-/// Draws a white `size` PNG at `path` with `draw`, atomically ([`temp_png`], then
-/// [`finish_png`]).
+/// Draws a white `size` PNG at `path` with `draw`, atomically (`temp_png`, then
+/// `finish_png`).
 pub fn draw_png(
     path: &Path,
     size: (u32, u32),

@@ -243,6 +243,7 @@ impl Trainer {
         if self.opts.log_steps {
             self.write_steps()?;
         }
+        #[cfg(feature = "plot")]
         metrics::plot_history(&self.out_dir.join("curves.png"), &self.state.history)?;
         Ok(improved)
     }

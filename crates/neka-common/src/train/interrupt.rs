@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Installs (once per process) a Ctrl-C handler: the first Ctrl-C asks the training loop to
-/// stop after the current batch and save; a second one exits at once.
+/// stop after the current batch and save; a second one exits at once. Without the `ctrlc`
+/// feature it installs nothing (Ctrl-C ends the process; [`request_stop`] still works).
 pub fn install_ctrl_c_handler() {
+    #[cfg(feature = "ctrlc")]
     static ONCE: std::sync::Once = std::sync::Once::new();
+    #[cfg(feature = "ctrlc")]
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {

@@ -6,13 +6,31 @@ use crate::checkpoint;
 use crate::metrics::EpochMetrics;
 use crate::Result;
 
+/// The progress bar of an epoch: indicatif's (feature `progress`).
+#[cfg(feature = "progress")]
+pub(super) type Bar = indicatif::ProgressBar;
+
+/// Without the `progress` feature there is no bar (the epoch lines still print).
+#[cfg(not(feature = "progress"))]
+pub(super) struct Bar;
+
+#[cfg(not(feature = "progress"))]
+impl Bar {
+    pub(super) fn set_position(&self, _: u64) {}
+    pub(super) fn set_message(&self, _: String) {}
+    pub(super) fn inc(&self, _: u64) {}
+    pub(super) fn abandon(&self) {}
+    pub(super) fn finish_and_clear(&self) {}
+}
+
 impl Trainer {
-    pub(super) fn progress_bar(
-        &self,
-        len: usize,
-        epoch: usize,
-        epochs: usize,
-    ) -> indicatif::ProgressBar {
+    #[cfg(not(feature = "progress"))]
+    pub(super) fn progress_bar(&self, _len: usize, _epoch: usize, _epochs: usize) -> Bar {
+        Bar
+    }
+
+    #[cfg(feature = "progress")]
+    pub(super) fn progress_bar(&self, len: usize, epoch: usize, epochs: usize) -> Bar {
         if !self.opts.progress {
             return indicatif::ProgressBar::hidden();
         }

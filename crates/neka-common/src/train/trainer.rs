@@ -154,10 +154,10 @@ impl Trainer {
     /// (`metrics.jsonl` field `extra`, extra `metrics.csv` columns), can be monitored
     /// (`val_<name>`), and for the best epoch are saved in `config.json` as `val_<name>`.
     ///
-    /// One epoch is: [`Self::train_epoch`] (the optimizer steps), [`Self::measure`]
-    /// (validation, the hook, the finiteness checks), [`Self::record`] (history, best model,
+    /// One epoch is: `train_epoch` (the optimizer steps), `measure`
+    /// (validation, the hook, the finiteness checks), `record` (history, best model,
     /// checkpoint, metrics files), then the stopping rules. After the last epoch a weight
-    /// average, if asked for, is compared with the best epoch ([`Self::finish_average`]).
+    /// average, if asked for, is compared with the best epoch (`finish_average`).
     pub fn fit_with<M, T, V>(
         &mut self,
         model: &M,
