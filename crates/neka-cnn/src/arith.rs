@@ -73,7 +73,9 @@ pub fn same_padding(kernel: usize, dilation: usize) -> Option<usize> {
 /// faster after strides, pooling or dilation, which multiply `jump`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceptiveField {
+    /// Input pixels one output unit sees along this dimension (1 for the input itself).
     pub size: usize,
+    /// Input pixels between neighbouring output units: the product of the strides so far.
     pub jump: usize,
 }
 

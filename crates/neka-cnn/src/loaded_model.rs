@@ -25,9 +25,13 @@ pub type TopK = Vec<(String, f32)>;
 pub struct FeatureMaps {
     /// The stage, as [`CnnModel::feature_maps`] names it ("conv1 + ReLU", "pool", …).
     pub name: String,
+    /// Number of maps (the stage's output channels).
     pub channels: usize,
+    /// Height of each map, in pixels.
     pub height: usize,
+    /// Width of each map, in pixels.
     pub width: usize,
+    /// `channels · height · width` activations, map after map, each row-major.
     pub values: Vec<f32>,
 }
 
@@ -70,9 +74,14 @@ pub struct Reading {
 
 /// A CNN loaded from a model directory (`model.safetensors` + `config.json`).
 pub struct LoadedModel {
+    /// The network, whichever of the zoo's CNNs `config.json` names.
     pub model: CnnModel,
+    /// What the model directory says about the model (`config.json`): its name and config, the
+    /// dataset, input normalisation, class names and final metrics.
     pub info: CheckpointInfo,
+    /// The variables behind `model`'s weights (what is saved to `model.safetensors`).
     pub varmap: VarMap,
+    /// The device the weights live on and inputs are moved to.
     pub device: Device,
 }
 

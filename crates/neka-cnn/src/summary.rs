@@ -10,14 +10,23 @@ use std::fmt;
 /// One layer of a CNN, as far as shapes and costs are concerned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerSpec {
+    /// A 2-D convolution.
     Conv(Conv2dConfig),
+    /// Max or average pooling.
     Pool(Pool2d),
+    /// `max(0, x)`: no parameters, shape unchanged.
     Relu,
+    /// Dropout with this probability: no parameters, shape unchanged.
     Dropout(f32),
+    /// `(C, H, W)` → `(C·H·W)`.
     Flatten,
+    /// A dense layer `(in_features)` → `(out_features)`.
     Linear {
+        /// Input features; the shape before must be `[in_features]`.
         in_features: usize,
+        /// Output features.
         out_features: usize,
+        /// Whether the layer has a bias (`out_features` more parameters).
         bias: bool,
     },
     /// Batch normalisation over this many channels (`torch.nn.BatchNorm2d`): `2C` parameters
@@ -30,7 +39,9 @@ pub enum LayerSpec {
     /// and must end in the same shape. An empty `shortcut` is the identity. Each branch's
     /// layers get a row named `<name>.<layer>`, then the addition a row of its own, `<name>`.
     Residual {
+        /// The residual branch `F(x)`, named layers in order.
         main: Vec<(String, LayerSpec)>,
+        /// The shortcut branch `S(x)`, named layers in order; empty for the identity.
         shortcut: Vec<(String, LayerSpec)>,
     },
 }
@@ -38,7 +49,10 @@ pub enum LayerSpec {
 /// A row of the summary table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSummary {
+    /// The layer's name (`conv1`, `layer1.0.conv1`, …): a branch layer is prefixed with its
+    /// block's name.
     pub name: String,
+    /// What the layer is, briefly: `conv 3x3 s2 p1`, `max-pool 2`, `relu`, `linear`, …
     pub kind: String,
     /// Output shape without the batch dimension: `[C, H, W]` or `[F]`.
     pub output_shape: Vec<usize>,
@@ -55,7 +69,9 @@ pub struct LayerSummary {
 /// The whole table, with totals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    /// Input shape without the batch dimension: `[C, H, W]`.
     pub input_shape: Vec<usize>,
+    /// One row per layer, in order (residual blocks: their branches' layers, then the addition).
     pub layers: Vec<LayerSummary>,
 }
 
@@ -68,9 +84,11 @@ impl Summary {
     pub fn total_buffers(&self) -> usize {
         self.layers.iter().map(|l| l.buffers).sum()
     }
+    /// Multiply-accumulates per example, all layers.
     pub fn total_macs(&self) -> u64 {
         self.layers.iter().map(|l| l.macs).sum()
     }
+    /// The last layer's output shape without the batch dimension (the input shape for no layers).
     pub fn output_shape(&self) -> &[usize] {
         self.layers
             .last()

@@ -10,9 +10,11 @@ pub enum DeviceRequest {
     /// CUDA if compiled in and present, else Metal, else CPU.
     #[default]
     Auto,
+    /// The CPU (`cpu`).
     Cpu,
     /// CUDA device with this ordinal (`cuda` = `cuda:0`).
     Cuda(usize),
+    /// Apple's Metal GPU (`metal`, `mps`), if compiled in.
     Metal,
 }
 

@@ -18,21 +18,30 @@ pub enum Error {
     /// An I/O error on a named file.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory the operation was on.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
 
     /// A data file that exists but does not hold what it should.
     #[error("{}: {msg}", path.display())]
-    BadData { path: PathBuf, msg: String },
+    BadData {
+        /// The data file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        msg: String,
+    },
 
     /// A malformed line in a text data file (CoNLL-U, parallel text).
     #[error("{}:{line}: {msg}", path.display())]
     BadLine {
+        /// The text file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
+        /// What is wrong with the line.
         msg: String,
     },
 
@@ -42,7 +51,12 @@ pub enum Error {
 
     /// A checkpoint that cannot be loaded into the model (missing, misshaped or extra tensor, bad metadata).
     #[error("{}: {msg}", path.display())]
-    Checkpoint { path: PathBuf, msg: String },
+    Checkpoint {
+        /// The file that does not load (weights, `config.json`, a vocabulary) or its directory.
+        path: PathBuf,
+        /// What does not fit, e.g. the tensor and both shapes, or the bad metadata.
+        msg: String,
+    },
 
     /// A device that was asked for but is not available in this build or on this machine.
     #[error("{0}")]
@@ -50,18 +64,30 @@ pub enum Error {
 
     /// An invalid configuration value (flag, config field).
     #[error("invalid {field}: {msg}")]
-    Config { field: String, msg: String },
+    Config {
+        /// The flag or config field, e.g. `lr`, `padding`.
+        field: String,
+        /// Why the value is invalid: what was given and the accepted range.
+        msg: String,
+    },
 
     /// Another training holds the run directory's lock.
     #[error("{} is in use by another training ({holder}): wait for it to finish, or train into another `out_dir`", dir.display())]
-    RunDirInUse { dir: PathBuf, holder: String },
+    RunDirInUse {
+        /// The run directory.
+        dir: PathBuf,
+        /// Who holds the lock, as its lock file says (pid and start time).
+        holder: String,
+    },
 
     /// A resumed run (`Trainer::resume`) whose saved run differs from this one in what defines a run.
     #[error("cannot resume from {}: the saved run differs from this one in what defines it:\n{}\n             Run with the saved run's settings (only `epochs`, `lr`, `schedule`, `patience`, \
              `clip_grad_norm`, `max_batches_per_epoch` and the evaluation batch size may change), or \
              start a new run with another `out_dir`.", dir.display(), differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n"))]
     ResumeMismatch {
+        /// The run directory resumed from.
         dir: PathBuf,
+        /// One entry per difference: the setting, its saved value and this run's.
         differences: Vec<String>,
     },
 
@@ -73,7 +99,12 @@ pub enum Error {
     /// finite numbers (weights that are finite but extreme, e.g. 3e38, overflow). `dir` is the
     /// model directory; `msg` says what is not finite and the largest weight.
     #[error("{}: the model cannot answer: {msg}", dir.display())]
-    UnusableModel { dir: PathBuf, msg: String },
+    UnusableModel {
+        /// The model directory.
+        dir: PathBuf,
+        /// What is not finite, and the largest weight.
+        msg: String,
+    },
 
     /// A model's answer (probabilities, scores) that is not a finite number: refused instead
     /// of printed as NaN. The message says which answer and for what input.
@@ -87,14 +118,21 @@ pub enum Error {
     /// JSON (de)serialisation of a config or state file.
     #[error("{}: invalid JSON: {source}", path.display())]
     Json {
+        /// The JSON file.
         path: PathBuf,
+        /// The parse or serialisation error (with line and column).
         #[source]
         source: serde_json::Error,
     },
 
     /// Writing a PNG plot failed.
     #[error("plot {}: {msg}", path.display())]
-    Plot { path: PathBuf, msg: String },
+    Plot {
+        /// The PNG being written.
+        path: PathBuf,
+        /// What the drawing backend reported.
+        msg: String,
+    },
 }
 
 impl Error {

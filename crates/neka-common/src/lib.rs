@@ -30,6 +30,8 @@
 //! saves a checkpoint) are on by default; `default-features = false` leaves the layers' needs
 //! only (no plotters, indicatif or ctrlc). `hub` (off by default) adds the Hub downloads.
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod checkpoint;
 pub mod data;

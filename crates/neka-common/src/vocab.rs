@@ -10,9 +10,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The padding token, filling batch rows past a sequence's end.
 pub const PAD: &str = "<pad>";
+/// The unknown token, what tokens outside the vocabulary map to.
 pub const UNK: &str = "<unk>";
+/// The beginning-of-sequence token, the decoder's first input.
 pub const BOS: &str = "<bos>";
+/// The end-of-sequence token, appended to every target.
 pub const EOS: &str = "<eos>";
 
 /// A token ↔ id map.
@@ -97,12 +101,15 @@ impl Vocab {
         Ok(Self { tokens, index, unk })
     }
 
+    /// Number of tokens, specials included (ids are `0..len`).
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
+    /// True for a vocabulary without tokens.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
+    /// All tokens in id order (specials first).
     pub fn tokens(&self) -> &[String] {
         &self.tokens
     }

@@ -100,6 +100,7 @@ pub fn to_rows<const R: usize, const C: usize>(a: &[[f32; C]; R]) -> Vec<Vec<f32
 /// under `f`, and the products that make `(f∗g)[n]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvStep1d {
+    /// The output index `n` of this row.
     pub n: usize,
     /// `g[n−m]` for every `m` of [`ConvTable1d::ms`] (0 where `n−m` is outside `g`).
     pub g_shifted: Vec<f32>,
@@ -127,9 +128,11 @@ impl ConvStep1d {
 /// some `g[n−m]` is non-zero).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvTable1d {
+    /// The kernel offsets `m` of the table's columns, in increasing order (may be negative).
     pub ms: Vec<isize>,
     /// `f[m]`, 0 outside `f`.
     pub f_row: Vec<f32>,
+    /// One row per output `n = 0 … len f + len g − 2`.
     pub steps: Vec<ConvStep1d>,
 }
 
@@ -297,10 +300,14 @@ pub fn bottleneck_example() -> neka_cnn::Result<(neka_cnn::Summary, neka_cnn::Su
 /// layer with the same `32 × 26 × 26` output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharingExample {
+    /// The convolution: 1 → 32 channels, 3×3, stride 1, no padding, with bias.
     pub conv: neka_cnn::Conv2dConfig,
     /// The conv's output `(h, w)`.
     pub out_hw: (usize, usize),
+    /// The convolution's parameters: `32 · 1 · 3 · 3 + 32 = 320`.
     pub conv_params: usize,
+    /// Parameters of a dense layer from the `28 · 28` pixels to the same `32 · 26 · 26` outputs,
+    /// with bias.
     pub dense_params: usize,
 }
 

@@ -52,6 +52,7 @@ pub enum Psi {
 }
 
 impl Psi {
+    /// The name in tables and legends: `linear` or `tanh`.
     pub fn name(self) -> &'static str {
         match self {
             Psi::Identity => "linear",
@@ -63,6 +64,7 @@ impl Psi {
 /// One measurement: the network, its recurrent weight and its inputs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FlowConfig {
+    /// ψ: identity (the linear RNN) or tanh.
     pub psi: Psi,
     /// ρ: `W = ρ·Q`, the spectral radius of `W`.
     pub rho: f64,
@@ -92,18 +94,22 @@ impl FlowConfig {
             seed: 0,
         }
     }
+    /// Sets `T`, the time steps.
     pub fn steps(mut self, t: usize) -> Self {
         self.steps = t;
         self
     }
+    /// Sets `H`, the hidden units.
     pub fn hidden(mut self, h: usize) -> Self {
         self.hidden = h;
         self
     }
+    /// Sets the standard deviation `s` of the inputs `x_t ~ N(0, s²)`.
     pub fn input_scale(mut self, s: f64) -> Self {
         self.input_scale = s;
         self
     }
+    /// Sets the seed of `Q`, `U`, the `x_t` and `v`.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -139,15 +145,20 @@ impl FlowConfig {
 /// See [`FlowConfig::weights`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowWeights {
+    /// `W = ρQ`, `(H, H)` row-major.
     pub w: Vec<f64>,
+    /// `U ~ N(0, 1/F)`, `(H, F)` row-major.
     pub u: Vec<f64>,
+    /// The inputs `x_t ~ N(0, s²)`, `(T, F)` row-major.
     pub x: Vec<f64>,
+    /// The loss direction `v (H)`, `‖v‖ = 1` (`L = v · h_T`).
     pub v: Vec<f64>,
 }
 
 /// What [`gradient_flow`] measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradientFlow {
+    /// The experiment that was measured.
     pub config: FlowConfig,
     /// `h_t` for `t = 0 … T` (`h_0 = 0`).
     pub states: Vec<Vec<f64>>,

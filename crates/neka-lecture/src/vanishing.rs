@@ -41,13 +41,19 @@ pub struct Settings {
     pub distractors: usize,
     /// Cells to compare.
     pub cells: Vec<CellType>,
+    /// `H`, hidden units of every cell.
     pub hidden: usize,
     /// Initial forget-gate bias of the LSTM: a number, `chrono` or `pytorch`.
     pub forget_bias: String,
+    /// Training sequences per length.
     pub train_size: usize,
+    /// Test sequences per length (‖∂L/∂h_t‖ is averaged over the first 256 of them).
     pub test_size: usize,
+    /// Training epochs per cell and length.
     pub epochs: usize,
+    /// Sequences per batch, in both experiments.
     pub batch_size: usize,
+    /// AdamW learning rate of the lengths experiment.
     pub lr: f64,
     /// T at which ‖∂L/∂h_t‖ is measured (one of `lengths`).
     pub grad_length: usize,
@@ -59,6 +65,7 @@ pub struct Settings {
     pub clip_lr: f64,
     /// Epochs of the clipping experiment.
     pub clip_epochs: usize,
+    /// Seed of the data, the initial weights and the batch order.
     pub seed: u64,
     /// Where the CSV files, plots and runs go.
     pub out: PathBuf,

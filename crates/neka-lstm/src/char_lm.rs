@@ -18,13 +18,20 @@ use neka_common::vocab::Vocab;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
+/// The character model's shape. Defaults: LSTM, 100 characters, 64-dim embeddings, one layer
+/// of 256 units, no dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Cell of the recurrent network (`rnn`, `rnn-relu`, `lstm` or `gru`).
     pub cell: CellType,
+    /// Characters in the vocabulary: rows of `embed.weight` and outputs of `fc`.
     pub vocab_size: usize,
+    /// Size of a character embedding, the recurrent network's input features `F`.
     pub embed_dim: usize,
+    /// `H`, hidden units of each recurrent layer (unidirectional).
     pub hidden_size: usize,
+    /// `L`, stacked recurrent layers.
     pub num_layers: usize,
     /// Dropout between recurrent layers.
     pub dropout: f32,
@@ -55,7 +62,9 @@ impl Default for Config {
 /// The recurrent state carried between chunks or generation steps: `h` (and `C`), `(L, B, H)`.
 #[derive(Debug, Clone)]
 pub struct State {
+    /// Hidden state `h`, `(L, B, H)`.
     pub h: Tensor,
+    /// Cell state `C`, `(L, B, H)` (LSTM only).
     pub c: Option<Tensor>,
 }
 
@@ -126,6 +135,8 @@ impl CharLm {
         Ok((model, vocab))
     }
 
+    /// Creates (or loads) the weights under `vb`: `embed.weight (vocab, E)`, `rnn.*` (PyTorch's
+    /// names), `fc.weight (vocab, H)`, `fc.bias`.
     pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
         let embed = candle_nn::embedding(cfg.vocab_size, cfg.embed_dim, vb.pp("embed"))?;
         let rcfg = RecurrentConfig {
@@ -144,6 +155,7 @@ impl CharLm {
         })
     }
 
+    /// The shape the model was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -244,6 +256,7 @@ pub struct Tbptt<'a> {
 }
 
 impl<'a> Tbptt<'a> {
+    /// Truncated BPTT over `model`, starting from a zero state for training and evaluation.
     pub fn new(model: &'a CharLm) -> Self {
         Self {
             model,

@@ -23,11 +23,17 @@ use std::path::Path;
 /// One sentence through one LSTM direction: every gate and state, `T × H` each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LstmTrace {
+    /// Input gate `i_t`, `[t][unit]`.
     pub input: Vec<Vec<f32>>,
+    /// Forget gate `f_t`, `[t][unit]`.
     pub forget: Vec<Vec<f32>>,
+    /// Candidate cell state `C~_t = tanh(g)`, `[t][unit]`.
     pub candidate: Vec<Vec<f32>>,
+    /// Output gate `o_t`, `[t][unit]`.
     pub output: Vec<Vec<f32>>,
+    /// Cell state `C_t`, `[t][unit]`.
     pub cell: Vec<Vec<f32>>,
+    /// Hidden state `h_t = o_t ⊙ tanh(C_t)`, `[t][unit]`.
     pub hidden: Vec<Vec<f32>>,
 }
 

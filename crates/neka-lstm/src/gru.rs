@@ -13,7 +13,7 @@
 //! one is tested against PyTorch.)
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{BackwardRow, Cell, ForwardRow, KernelFloat};
+use neka_rnn::cell::{BackwardRow, Cell, KernelFloat};
 
 /// The GRU cell. State: `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,9 +40,14 @@ impl Cell for GruCell {
     }
 
     #[inline(always)]
-    fn forward_row<F: KernelFloat>(&self, n: usize, row: ForwardRow<'_, F>) {
-        let (gx, rec, prev) = (row.gx, row.rec, row.prev);
-        let saved = row.saved;
+    fn forward_row<F: KernelFloat>(
+        &self,
+        n: usize,
+        gx: &[F],
+        rec: &[F],
+        prev: &[F],
+        saved: &mut [F],
+    ) {
         for j in 0..n {
             let r = (gx[j] + rec[j]).sigmoid();
             let z = (gx[n + j] + rec[n + j]).sigmoid();

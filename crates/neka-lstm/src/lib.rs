@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 pub mod char_lm;
 pub mod gates;
@@ -91,10 +92,14 @@ network!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CellType {
+    /// The Elman RNN with ψ = tanh (`rnn`; also parsed from `rnn-tanh`, `elman`).
     Rnn,
+    /// The Elman RNN with ψ = ReLU (`rnn-relu`).
     RnnRelu,
+    /// The LSTM (`lstm`, the default).
     #[default]
     Lstm,
+    /// The GRU (`gru`).
     Gru,
 }
 
@@ -127,12 +132,17 @@ impl std::fmt::Display for CellType {
 /// A recurrent network whose cell is picked at run time (`--cell rnn|lstm|gru`).
 #[derive(Debug, Clone)]
 pub enum AnyRecurrent {
+    /// An Elman RNN (cell `rnn` or `rnn-relu`).
     Rnn(Rnn),
+    /// An LSTM.
     Lstm(Lstm),
+    /// A GRU.
     Gru(Gru),
 }
 
 impl AnyRecurrent {
+    /// Creates (or loads) the network of cell `cell` under `vb`, with PyTorch's names and init;
+    /// `rnn-relu` is the Elman RNN with ψ = ReLU.
     pub fn new(cell: CellType, cfg: RecurrentConfig, vb: VarBuilder) -> Result<Self> {
         Ok(match cell {
             CellType::Rnn | CellType::RnnRelu => {

@@ -25,9 +25,14 @@ pub const PROBE_SENTENCE: [&str; 5] = ["The", "dog", "runs", "home", "."];
 
 /// A trained tagger with its vocabularies, loaded from a model directory.
 pub struct LoadedTagger {
+    /// The tagger network with the trained weights.
     pub tagger: Tagger,
+    /// Word, character and tag vocabularies (the model directory's JSON files).
     pub vocabs: TaggingVocabs,
+    /// What the model directory says about the model (`config.json`): its name and config, the
+    /// dataset and final metrics; `files` holds the vocabularies' JSON.
     pub info: CheckpointInfo,
+    /// The variables behind `tagger`'s weights (what is saved to `model.safetensors`).
     pub varmap: VarMap,
 }
 
@@ -207,7 +212,9 @@ impl LoadedTagger {
 /// ([`LoadedTagger::tag_with_probabilities`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenTag {
+    /// The predicted (most likely) tag, e.g. `NOUN`.
     pub tag: String,
+    /// Softmax probability of `tag`, in `[0, 1]`.
     pub probability: f32,
     /// The most likely tags with their probabilities, best first.
     pub top: Vec<(String, f32)>,

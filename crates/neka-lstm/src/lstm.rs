@@ -19,7 +19,7 @@
 //! cell state almost unchanged (the "constant error carousel").
 
 use candle_core::{Result, Tensor};
-use neka_rnn::cell::{BackwardRow, Cell, ForwardRow, KernelFloat};
+use neka_rnn::cell::{BackwardRow, Cell, KernelFloat};
 
 /// The LSTM cell. State: `(h, C)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,9 +48,14 @@ impl Cell for LstmCell {
     }
 
     #[inline(always)]
-    fn forward_row<F: KernelFloat>(&self, n: usize, row: ForwardRow<'_, F>) {
-        let (gx, rec, prev) = (row.gx, row.rec, row.prev);
-        let saved = row.saved;
+    fn forward_row<F: KernelFloat>(
+        &self,
+        n: usize,
+        gx: &[F],
+        rec: &[F],
+        prev: &[F],
+        saved: &mut [F],
+    ) {
         // Equal-length slices, so the loop has no bounds checks and vectorises.
         let (xi, xf, xg, xo) = (
             &gx[..n],

@@ -13,19 +13,26 @@ use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+/// The row classifier's shape. Defaults: one unidirectional LSTM layer of 128 units over
+/// 28 × 28 images, 10 classes, no dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Cell of the recurrent network.
     pub cell: CellType,
     /// Image rows = time steps.
     pub rows: usize,
     /// Image columns = features per step.
     pub cols: usize,
+    /// `H`, hidden units per direction.
     pub hidden_size: usize,
+    /// `L`, stacked recurrent layers.
     pub num_layers: usize,
+    /// Also read the rows bottom to top (`D = 2`); the classifier sees `[h_T^→ ; h_1^←]`.
     pub bidirectional: bool,
     /// Dropout between recurrent layers.
     pub dropout: f32,
+    /// Output classes (logits per image).
     pub num_classes: usize,
 }
 
@@ -54,6 +61,7 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The recurrent network's arguments: `F = cols`, `H`, `L`, directions, dropout, with bias.
     pub fn recurrent(&self) -> RecurrentConfig {
         RecurrentConfig {
             input_size: self.cols,
@@ -74,6 +82,8 @@ pub struct RowClassifier {
 }
 
 impl RowClassifier {
+    /// Creates (or loads) the weights under `vb`: `rnn.*` (PyTorch's names) and
+    /// `fc.weight (classes, D·H)`, `fc.bias`.
     pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
         let rnn = AnyRecurrent::new(cfg.cell, cfg.recurrent(), vb.pp("rnn"))?;
         Ok(Self {
@@ -82,6 +92,7 @@ impl RowClassifier {
         })
     }
 
+    /// The shape the model was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -44,15 +44,21 @@ pub struct Config {
     pub cell: CellType,
     /// Cell of the per-word character network.
     pub char_cell: CellType,
+    /// Word vocabulary size, specials included (set by [`Config::with_vocabs`]).
     pub word_vocab: usize,
+    /// Character vocabulary size, specials included (set by [`Config::with_vocabs`]).
     pub char_vocab: usize,
+    /// Tags to predict: outputs of `fc` (17 UPOS tags by default).
     pub num_tags: usize,
+    /// Size of a word embedding.
     pub word_dim: usize,
+    /// Size of a character embedding (input of the character network).
     pub char_dim: usize,
     /// Hidden size per direction of the character network; 0 = no character features.
     pub char_hidden: usize,
     /// Hidden size per direction of the sentence network.
     pub hidden_size: usize,
+    /// Stacked layers of the bidirectional sentence network.
     pub num_layers: usize,
     /// Dropout on the word vectors, between recurrent layers, and before `V`.
     pub dropout: f32,
@@ -149,6 +155,9 @@ pub struct Tagger {
 }
 
 impl Tagger {
+    /// Creates (or loads) the weights under `vb` (`word_embed`, `char_embed`, `char_rnn`, `rnn`,
+    /// `fc`). Fails with a config error if the vocabulary sizes are unset or a field is out of
+    /// range ([`Config::validate`]).
     pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
         if cfg.word_vocab < 2 || cfg.num_tags == 0 || (cfg.char_hidden > 0 && cfg.char_vocab < 2) {
             return Err(neka_common::Error::config(
@@ -213,6 +222,7 @@ impl Tagger {
         );
     }
 
+    /// The shape the tagger was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }

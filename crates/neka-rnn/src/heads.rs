@@ -17,6 +17,7 @@ use candle_nn::{Linear, VarBuilder};
 /// `ŷ = V · [final hidden state(s) of the last layer]` → `(B, classes)` logits.
 #[derive(Debug, Clone)]
 pub struct ManyToOne<E> {
+    /// The recurrent network whose last layer's final hidden states are classified.
     pub encoder: E,
     /// `V`, stored as `fc.weight (classes, D·H)`, `fc.bias`.
     pub fc: Linear,
@@ -48,12 +49,15 @@ impl<E: SequenceEncoder> candle_core::ModuleT for ManyToOne<E> {
 /// `ŷ_t = V h_t` for every step → `(B, T, classes)` logits.
 #[derive(Debug, Clone)]
 pub struct ManyToMany<E> {
+    /// The recurrent network whose per-step outputs `(B, T, D·H)` are classified.
     pub encoder: E,
     /// `V`, stored as `fc.weight (classes, D·H)`, `fc.bias`.
     pub fc: Linear,
 }
 
 impl<E: SequenceEncoder> ManyToMany<E> {
+    /// A fresh `fc (classes, D·H)` on top of `encoder`; `vb` is the head's own prefix (the layer
+    /// lands at `vb.pp("fc")`).
     pub fn new(encoder: E, classes: usize, vb: VarBuilder) -> Result<Self> {
         let d = encoder.config().output_size();
         let fc = neka_common::nn::linear(d, classes, true, vb.pp("fc"))?;

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 pub mod cell;
 pub mod heads;
@@ -6,7 +7,7 @@ pub mod kernels;
 pub mod recurrent;
 pub mod rnn;
 
-pub use cell::{BackwardRow, Cell, Elman, ForwardRow, Nonlinearity};
+pub use cell::{BackwardRow, Cell, Elman, Nonlinearity};
 pub use heads::{ManyToMany, ManyToOne};
 pub use recurrent::{Recurrent, RecurrentConfig, RecurrentOutput, SeqInput, SequenceEncoder};
 pub use rnn::{Config as RnnConfig, Rnn};

@@ -52,6 +52,8 @@ impl Default for RecurrentConfig {
 }
 
 impl RecurrentConfig {
+    /// `F = input_size`, `H = hidden_size`; otherwise PyTorch's defaults: 1 layer, bias,
+    /// unidirectional, no dropout.
     pub fn new(input_size: usize, hidden_size: usize) -> Self {
         Self {
             input_size,
@@ -59,18 +61,22 @@ impl RecurrentConfig {
             ..Self::default()
         }
     }
+    /// Sets `L`, the number of stacked layers.
     pub fn num_layers(mut self, n: usize) -> Self {
         self.num_layers = n;
         self
     }
+    /// Adds the reverse direction (`D = 2`) when `on`.
     pub fn bidirectional(mut self, on: bool) -> Self {
         self.bidirectional = on;
         self
     }
+    /// Whether the layers have `bias_ih` / `bias_hh`.
     pub fn bias(mut self, on: bool) -> Self {
         self.bias = on;
         self
     }
+    /// Dropout probability `p ∈ [0, 1)` between layers (training only).
     pub fn dropout(mut self, p: f32) -> Self {
         self.dropout = p;
         self
@@ -83,6 +89,8 @@ impl RecurrentConfig {
     pub fn output_size(&self) -> usize {
         self.directions() * self.hidden_size
     }
+    /// Checks the shape: `input_size`, `hidden_size`, `num_layers` ≥ 1 and `dropout` in `[0, 1)`;
+    /// a config error names the offending field.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |field: &str, msg: String| {
             crate::Error::config(format!("recurrent config `{field}`"), msg)
@@ -143,7 +151,10 @@ impl RecurrentOutput {
 /// A network of one cell type: anything that maps a batch of sequences to outputs and final
 /// states. Implemented by [`Recurrent`] and by enums over several cells.
 pub trait SequenceEncoder {
+    /// `x (B, T, F)` → the last layer's outputs `(B, T, D·H)` and the final states
+    /// `(L·D, B, H)`; `train` turns on dropout between layers.
     fn encode(&self, x: &Tensor, input: SeqInput, train: bool) -> Result<RecurrentOutput>;
+    /// The network's shape (`F`, `H`, `L`, `D`).
     fn config(&self) -> &RecurrentConfig;
 }
 
@@ -224,6 +235,7 @@ impl<C: Cell> Recurrent<C> {
         })
     }
 
+    /// The cell every layer and direction runs.
     pub fn cell(&self) -> &C {
         &self.cell
     }
@@ -500,6 +512,7 @@ fn step_masks(lengths: &[usize], t: usize, dtype: DType, dev: &Device) -> Result
 }
 
 impl<C: Cell> Recurrent<C> {
+    /// The network's shape, as it was built.
     pub fn config(&self) -> &RecurrentConfig {
         &self.cfg
     }

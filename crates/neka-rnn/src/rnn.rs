@@ -31,12 +31,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Layers, sizes, directions, bias and dropout (flattened into this config in JSON).
     #[serde(flatten)]
     pub shape: RecurrentConfig,
+    /// ψ: `tanh` (default) or `relu`.
     pub nonlinearity: Nonlinearity,
 }
 
 impl Config {
+    /// A one-layer, unidirectional tanh RNN with `F = input_size`, `H = hidden_size`, bias.
     pub fn new(input_size: usize, hidden_size: usize) -> Self {
         Self {
             shape: RecurrentConfig::new(input_size, hidden_size),
@@ -53,6 +56,8 @@ pub struct Rnn {
 }
 
 impl Rnn {
+    /// Creates (or loads) the weights under `vb` with PyTorch's names
+    /// (`weight_ih_l{k}[_reverse]`, …) and init U(−1/√H, 1/√H).
     pub fn new(cfg: Config, vb: VarBuilder) -> crate::Result<Self> {
         let cell = Elman {
             nonlinearity: cfg.nonlinearity,

@@ -32,9 +32,12 @@ pub struct Hypothesis {
 /// Decoding limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeConfig {
-    /// At most `max_len_a · S + max_len_b` output tokens for a source of `S` tokens.
+    /// The slope of the output length limit: at most `max_len_a · S + max_len_b` output tokens
+    /// for a source of `S` tokens.
     pub max_len_a: f64,
+    /// The constant term of the output length limit (default 10).
     pub max_len_b: usize,
+    /// `k`, hypotheses kept per sentence (default 5); 1 is greedy search. At most [`MAX_BEAM`].
     pub beam: usize,
     /// `α` of the length normalisation `log p / len^α`.
     pub length_penalty: f64,

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 /// The translation data (it lives with the other tasks' data in `neka_common::data`).
 pub use neka_common::data::seq2seq as data;

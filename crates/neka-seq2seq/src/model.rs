@@ -78,19 +78,30 @@ impl std::fmt::Display for AttentionKind {
 pub struct Config {
     /// `lstm` or `gru` (`rnn` works too).
     pub cell: CellType,
+    /// Source vocabulary size, specials included (set from the vocabularies; at least 5).
     pub src_vocab: usize,
+    /// Target vocabulary size `V`, specials included (set from the vocabularies; at least 5).
     pub tgt_vocab: usize,
+    /// `E`, the size of the source and target embeddings (default 256).
     pub embed_dim: usize,
     /// Encoder hidden size per direction.
     pub enc_hidden: usize,
+    /// Stacked layers of the bidirectional encoder (default 1).
     pub enc_layers: usize,
+    /// `Hd`, the decoder's hidden size (default 512; `2 · enc_hidden` for dot attention).
     pub dec_hidden: usize,
+    /// The attention score (default Luong's "general").
     pub attention: AttentionKind,
+    /// Dropout probability on the embeddings, between encoder layers and before the output layer
+    /// (training only; default 0.3).
     pub dropout: f32,
-    /// Probability of feeding the gold previous token (teacher forcing) at the start …
+    /// Probability of feeding the gold previous token (teacher forcing) at the start of
+    /// training.
     pub teacher_forcing: f64,
-    /// … falling linearly to this over `teacher_forcing_steps` optimizer steps.
+    /// The teacher-forcing probability reached after `teacher_forcing_steps` optimizer steps
+    /// (a linear decay from `teacher_forcing`).
     pub teacher_forcing_final: f64,
+    /// Optimizer steps of the linear decay; 0 (the default) keeps `teacher_forcing` throughout.
     pub teacher_forcing_steps: usize,
     /// Label smoothing ε of the training loss.
     pub label_smoothing: f64,
@@ -180,7 +191,9 @@ impl Encoded {
 /// The decoder's recurrent state: `s (1, B, Hd)` and, for the LSTM, `C (1, B, Hd)`.
 #[derive(Debug, Clone)]
 pub struct DecoderState {
+    /// `s`, the hidden state `(1, B, Hd)`.
     pub h: Tensor,
+    /// `C`, the cell state `(1, B, Hd)` (LSTM only).
     pub c: Option<Tensor>,
 }
 
@@ -218,6 +231,10 @@ pub struct Seq2Seq {
 }
 
 impl Seq2Seq {
+    /// Creates (or loads) the weights under `vb` (`src_embed`, `encoder`, `bridge_h`/`bridge_c`,
+    /// `tgt_embed`, `decoder`, `attention.*`, `combine`, `out`). Fails with a config error if
+    /// [`Config::validate`] does, if a vocabulary size is unset, or if dot attention's
+    /// `dec_hidden ≠ 2 · enc_hidden`.
     pub fn new(cfg: Config, vb: VarBuilder) -> neka_lstm::Result<Self> {
         let bad = |msg: String| neka_common::Error::config("seq2seq config", msg);
         cfg.validate().map_err(bad)?;
@@ -310,10 +327,12 @@ impl Seq2Seq {
         })
     }
 
+    /// The config the model was built from.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.out.weight().device().clone()
     }

@@ -19,9 +19,14 @@ pub const PROBE_SENTENCE: [&str; 4] = ["ein", "mann", "läuft", "."];
 
 /// See the module docs.
 pub struct Translator {
+    /// The encoder–decoder.
     pub model: Seq2Seq,
+    /// Source and target vocabularies (`src_vocab.json`, `tgt_vocab.json`).
     pub vocabs: Seq2SeqVocabs,
+    /// What the model directory says about the model (`config.json`): its name and config, the
+    /// dataset and final metrics; `files` holds the vocabularies' JSON.
     pub info: CheckpointInfo,
+    /// The variables behind `model`'s weights (what is saved to `model.safetensors`).
     pub varmap: VarMap,
 }
 

@@ -26,6 +26,8 @@ pub struct BatchNormTrainOp {
 }
 
 impl BatchNormTrainOp {
+    /// The op with `ε` added to the variance and, if `relu`, `max(0, ·)` fused after the affine
+    /// map; the batch statistics are recorded by the forward pass.
     pub fn new(eps: f64, relu: bool) -> Self {
         Self {
             eps,

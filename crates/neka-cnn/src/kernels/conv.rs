@@ -43,8 +43,11 @@ fn block_size(batch: usize) -> usize {
 /// window argmax (one byte per pooled output) is kept for the backward pass.
 #[derive(Debug, Clone)]
 pub struct Conv2dOp {
+    /// Stride `s`, the same along height and width.
     pub stride: usize,
+    /// Zero padding `(p_h, p_w)` on each side.
     pub pad: (usize, usize),
+    /// Dilation `d` of the kernel, the same along height and width (1 = dense kernel).
     pub dilation: usize,
     /// Apply ReLU to the output (its backward uses the output as the mask).
     pub relu: bool,

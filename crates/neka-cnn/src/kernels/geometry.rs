@@ -7,21 +7,27 @@ use neka_common::kernels::KernelFloat;
 /// Shape of one 2-D convolution (one group), per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
-    /// Input channels, height, width.
+    /// Input channels `C`.
     pub c: usize,
+    /// Input height `H`, before padding.
     pub h: usize,
+    /// Input width `W`, before padding.
     pub w: usize,
     /// Output channels.
     pub o: usize,
-    /// Kernel height and width.
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
+    /// Stride `s`, the same along height and width.
     pub stride: usize,
     /// Zero padding `(p_h, p_w)` on each side.
     pub pad: (usize, usize),
+    /// Dilation `d`: the kernel covers `d(k−1) + 1` input pixels per dimension.
     pub dilation: usize,
-    /// Output height and width.
+    /// Output height, `floor((H + 2p_h − d(kh−1) − 1) / s) + 1`.
     pub oh: usize,
+    /// Output width, `floor((W + 2p_w − d(kw−1) − 1) / s) + 1`.
     pub ow: usize,
 }
 

@@ -22,8 +22,11 @@ fn planes_per_item(planes: usize, plane_size: usize) -> usize {
 /// candle custom op on `(B, C, H, W)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2dOp {
+    /// Window size `k` (a `k × k` window).
     pub kernel: usize,
+    /// Step between windows, the same along height and width.
     pub stride: usize,
+    /// −∞ padding on each side (never the maximum).
     pub padding: usize,
 }
 

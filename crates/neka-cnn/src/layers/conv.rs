@@ -91,14 +91,22 @@ impl std::str::FromStr for Padding {
 /// Configuration of a [`Conv2d`] layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conv2dConfig {
+    /// `C_in`, channels of the input.
     pub in_channels: usize,
+    /// `C_out`, channels of the output (number of filters).
     pub out_channels: usize,
     /// `(kh, kw)`.
     pub kernel_size: (usize, usize),
+    /// Stride `s`, the same along height and width (default 1).
     pub stride: usize,
+    /// Zero padding (default none, "valid").
     pub padding: Padding,
+    /// Dilation `d` of the kernel, the same along height and width (default 1).
     pub dilation: usize,
+    /// Groups: input and output channels are split into this many independent convolutions
+    /// (both must be divisible by it; default 1; `C_in` groups is a depthwise convolution).
     pub groups: usize,
+    /// Whether the layer adds a learned `bias (C_out)` (default `true`).
     pub bias: bool,
 }
 
@@ -123,22 +131,27 @@ impl Conv2dConfig {
         self.kernel_size = (kh, kw);
         self
     }
+    /// Sets the stride.
     pub fn stride(mut self, s: usize) -> Self {
         self.stride = s;
         self
     }
+    /// Sets the padding.
     pub fn padding(mut self, p: Padding) -> Self {
         self.padding = p;
         self
     }
+    /// Sets the dilation.
     pub fn dilation(mut self, d: usize) -> Self {
         self.dilation = d;
         self
     }
+    /// Sets the number of groups.
     pub fn groups(mut self, g: usize) -> Self {
         self.groups = g;
         self
     }
+    /// Sets whether the layer has a bias.
     pub fn bias(mut self, b: bool) -> Self {
         self.bias = b;
         self

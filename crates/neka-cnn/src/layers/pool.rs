@@ -15,16 +15,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PoolKind {
+    /// The window's maximum (−∞ padding), PyTorch's `max_pool2d`.
     Max,
+    /// The window's mean, zero padding counted (PyTorch's `avg_pool2d`, `count_include_pad=True`).
     Avg,
 }
 
 /// A pooling layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool2d {
+    /// Max or average.
     pub kind: PoolKind,
+    /// Window size `k` (a `k × k` window).
     pub kernel: usize,
+    /// Step between windows, the same along height and width (`k` by default).
     pub stride: usize,
+    /// Padding on each side, at most `k/2` (default 0).
     pub padding: usize,
 }
 
@@ -47,10 +53,12 @@ impl Pool2d {
             padding: 0,
         }
     }
+    /// Sets the stride.
     pub fn stride(mut self, s: usize) -> Self {
         self.stride = s;
         self
     }
+    /// Sets the padding on each side.
     pub fn padding(mut self, p: usize) -> Self {
         self.padding = p;
         self

@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Channels of the input image (1 for grey).
     pub in_channels: usize,
+    /// Height = width of the square input (28 by default).
     pub image_size: usize,
+    /// Output classes (logits of `fc3`).
     pub num_classes: usize,
 }
 
@@ -97,6 +100,8 @@ pub struct LeNet5 {
 }
 
 impl LeNet5 {
+    /// Creates (or loads) the weights under `vb` (`conv1`, `conv2`, `fc1`–`fc3`); fails early if
+    /// `image_size` is too small for the layers.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.summary()?;
         Ok(Self {

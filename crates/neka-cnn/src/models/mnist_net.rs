@@ -29,14 +29,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Channels of the input image (1 for grey).
     pub in_channels: usize,
     /// Height = width of the square input.
     pub image_size: usize,
+    /// Output classes (logits of `fc2`).
     pub num_classes: usize,
     /// Dropout after the pooling layer.
     pub dropout1: f32,
     /// Dropout after fc1.
     pub dropout2: f32,
+    /// Width of `fc1` (128 in the PyTorch example).
     pub hidden: usize,
 }
 
@@ -119,6 +122,8 @@ pub struct MnistNet {
 }
 
 impl MnistNet {
+    /// Creates (or loads) the weights under `vb` with PyTorch's names (`conv1`, `conv2`, `fc1`,
+    /// `fc2`); fails early if `image_size` is too small for the layers.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.summary()?; // fails early if image_size is too small
         Ok(Self {

@@ -72,9 +72,11 @@ pub const MAX_WIDTH: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Channels of the input image (1 for grey).
     pub in_channels: usize,
     /// Height = width of the square input.
     pub image_size: usize,
+    /// Output classes (logits of `fc`).
     pub num_classes: usize,
     /// Channels of the stem and of stage 1; stages 2 and 3 have twice and four times as many.
     pub width: usize,
@@ -326,6 +328,8 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Creates (or loads) the weights under `vb` with torchvision's names and init; validates
+    /// the config and fails early if the layers do not fit `image_size`.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.summary()?; // validates the config and fails early if the layers do not fit
         let w = cfg.width;

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Per-channel input normalisation `x' = (x/255 − mean) / std`, stored in `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Normalize {
+    /// Per-channel mean of the pixels scaled to `[0, 1]` (one value for grey images).
     pub mean: Vec<f64>,
+    /// Per-channel standard deviation of the pixels scaled to `[0, 1]`.
     pub std: Vec<f64>,
 }
 

@@ -211,6 +211,8 @@ where
 /// ([`open_model_dir`]), the model is built from its record and loaded strictly
 /// ([`load_model`]).
 pub struct Pretrained<M> {
+    /// What `build` returned: the model with its weights loaded (and, for some models, their
+    /// vocabularies).
     pub model: M,
     /// The record: model name, config, dataset, classes, metrics, companion files.
     pub info: CheckpointInfo,

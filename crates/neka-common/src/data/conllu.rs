@@ -23,15 +23,20 @@ pub const UPOS_TAGS: [&str; 17] = [
 /// One sentence: its words with their universal (UPOS) and language-specific (XPOS) tags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaggedSentence {
+    /// The words as written (FORM), one per syntactic word.
     pub forms: Vec<String>,
+    /// The universal POS tag (UPOS) of each word, e.g. `NOUN`.
     pub upos: Vec<String>,
+    /// The language-specific POS tag (XPOS) of each word, as the file gives it (e.g. `NN`).
     pub xpos: Vec<String>,
 }
 
 impl TaggedSentence {
+    /// Number of words.
     pub fn len(&self) -> usize {
         self.forms.len()
     }
+    /// True for a sentence without words.
     pub fn is_empty(&self) -> bool {
         self.forms.is_empty()
     }
@@ -204,8 +209,11 @@ fn classify_id(id: &str) -> Option<IdKind> {
 /// A treebank's train / dev / test splits.
 #[derive(Debug, Clone)]
 pub struct Treebank {
+    /// The training split.
     pub train: Vec<TaggedSentence>,
+    /// The development (validation) split.
     pub dev: Vec<TaggedSentence>,
+    /// The test split.
     pub test: Vec<TaggedSentence>,
     /// Where the files came from, for logs and model cards.
     pub source: String,

@@ -81,7 +81,9 @@ pub fn bucketed_plan(
 /// [`LabeledDataset`]'s batch: images `(B, C, H, W)`, one-hot sequences `(B, T, V)`, …).
 #[derive(Debug, Clone)]
 pub struct LabeledBatch {
+    /// Inputs `(B, …)` f32.
     pub x: Tensor,
+    /// Class ids `(B)` u32.
     pub y: Tensor,
 }
 
@@ -90,7 +92,9 @@ pub struct LabeledBatch {
 /// vanishing-gradient task), MNIST rows `(N, 28, 28)`. Batches are [`LabeledBatch`]es.
 #[derive(Debug, Clone)]
 pub struct LabeledDataset {
+    /// Inputs `(N, …)` f32.
     pub x: Tensor,
+    /// Class ids `(N)` u32.
     pub y: Tensor,
 }
 

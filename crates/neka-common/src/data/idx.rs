@@ -32,16 +32,23 @@ const HEADER_LIMIT: usize = 4 + 4 * 8;
 /// An IDX file's dimensions and its raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxData {
+    /// The dimensions from the header, items first (`[count]` for labels, `[count, rows, cols]`
+    /// for images).
     pub dims: Vec<usize>,
+    /// The data, row-major: exactly the product of `dims` bytes.
     pub data: Vec<u8>,
 }
 
 /// Images read from an IDX file: `count` images of `rows × cols` bytes, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
+    /// Number of images.
     pub count: usize,
+    /// Image height, in pixels.
     pub rows: usize,
+    /// Image width, in pixels.
     pub cols: usize,
+    /// `count · rows · cols` grey values 0–255, image after image.
     pub pixels: Vec<u8>,
 }
 

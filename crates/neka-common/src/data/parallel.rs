@@ -31,6 +31,7 @@ impl Default for ParallelConfig {
 /// Tokenized sentence pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParallelCorpus {
+    /// `(source tokens, target tokens)` per kept line pair, in file order.
     pub pairs: Vec<(Vec<String>, Vec<String>)>,
     /// Lines skipped by the rules, as `(1-based line number, reason)`.
     pub skipped: Vec<(usize, String)>,

@@ -16,20 +16,26 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
-/// Vocabulary file names in a model directory.
+/// The source vocabulary's file name in a model directory.
 pub const SRC_VOCAB_FILE: &str = "src_vocab.json";
+/// The target vocabulary's file name in a model directory.
 pub const TGT_VOCAB_FILE: &str = "tgt_vocab.json";
 
-/// Ids of the specials, the same in both vocabularies.
+/// Id of `<pad>` (the specials' ids are the same in both vocabularies).
 pub const PAD_ID: u32 = 0;
+/// Id of `<unk>`, what unknown tokens map to.
 pub const UNK_ID: u32 = 1;
+/// Id of `<bos>`, the decoder's first input.
 pub const BOS_ID: u32 = 2;
+/// Id of `<eos>`, the end of a target sentence.
 pub const EOS_ID: u32 = 3;
 
 /// Source and target vocabularies (`<pad> <unk> <bos> <eos>` first, in that order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seq2SeqVocabs {
+    /// The source-language vocabulary.
     pub src: Vocab,
+    /// The target-language vocabulary.
     pub tgt: Vocab,
 }
 
@@ -44,6 +50,8 @@ impl Seq2SeqVocabs {
         }
     }
 
+    /// Writes both vocabularies as JSON into `dir` ([`SRC_VOCAB_FILE`], [`TGT_VOCAB_FILE`]),
+    /// creating it.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         self.src.save(&dir.join(SRC_VOCAB_FILE))?;
@@ -97,6 +105,7 @@ impl Seq2SeqVocabs {
             .collect()
     }
 
+    /// Target tokens → ids (looked up as given); unknown tokens → `<unk>`.
     pub fn encode_tgt<S: AsRef<str>>(&self, tokens: &[S]) -> Vec<u32> {
         tokens
             .iter()
@@ -119,12 +128,14 @@ impl Seq2SeqVocabs {
 pub struct SourceBatch {
     /// `(B, S)` u32, `<pad>` past each length.
     pub ids: Tensor,
+    /// `S_b`, the real tokens of each sentence (`1..=S`).
     pub lengths: Vec<usize>,
     /// `(B, S)` f32: 1 at real tokens.
     pub mask: Tensor,
 }
 
 impl SourceBatch {
+    /// Pads `sentences` (ids, none empty) to the longest; an error for an empty sentence.
     pub fn new(sentences: &[&[u32]], device: &Device) -> Result<Self> {
         let (ids, lengths, mask) = pad(sentences, device)?;
         Ok(Self { ids, lengths, mask })
@@ -159,6 +170,7 @@ fn pad(seqs: &[&[u32]], device: &Device) -> Result<(Tensor, Vec<usize>, Tensor)>
 /// A training batch: sources, and targets shifted for teacher forcing.
 #[derive(Debug, Clone)]
 pub struct Seq2SeqBatch {
+    /// The source sentences.
     pub src: SourceBatch,
     /// `(B, T)`: `<bos> y_1 … y_n`, padded.
     pub tgt_in: Tensor,
@@ -171,6 +183,8 @@ pub struct Seq2SeqBatch {
 }
 
 impl Seq2SeqBatch {
+    /// Pads the sources and builds `tgt_in` / `tgt_out` from each pair `(source ids, target
+    /// ids)` (targets without `<bos>`/`<eos>`); an error for an empty source.
     pub fn new(pairs: &[&(Vec<u32>, Vec<u32>)], device: &Device) -> Result<Self> {
         let srcs: Vec<&[u32]> = pairs.iter().map(|p| p.0.as_slice()).collect();
         let tin: Vec<Vec<u32>> = pairs
@@ -202,11 +216,14 @@ impl Seq2SeqBatch {
 /// Encoded sentence pairs, batched by similar source length.
 #[derive(Debug, Clone)]
 pub struct Seq2SeqDataset {
+    /// `(source ids, target ids)` per pair, targets without `<bos>`/`<eos>`.
     pub pairs: Vec<(Vec<u32>, Vec<u32>)>,
     device: Device,
 }
 
 impl Seq2SeqDataset {
+    /// Encodes tokenized pairs with `vocabs` ([`Seq2SeqVocabs::encode_src`] /
+    /// [`Seq2SeqVocabs::encode_tgt`]); batches are made on `device`.
     pub fn new(
         pairs: &[(Vec<String>, Vec<String>)],
         vocabs: &Seq2SeqVocabs,

@@ -28,6 +28,7 @@ pub const MIN_CHARS: usize = 1000;
 pub struct CharCorpus {
     /// Where the text came from.
     pub path: PathBuf,
+    /// The text's characters (with `<unk>`).
     pub vocab: Vocab,
     /// The whole text as character ids.
     pub ids: Vec<u32>,

@@ -27,9 +27,11 @@ use std::path::Path;
 /// does not).
 pub const MAX_WORD_CHARS: usize = 24;
 
-/// File names of the vocabularies in a model directory.
+/// The word vocabulary's file name in a model directory.
 pub const WORDS_FILE: &str = "words.json";
+/// The character vocabulary's file name.
 pub const CHARS_FILE: &str = "chars.json";
+/// The tag vocabulary's file name.
 pub const TAGS_FILE: &str = "tags.json";
 
 /// How words are mapped to ids.
@@ -54,24 +56,34 @@ impl Default for TaggingVocabConfig {
 /// The three vocabularies of a tagger, saved as JSON next to its weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaggingVocabs {
+    /// `<pad>` = 0, `<unk>` = 1, then the training words seen at least `cfg.min_word_freq`
+    /// times (lowercased if `cfg.lowercase`).
     pub words: Vocab,
+    /// `<pad>` = 0, `<unk>` = 1, then every character of the training words (case kept).
     pub chars: Vocab,
+    /// The 17 UPOS tags, in the order of the UD guidelines.
     pub tags: Vocab,
+    /// How words were mapped to ids when the vocabularies were built.
     pub cfg: TaggingVocabConfig,
 }
 
 /// A sentence as ids. `tags` is empty for untagged input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedSentence {
+    /// Word ids, one per word.
     pub words: Vec<u32>,
+    /// Character ids of each word (long words cut to [`MAX_WORD_CHARS`]).
     pub chars: Vec<Vec<u32>>,
+    /// Tag ids, one per word (empty for untagged input).
     pub tags: Vec<u32>,
 }
 
 impl EncodedSentence {
+    /// Number of words.
     pub fn len(&self) -> usize {
         self.words.len()
     }
+    /// True for a sentence without words.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
     }
@@ -329,6 +341,7 @@ impl TagBatch {
 /// Encoded tagged sentences, batched by similar length ([`bucketed_plan`]).
 #[derive(Debug, Clone)]
 pub struct TaggingDataset {
+    /// The sentences as ids, in corpus order.
     pub sentences: Vec<EncodedSentence>,
     device: Device,
 }

@@ -24,7 +24,9 @@ pub const DATA_DIR_ENV: &str = "NEKA_DATA_DIR";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VisionDatasetKind {
+    /// MNIST handwritten digits (`mnist`): 28×28 grey images, 10 classes.
     Mnist,
+    /// Fashion-MNIST clothing images (`fashion-mnist`): 28×28 grey images, 10 classes.
     FashionMnist,
 }
 
@@ -103,7 +105,9 @@ impl std::fmt::Display for VisionDatasetKind {
 /// One split of an image dataset, as bytes.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
+    /// The images, as bytes.
     pub images: IdxImages,
+    /// Class id of each image.
     pub labels: Vec<u8>,
 }
 
@@ -154,8 +158,11 @@ impl ImageSet {
 /// A train/test image-classification dataset read from IDX files (or the Hub).
 #[derive(Debug, Clone)]
 pub struct VisionData {
+    /// Which dataset.
     pub kind: VisionDatasetKind,
+    /// The training images (validation is split off later).
     pub train: ImageSet,
+    /// The test images.
     pub test: ImageSet,
     /// Where it was loaded from, for messages.
     pub source: String,
@@ -203,15 +210,21 @@ pub const SMOKE_SIZES: (usize, usize, usize) = (640, 500, 1000);
 /// statistics ([`VisionData::normalize_for`]): what an image classifier trains on.
 #[derive(Debug, Clone)]
 pub struct VisionSplits {
+    /// Which dataset.
     pub kind: VisionDatasetKind,
     /// Where the data came from, for messages.
     pub source: String,
+    /// The training split, normalised: `x (N, 1, rows, cols)`, `y (N)`.
     pub train: LabeledDataset,
+    /// The validation split, held out of the training images.
     pub val: LabeledDataset,
+    /// The test split.
     pub test: LabeledDataset,
+    /// The normalisation applied to all three splits (saved with the model).
     pub normalize: Normalize,
-    /// Image height and width.
+    /// Image height, in pixels.
     pub rows: usize,
+    /// Image width, in pixels.
     pub cols: usize,
 }
 

@@ -52,7 +52,9 @@ pub fn with_slice<F: WithDType, R>(t: &Tensor, what: &str, f: impl FnOnce(&[F]) 
 /// One input of a kernel: a CPU storage and the layout of the tensor in it.
 #[derive(Clone, Copy)]
 pub struct Input<'a> {
+    /// The CPU storage the tensor's data lives in.
     pub storage: &'a CpuStorage,
+    /// Where in `storage` the tensor lies: shape, strides, offset.
     pub layout: &'a Layout,
 }
 

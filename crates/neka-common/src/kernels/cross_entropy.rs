@@ -115,6 +115,7 @@ impl<F: KernelFloat> CpuKernel<F, 2> for CrossEntropyOp {
 /// backward pass, which is then one exponential per logit. Masked rows cost nothing.
 #[derive(Debug, Clone)]
 pub struct MaskedCrossEntropyOp {
+    /// Label smoothing `ε` (0 = plain cross-entropy).
     pub eps: f64,
     lse: std::sync::Arc<std::sync::Mutex<Option<Vec<f64>>>>,
 }

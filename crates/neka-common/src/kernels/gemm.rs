@@ -9,6 +9,7 @@ use super::{parallel, threads, vectorized, KernelFloat, Vectorized};
 /// `Mat::col_major(p, ld)` is column-major (`(1, ld)`), which is how a row-major `Aᵀ` is read.
 #[derive(Debug, Clone, Copy)]
 pub struct Mat<P> {
+    /// The entry `(0, 0)`: a `*const` or `*mut` to the element type.
     pub ptr: P,
     /// Row stride, in elements.
     pub rs: usize,

@@ -16,6 +16,7 @@ use candle_core::{Device, Result, Shape, Tensor};
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct LinearOp {
+    /// Apply ReLU to the output (the backward pass masks `dy` by `y > 0`).
     pub relu: bool,
 }
 

@@ -22,7 +22,9 @@ pub fn sum<F: KernelFloat>(xs: &[F]) -> F {
 /// ([`vectorized`]). Mark `run` `#[inline(always)]`, and the loops it calls too: they are then
 /// compiled once per instruction set, inside [`vectorized`]'s dispatch.
 pub trait Vectorized {
+    /// What the work returns.
     type Output;
+    /// Does the work (mark it `#[inline(always)]`).
     fn run(self) -> Self::Output;
 }
 

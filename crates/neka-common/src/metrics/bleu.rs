@@ -13,7 +13,9 @@ pub struct Bleu {
     pub totals: [usize; 4],
     /// Brevity penalty `min(1, exp(1 − r/c))`.
     pub brevity_penalty: f64,
+    /// `c`, tokens in all hypotheses.
     pub hyp_len: usize,
+    /// `r`, tokens in all references.
     pub ref_len: usize,
 }
 

@@ -12,13 +12,16 @@ use std::path::Path;
 /// heatmap PNG. Rows are gold labels, columns predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfusionMatrix {
+    /// Class names, index = class id (rows and columns in this order).
     pub labels: Vec<String>,
+    /// `counts[gold][predicted]`.
     pub counts: Vec<Vec<u64>>,
 }
 
 /// One class's scores in a [`ConfusionMatrix`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassScores {
+    /// The class name.
     pub label: String,
     /// `tp / (tp + fp)`; 0 when nothing was predicted as this class.
     pub precision: f64,
@@ -31,6 +34,7 @@ pub struct ClassScores {
 }
 
 impl ConfusionMatrix {
+    /// An empty matrix over `labels`.
     pub fn new(labels: Vec<String>) -> Self {
         let n = labels.len();
         Self {
@@ -44,6 +48,7 @@ impl ConfusionMatrix {
         self.counts[gold][predicted] += 1;
     }
 
+    /// Predictions recorded.
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
     }

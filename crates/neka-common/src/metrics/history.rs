@@ -12,10 +12,15 @@ pub struct EpochMetrics {
     pub epoch: usize,
     /// Optimizer steps so far.
     pub step: usize,
+    /// Learning rate of the epoch (after the schedule).
     pub lr: f64,
+    /// Mean training loss per counted unit (example or token) over the epoch.
     pub train_loss: f64,
+    /// Fraction of training predictions correct over the epoch, in `[0, 1]`.
     pub train_accuracy: f64,
+    /// Mean validation loss after the epoch (`None` without validation data).
     pub val_loss: Option<f64>,
+    /// Validation accuracy after the epoch, in `[0, 1]` (`None` without validation data).
     pub val_accuracy: Option<f64>,
     /// Training throughput: [`crate::train::StepOutput::count`] per second (examples, or
     /// tokens for sequence models — see [`crate::train::TrainModel::count_unit`]), including
@@ -31,8 +36,11 @@ pub struct EpochMetrics {
 /// Accuracy/loss over a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
+    /// Mean loss per prediction.
     pub loss: f64,
+    /// Fraction of predictions correct, in `[0, 1]`.
     pub accuracy: f64,
+    /// Predictions scored (examples, or tokens for sequence models).
     pub count: usize,
 }
 
@@ -40,21 +48,28 @@ pub struct EvalMetrics {
 /// same numbers as an uninterrupted one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Running {
+    /// Sum of the batches' mean losses, each weighted by its count.
     pub loss_sum: f64,
+    /// Correct predictions so far.
     pub correct: f64,
+    /// Predictions so far.
     pub count: usize,
+    /// Training time of the epoch so far, in seconds (carried across a resume).
     pub seconds: f64,
 }
 
 impl Running {
+    /// Adds one batch: its mean loss, correct predictions and count.
     pub fn add(&mut self, mean_loss: f64, correct: f64, count: usize) {
         self.loss_sum += mean_loss * count as f64;
         self.correct += correct;
         self.count += count;
     }
+    /// Mean loss per prediction so far (0 before any).
     pub fn loss(&self) -> f64 {
         self.loss_sum / self.count.max(1) as f64
     }
+    /// Fraction of predictions correct so far (0 before any).
     pub fn accuracy(&self) -> f64 {
         self.correct / self.count.max(1) as f64
     }

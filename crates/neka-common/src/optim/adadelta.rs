@@ -9,9 +9,13 @@ use serde::{Deserialize, Serialize};
 /// `v ← ρv + (1−ρ)g²`, `Δ = √(u+ε)/√(v+ε) · g`, `u ← ρu + (1−ρ)Δ²`, `θ ← θ − lr·Δ`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adadelta {
+    /// Learning rate, scaling the step `Δ`.
     pub lr: f64,
+    /// `ρ`, decay of both running averages, in `[0, 1)` (default 0.9).
     pub rho: f64,
+    /// `ε` added inside the square roots (default 1e-6).
     pub eps: f64,
+    /// L2 penalty `λ` folded into the gradient, `g ← g + λθ` (default 0).
     pub weight_decay: f64,
 }
 

@@ -11,10 +11,15 @@ use serde::{Deserialize, Serialize};
 /// `θ ← θ − lr · m̂ / (√v̂ + ε)` with bias-corrected `m̂, v̂`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdamW {
+    /// Learning rate.
     pub lr: f64,
+    /// `β₁`, decay of the gradient average `m`, in `[0, 1)` (default 0.9).
     pub beta1: f64,
+    /// `β₂`, decay of the squared-gradient average `v`, in `[0, 1)` (default 0.999).
     pub beta2: f64,
+    /// `ε` added to `√v̂` (default 1e-8).
     pub eps: f64,
+    /// Decoupled weight decay `λ`: `θ ← θ − lr·λ·θ` (default 0.01).
     pub weight_decay: f64,
 }
 

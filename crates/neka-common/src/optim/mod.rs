@@ -113,6 +113,9 @@ macro_rules! optimizers {
         #[serde(tag = "name")]
         pub enum OptimizerConfig {
             $(
+                #[doc = concat!(
+                    "`", $name, "`: [`", stringify!($ty), "`] with its hyper-parameters."
+                )]
                 #[serde(rename = $name)]
                 $variant($ty),
             )+

@@ -13,11 +13,15 @@ use serde::{Deserialize, Serialize};
 /// `grad_avg` (`ḡ`, when centered).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RmsProp {
+    /// Learning rate.
     pub lr: f64,
     /// Smoothing constant `α` of the squared-gradient average.
     pub alpha: f64,
+    /// `ε` added to the denominator (default 1e-8).
     pub eps: f64,
+    /// L2 penalty `λ` folded into the gradient, `g ← g + λθ` (default 0).
     pub weight_decay: f64,
+    /// Momentum `μ` of the buffer `b`, in `[0, 1)` (default 0: none).
     pub momentum: f64,
     /// Normalise by the variance estimate `v − ḡ²` instead of `v`.
     pub centered: bool,

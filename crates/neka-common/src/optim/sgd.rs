@@ -9,9 +9,13 @@ use serde::{Deserialize, Serialize};
 /// `g ← g + λθ`, `b ← μb + g`, `θ ← θ − lr·b` (Nesterov: `θ ← θ − lr(g + μb)`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sgd {
+    /// Learning rate.
     pub lr: f64,
+    /// Momentum `μ` of the buffer `b`, in `[0, 1)` (default 0.9; 0 is plain SGD).
     pub momentum: f64,
+    /// L2 penalty `λ` folded into the gradient, `g ← g + λθ` (default 0).
     pub weight_decay: f64,
+    /// Nesterov momentum (needs `μ > 0`; default off).
     pub nesterov: bool,
 }
 

@@ -17,13 +17,18 @@ pub enum Scale {
 /// One image of a grid: `values` row-major, `h × w` (no values: a blank slot).
 #[derive(Debug, Clone)]
 pub struct ImagePanel {
+    /// Caption drawn above the image.
     pub title: String,
+    /// Rows of `values` (the image's height in pixels).
     pub h: usize,
+    /// Columns of `values` (the image's width in pixels).
     pub w: usize,
+    /// `h · w` values, row-major; empty for a blank slot.
     pub values: Vec<f32>,
 }
 
 impl ImagePanel {
+    /// A panel titled `title` of `h × w` values.
     pub fn new(title: impl Into<String>, h: usize, w: usize, values: Vec<f32>) -> Self {
         Self {
             title: title.into(),

@@ -87,16 +87,22 @@ pub fn register_font() {
 
 /// A named series of (x, y) points for [`plot_lines`].
 pub struct Series<'a> {
+    /// Name in the legend.
     pub label: &'a str,
+    /// `(x, y)` points, joined in order.
     pub points: Vec<(f64, f64)>,
 }
 
 /// Where [`plot_lines_with`] puts each panel's legend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Legend {
+    /// Top left corner.
     UpperLeft,
+    /// Top right corner.
     UpperRight,
+    /// Bottom left corner.
     LowerLeft,
+    /// Bottom right corner.
     LowerRight,
     /// plotters' default.
     #[default]

@@ -12,11 +12,15 @@ use serde::{Deserialize, Serialize};
 /// bar, epoch lines, Ctrl-C) is [`RunOptions`], not saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Epochs to train (at least 1).
     pub epochs: usize,
+    /// Training examples (or sequences) per batch and optimizer step.
     pub batch_size: usize,
     /// Batch size for validation and test passes (no gradients, so it can be larger).
     pub eval_batch_size: usize,
+    /// The optimizer and its hyper-parameters, including the base learning rate.
     pub optimizer: OptimizerConfig,
+    /// Learning rate per epoch (default constant).
     #[serde(default)]
     pub schedule: LrSchedule,
     /// Clip the global gradient norm to this value.
@@ -25,6 +29,8 @@ pub struct TrainConfig {
     /// Stop after this many epochs without a better monitored metric.
     #[serde(default)]
     pub patience: Option<usize>,
+    /// Seed of the batch shuffling; seed the model RNG with it too ([`crate::rng::seed`]) before
+    /// building the model, for a reproducible init and dropout.
     pub seed: u64,
     /// Train on at most this many batches per epoch (smoke tests, `--dry-run`).
     #[serde(default)]

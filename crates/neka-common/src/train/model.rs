@@ -56,7 +56,10 @@ impl StepContext {
 /// A model as the training loop sees it: a batch in, a loss and a count of correct
 /// predictions out. `ctx.train` switches dropout and similar layers on.
 pub trait TrainModel {
+    /// What one step reads (e.g. [`LabeledBatch`]).
     type Batch;
+    /// One forward pass on `batch`: the mean loss (backpropagated by the trainer when
+    /// `ctx.train`), correct predictions and their count.
     fn step(&self, batch: &Self::Batch, ctx: &StepContext) -> candle_core::Result<StepOutput>;
     /// What [`StepOutput::count`] counts, for the progress line's rate (`… 531 tokens/s`).
     fn count_unit(&self) -> &'static str {

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Goal {
+    /// Larger is better (accuracy, BLEU).
     Max,
+    /// Smaller is better (loss, perplexity).
     Min,
 }
 
@@ -22,7 +24,9 @@ pub enum Goal {
 /// fall back to the training figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Monitor {
+    /// The metric's name, one of those above, e.g. `val_accuracy`.
     pub metric: String,
+    /// Whether larger or smaller is better.
     pub goal: Goal,
 }
 

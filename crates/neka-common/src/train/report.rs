@@ -13,6 +13,7 @@ pub struct StepLog {
     pub step: usize,
     /// 1-based epoch.
     pub epoch: usize,
+    /// The batch's mean loss.
     pub loss: f64,
     /// Global gradient norm before clipping (NaN for a step whose loss was not finite).
     pub grad_norm: f64,
@@ -22,14 +23,19 @@ pub struct StepLog {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
+    /// All `epochs` ran.
     Completed,
+    /// `patience` epochs passed without a better monitored metric.
     EarlyStopped,
+    /// Ctrl-C (or [`request_stop`](super::request_stop)): the last checkpoint was saved for
+    /// `--resume`.
     Interrupted,
 }
 
 /// What a [`Trainer::fit`](super::Trainer::fit) call did.
 #[derive(Debug, Clone)]
 pub struct FitReport {
+    /// Every epoch's metrics, resumed ones included, in order.
     pub history: Vec<EpochMetrics>,
     /// The epoch saved as the best model (for a kept weight average: the last averaged one).
     pub best_epoch: Option<usize>,
@@ -37,10 +43,13 @@ pub struct FitReport {
     pub best_val_accuracy: Option<f64>,
     /// What picked the best model, and its value there.
     pub monitor: Monitor,
+    /// The monitored metric's value at the best model (`None` if no epoch completed).
     pub best_score: Option<f64>,
     /// The weight average of the last epochs, when [`TrainConfig::average_last`](super::TrainConfig::average_last) is on.
     pub average: Option<AverageReport>,
+    /// Why training stopped.
     pub stop: StopReason,
+    /// The run directory: best model, checkpoint, metrics.
     pub out_dir: PathBuf,
 }
 
@@ -49,6 +58,7 @@ pub struct FitReport {
 pub struct AverageReport {
     /// 1-based epochs averaged, first and last.
     pub first_epoch: usize,
+    /// Last epoch averaged (1-based).
     pub last_epoch: usize,
     /// Validation metrics of the averaged weights (`epoch` = the last averaged one).
     pub metrics: EpochMetrics,

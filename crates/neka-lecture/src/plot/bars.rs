@@ -10,13 +10,18 @@ use std::path::Path;
 /// the bar (default: the value with thousands separators).
 #[derive(Debug, Clone)]
 pub struct Bar {
+    /// Text under the axis (`\n` for several lines).
     pub label: String,
+    /// Height of the bar (> 0 on a log scale).
     pub value: f64,
+    /// Written above the bar instead of the value with thousands separators.
     pub text: Option<String>,
+    /// RGB fill; `None` is the default blue.
     pub colour: Option<(u8, u8, u8)>,
 }
 
 impl Bar {
+    /// A bar of `value` labelled `label`, default colour and value text.
     pub fn new(label: impl Into<String>, value: f64) -> Self {
         Self {
             label: label.into(),
@@ -25,10 +30,12 @@ impl Bar {
             colour: None,
         }
     }
+    /// Writes `text` above the bar instead of the value.
     pub fn text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
         self
     }
+    /// Fills the bar with `rgb`.
     pub fn colour(mut self, rgb: (u8, u8, u8)) -> Self {
         self.colour = Some(rgb);
         self
@@ -38,13 +45,18 @@ impl Bar {
 /// A panel of bars. With `log_scale` the value axis is log₁₀ (values must be > 0).
 #[derive(Debug, Clone)]
 pub struct BarPanel {
+    /// Title above the panel.
     pub title: String,
+    /// Label of the value axis.
     pub y_label: String,
+    /// The bars, left to right.
     pub bars: Vec<Bar>,
+    /// Log₁₀ value axis (values must be > 0).
     pub log_scale: bool,
 }
 
 impl BarPanel {
+    /// A panel with a linear value axis.
     pub fn new(title: impl Into<String>, y_label: impl Into<String>, bars: Vec<Bar>) -> Self {
         Self {
             title: title.into(),
@@ -53,6 +65,7 @@ impl BarPanel {
             log_scale: false,
         }
     }
+    /// Switches the value axis to log₁₀ when `on`.
     pub fn log_scale(mut self, on: bool) -> Self {
         self.log_scale = on;
         self
@@ -62,18 +75,26 @@ impl BarPanel {
 /// One series of a grouped panel: one value per group.
 #[derive(Debug, Clone)]
 pub struct BarSeries {
+    /// Name of the series in the legend.
     pub label: String,
+    /// RGB fill of the series' bars and legend square.
     pub colour: (u8, u8, u8),
+    /// One value per group, in the order of [`GroupedPanel::groups`].
     pub values: Vec<f64>,
 }
 
 /// A panel of grouped bars: for each group (a label under the axis), one bar per series.
 #[derive(Debug, Clone)]
 pub struct GroupedPanel {
+    /// Title above the panel.
     pub title: String,
+    /// Label of the value axis.
     pub y_label: String,
+    /// Group labels under the axis, left to right.
     pub groups: Vec<String>,
+    /// The series: each draws one bar in every group, in this order.
     pub series: Vec<BarSeries>,
+    /// Log₁₀ value axis (values must be > 0).
     pub log_scale: bool,
 }
 

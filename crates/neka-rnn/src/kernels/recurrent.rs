@@ -47,7 +47,9 @@ mod forward;
 /// One layer of a recurrent network (one or both directions), as a candle custom op.
 #[derive(Debug, Clone)]
 pub struct RecurrentOp<C: Cell> {
+    /// The cell whose pointwise step ([`Cell::forward_row`] / [`Cell::backward_row`]) runs per row.
     pub cell: C,
+    /// `H`, hidden units per direction.
     pub hidden: usize,
     /// `aux` ends with bias_hh.
     pub has_bias: bool,

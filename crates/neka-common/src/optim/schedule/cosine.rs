@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// held at `η_min` after `t_max`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cosine {
+    /// Epochs from the base rate down to `η_min` (default: the whole run).
     pub t_max: usize,
+    /// The lowest rate, reached at `t_max` (default 0).
     pub eta_min: f64,
 }
 

@@ -84,6 +84,9 @@ macro_rules! schedules {
             #[serde(rename = "constant")]
             Constant,
             $(
+                #[doc = concat!(
+                    "`", $name, "`: [`", stringify!($ty), "`] with its numbers."
+                )]
                 #[serde(rename = $name)]
                 $variant($ty),
             )+

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 /// `lr = base · γ^⌊epoch / step_size⌋` (PyTorch `StepLR`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
+    /// Epochs between decays (default 1).
     pub step_size: usize,
+    /// `γ`, the factor applied every `step_size` epochs (default 0.7).
     pub gamma: f64,
 }
 

@@ -23,6 +23,7 @@ pub struct WarmupCosine {
     pub warmup: usize,
     /// The epoch at which the cosine reaches `η_min` (> `W`), counted from the start.
     pub t_max: usize,
+    /// The lowest rate, reached at `t_max` (default 0).
     pub eta_min: f64,
 }
 

@@ -3,7 +3,7 @@
 //! widest SIMD; the reserve space for the backward pass kept inside the op.
 
 use super::{cpu, gemm, Dims, Direction, RecurrentOp, Shared};
-use crate::cell::{Cell, ForwardRow};
+use crate::cell::Cell;
 use neka_common::kernels::{KernelFloat, Mat};
 
 impl<C: Cell> RecurrentOp<C> {
@@ -70,13 +70,13 @@ impl<C: Cell> RecurrentOp<C> {
                 }
                 let row = &mut saved[slot(t, r)..slot(t, r) + sv];
                 let at = d.gx_at(r, t, k);
-                let step = ForwardRow {
-                    gx: &gx[at..at + g],
-                    rec: &rec[r * g..(r + 1) * g],
-                    prev: &state[r * s0..(r + 1) * s0],
-                    saved: &mut *row,
-                };
-                self.cell.forward_row(h, step);
+                self.cell.forward_row(
+                    h,
+                    &gx[at..at + g],
+                    &rec[r * g..(r + 1) * g],
+                    &state[r * s0..(r + 1) * s0],
+                    row,
+                );
                 state[r * s0..(r + 1) * s0].copy_from_slice(&row[..s0]);
                 // SAFETY: row (r, t) of direction k: H values no other thread writes.
                 unsafe {
