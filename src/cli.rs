@@ -288,12 +288,18 @@ pub fn flag_error(e: neka_common::Error) -> anyhow::Error {
 
 /// An example's `main`: [`init`], then `run`; an error is printed as `anyhow` prints one from
 /// `main` (`Error: …` with its causes), the library's field names replaced by the flags that
-/// set them ([`with_flags`]), and the process exits with status 1.
+/// set them ([`flag_error`] for a config error's field, [`with_flags`] in every message), and
+/// the process exits with status 1.
 pub fn main(run: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
     init();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // a config error from any library call names its field by the flag, as flag_error does
+            let e = match e.downcast::<neka_common::Error>() {
+                Ok(lib) => flag_error(lib),
+                Err(other) => other,
+            };
             eprintln!("Error: {}", with_flags(&format!("{e:?}")));
             std::process::ExitCode::FAILURE
         }
